@@ -1,0 +1,48 @@
+// Image decoding and model preprocessing (OpenCV imgcodecs + imgproc).
+#pragma once
+
+#include <string>
+
+#include <opencv2/core.hpp>
+#include <opencv2/imgproc.hpp>
+
+#include "nearlabel/status.h"
+
+namespace nearlabel {
+
+// Decodes an encoded image (JPEG, PNG, BMP, TIFF, WebP) held in memory to 8-bit, 3-channel
+// BGR with its EXIF orientation applied. Greyscale becomes 3 equal channels, 16-bit is
+// scaled to 8-bit, alpha is dropped. Fails with Corruption and a one-line reason for empty,
+// unknown-format, truncated or undecodable data, and with InvalidArgument when the declared
+// size exceeds `max_pixels` (checked before the pixels are allocated where the format allows).
+// Thread-safe.
+Result<cv::Mat> DecodeImage(const std::string& bytes, int64_t max_pixels = 200'000'000);
+
+// Short name of the format detected from the first bytes ("jpeg", "png", ...), or "" if none.
+std::string SniffImageFormat(const std::string& bytes);
+
+// How a model wants its input tensor built; set by the model card.
+struct PreprocessSpec {
+  enum class Resize {
+    kDirect,           // resize straight to width x height
+    kShorterSideCrop,  // resize the shorter side to `resize_shorter`, then centre-crop
+  };
+  int width = 224;
+  int height = 224;
+  Resize resize = Resize::kShorterSideCrop;
+  int resize_shorter = 256;
+  int interpolation = cv::INTER_LINEAR;  // cv::InterpolationFlags
+  bool rgb = true;                       // channel order of the tensor (false: BGR)
+  float scale = 1.0f / 255.0f;           // applied to 0..255 pixel values first
+  float mean[3] = {0.485f, 0.456f, 0.406f};  // in tensor channel order, after scale
+  float std[3] = {0.229f, 0.224f, 0.225f};   // in tensor channel order
+};
+
+// Resizes/crops `bgr` (8UC3) and writes the normalised planar tensor, 3 x height x width
+// floats, to `dst`: dst[c][y][x] = (pixel_c * scale - mean[c]) / std[c]. Thread-safe.
+void PreprocessInto(const cv::Mat& bgr, const PreprocessSpec& spec, float* dst);
+
+// The resized and cropped 8-bit image that PreprocessInto normalises (for tests, thumbnails).
+cv::Mat ResizeAndCrop(const cv::Mat& bgr, const PreprocessSpec& spec);
+
+}  // namespace nearlabel

@@ -1,0 +1,59 @@
+// Ingest: dataset listing -> read + checksum -> decode + preprocess -> embed -> store.
+//
+// Threading: `prep_threads` workers read, hash, decode and preprocess the next batch while
+// the calling thread embeds the current one and commits it in one transaction, so at most
+// two batches of tensors are in memory. Items already in the store (same sha256) are skipped
+// before decoding, which makes a re-run after a crash or Ctrl-C resume where it stopped.
+#pragma once
+
+#include <atomic>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "nearlabel/dataset.h"
+#include "nearlabel/model.h"
+#include "nearlabel/store.h"
+
+namespace nearlabel {
+
+struct IngestOptions {
+  int batch_size = 32;    // images per embedding batch and per transaction
+  int prep_threads = 0;   // 0: the number of cores
+};
+
+struct IngestReport {
+  size_t listed = 0;          // images the dataset listed
+  size_t inserted = 0;        // new rows
+  size_t already_stored = 0;  // skipped: same content already in the store
+  size_t duplicates = 0;      // skipped: same content as another image of this run
+  size_t failed = 0;          // images that could not be read or decoded
+  bool interrupted = false;   // stopped early by the stop flag; re-run to finish
+  double seconds = 0;
+  std::vector<DatasetProblem> problems;  // dataset problems first, then per-image failures
+};
+
+// Called after each committed batch with (images done, images listed). May be empty.
+using ProgressFn = std::function<void(size_t done, size_t total)>;
+
+// Ingests `listing` into `store` (whose collection must match `embedder`'s model; call
+// Store::EnsureCollection first). Stops cleanly after the current batch when *stop becomes
+// true. A store error aborts with that error; rows of committed batches stay.
+Result<IngestReport> Ingest(const DatasetListing& listing, Embedder& embedder, Store& store,
+                            const IngestOptions& options, const ProgressFn& progress,
+                            const std::atomic<bool>* stop);
+
+// One embedded image file (for classify and search).
+struct EmbeddedFile {
+  std::string path;
+  Status status;               // why it failed, if it did
+  std::string sha256;
+  std::vector<float> embedding;  // dims() floats when status is OK
+};
+
+// Reads, decodes, preprocesses and embeds `paths` in batches. Per-file failures are
+// reported in the results, not as an error.
+std::vector<EmbeddedFile> EmbedFiles(const std::vector<std::string>& paths, Embedder& embedder,
+                                     int prep_threads = 0);
+
+}  // namespace nearlabel

@@ -1,0 +1,39 @@
+// Exact k-nearest-neighbour search by cosine distance over unit-length vectors
+// (distance = 1 - dot product), computed with BLAS: sgemv for one query, blocked sgemm for
+// many. Ties are broken by the lower row, so results are deterministic.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "nearlabel/store.h"
+
+namespace nearlabel {
+
+struct Neighbor {
+  size_t row = 0;  // row in the VectorTable searched
+  float distance = 0;
+};
+
+// Per-query parameters.
+struct SearchParams {
+  int k = 10;
+  // Optional row filter: when non-empty, only rows with allowed[row] != 0 are candidates.
+  std::vector<uint8_t> allowed;
+};
+
+// The k nearest rows of `table` to `query` (dims floats, unit length), nearest first.
+// Returns fewer than k only when fewer rows are allowed. Thread-safe (read-only on table).
+std::vector<Neighbor> ExactSearch(const VectorTable& table, const float* query,
+                                  const SearchParams& params);
+
+// Leave-one-out neighbours: for every row i, the k nearest rows j != i with
+// partition[j] == partition[i] and (group[i] < 0 or group[j] != group[i]).
+// `partition` and `group` are per-row integer keys (empty vectors: one partition / no groups).
+// Computes the similarity matrix in tiles with sgemm within each partition, never N scans.
+std::vector<std::vector<Neighbor>> LeaveOneOutNeighbors(const VectorTable& table, int k,
+                                                        const std::vector<int>& partition,
+                                                        const std::vector<int>& group);
+
+}  // namespace nearlabel

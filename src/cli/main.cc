@@ -1,0 +1,646 @@
+// nearlabel command-line interface. Exit codes: 0 ok, 1 error, 2 usage.
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <iostream>
+#include <iterator>
+#include <map>
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include "cli/output.h"
+#include "common/sha256.h"
+#include "nearlabel/classify.h"
+#include "nearlabel/dataset.h"
+#include "nearlabel/ingest.h"
+#include "nearlabel/model.h"
+#include "nearlabel/search.h"
+#include "nearlabel/store.h"
+#include "nearlabel/vector.h"
+
+using nlohmann::json;
+
+namespace nearlabel::cli {
+namespace {
+
+constexpr const char* kDefaultModel = "mobilenetv2-12-int8";
+std::atomic<bool> g_stop{false};
+
+struct Global {
+  std::vector<std::string> model_dirs;
+  bool json = false;
+  bool verbose = false;
+};
+
+int Fail(const Status& st) {
+  std::fprintf(stderr, "nearlabel: error: %s\n", st.message().c_str());
+  return 1;
+}
+
+void PrintJson(const json& j) {
+  std::printf("%s\n", j.dump(2, ' ', false, json::error_handler_t::replace).c_str());
+}
+
+json ParseMeta(const std::string& text) { return json::parse(text, nullptr, false); }
+
+// "part=exp1" -> SQL over metadata, with the value bound safely as a quoted literal.
+Result<std::string> WithinToSql(const std::string& within) {
+  auto eq = within.find('=');
+  if (eq == std::string::npos || eq == 0) {
+    return Status::InvalidArgument("--within wants FIELD=VALUE, e.g. --within part=exp1");
+  }
+  auto quote = [](const std::string& s) {
+    std::string q = "'";
+    for (char c : s) q += c == '\'' ? std::string("''") : std::string(1, c);
+    return q + "'";
+  };
+  return "field(metadata, " + quote(within.substr(0, eq)) + ") = " + quote(within.substr(eq + 1));
+}
+
+std::string JoinWhere(const std::vector<std::string>& parts) {
+  std::string out;
+  for (const auto& p : parts) {
+    if (p.empty()) continue;
+    out += (out.empty() ? "(" : " AND (") + p + ")";
+  }
+  return out;
+}
+
+// Loads the store's model (or `model_arg` when given) and checks it matches the store.
+Result<std::unique_ptr<Embedder>> OpenEmbedderForStore(Store& store, const std::string& model_arg,
+                                                       const Global& g) {
+  NL_ASSIGN_OR_RETURN(auto info, store.GetCollection());
+  if (!info) return Status::InvalidArgument("store " + store.location() + " is empty: ingest first");
+  std::string name = model_arg.empty() ? info->model : model_arg;
+  NL_ASSIGN_OR_RETURN(ModelCard card, FindModel(name, ModelSearchDirs(g.model_dirs)));
+  NL_ASSIGN_OR_RETURN(std::string sha, Sha256File(card.onnx_path));
+  if (card.name != info->model || sha != info->model_sha256 || card.dims != info->dims) {
+    return Status::Mismatch("store " + store.location() + " was built with model '" + info->model +
+                            "' (" + std::to_string(info->dims) + "-d), not '" + card.name + "' (" +
+                            std::to_string(card.dims) + "-d" +
+                            (sha != info->model_sha256 ? ", different ONNX file" : "") + ")");
+  }
+  return CreateOpenCvEmbedder(card, {});
+}
+
+// ---------------------------------------------------------------- ingest
+struct IngestArgs {
+  std::string store, dataset, model, layout = "auto";
+  int batch = 32, threads = 0;
+};
+
+int RunIngest(const IngestArgs& a, const Global& g) {
+  auto layout = ParseDatasetLayout(a.layout);
+  if (!layout.ok()) return Fail(layout.status());
+  auto store = OpenStore(a.store, Store::Mode::kReadWrite);
+  if (!store.ok()) return Fail(store.status());
+  auto existing = (*store)->GetCollection();
+  if (!existing.ok()) return Fail(existing.status());
+  std::string model = a.model;
+  if (model.empty()) model = *existing ? (*existing)->model : kDefaultModel;
+  auto card = FindModel(model, ModelSearchDirs(g.model_dirs));
+  if (!card.ok()) return Fail(card.status());
+  auto listing = ListDataset(a.dataset, *layout);
+  if (!listing.ok()) return Fail(listing.status());
+  if (listing->items.empty()) {
+    for (const auto& p : listing->problems) {
+      std::fprintf(stderr, "  %s: %s\n", p.path.c_str(), p.reason.c_str());
+    }
+    return Fail(Status::NotFound("no images found in " + a.dataset + " (layout " +
+                                 DatasetLayoutName(listing->layout) + ")"));
+  }
+  auto embedder = CreateOpenCvEmbedder(*card, {});
+  if (!embedder.ok()) return Fail(embedder.status());
+  auto sha = Sha256File(card->onnx_path);
+  if (!sha.ok()) return Fail(sha.status());
+  CollectionInfo info;
+  info.model = card->name;
+  info.model_sha256 = *sha;
+  info.dims = card->dims;
+  // The field classify and eval predict unless told otherwise.
+  const json& first = listing->items.front().metadata;
+  info.label_field = listing->layout == DatasetLayout::kAiHub ? "quality"
+                     : first.contains("label")               ? "label"
+                     : first.contains("class")               ? "class"
+                                                             : "label";
+  Status st = (*store)->EnsureCollection(info);
+  if (!st.ok()) return Fail(st);
+  if (listing->layout == DatasetLayout::kAiHub) {
+    st = (*store)->EnsureAiHubView();
+    if (!st.ok()) return Fail(st);
+  }
+
+  std::signal(SIGINT, [](int) {
+    g_stop = true;
+    std::signal(SIGINT, SIG_DFL);  // a second Ctrl-C kills at once; committed rows stay
+  });
+  std::signal(SIGTERM, [](int) { g_stop = true; });
+  ProgressBar bar("ingest");
+  IngestOptions opt;
+  opt.batch_size = a.batch;
+  opt.prep_threads = a.threads;
+  auto rep = Ingest(*listing, **embedder, **store, opt,
+                    [&](size_t done, size_t total) { bar.Update(done, total); }, &g_stop);
+  bar.Finish();
+  if (!rep.ok()) return Fail(rep.status());
+  auto rows = (*store)->Count();
+  if (g.json) {
+    json j = {{"store", a.store},
+              {"dataset", listing->root},
+              {"layout", DatasetLayoutName(listing->layout)},
+              {"model", card->name},
+              {"backend", (*embedder)->backend()},
+              {"listed", rep->listed},
+              {"inserted", rep->inserted},
+              {"already_stored", rep->already_stored},
+              {"duplicates", rep->duplicates},
+              {"failed", rep->failed},
+              {"problems", json::array()},
+              {"rows", rows.ok() ? *rows : -1},
+              {"seconds", rep->seconds},
+              {"interrupted", rep->interrupted}};
+    for (const auto& p : rep->problems) j["problems"].push_back({{"path", p.path}, {"reason", p.reason}});
+    PrintJson(j);
+  } else {
+    for (const auto& p : rep->problems) std::printf("skipped %s: %s\n", p.path.c_str(), p.reason.c_str());
+    const double rate = rep->seconds > 0 ? (rep->inserted) / rep->seconds : 0;
+    std::printf(
+        "ingest %s (%s layout) -> %s with %s\n"
+        "  %zu images listed: %zu inserted, %zu already stored, %zu duplicate content, %zu "
+        "failed; %zu other problems\n"
+        "  %.1f s (%.1f images/s embedded); store now holds %lld rows\n",
+        listing->root.c_str(), DatasetLayoutName(listing->layout), a.store.c_str(),
+        card->name.c_str(), rep->listed, rep->inserted, rep->already_stored, rep->duplicates,
+        rep->failed, rep->problems.size() - rep->failed - rep->duplicates, rep->seconds, rate,
+        static_cast<long long>(rows.ok() ? *rows : -1));
+  }
+  if (rep->interrupted) {
+    std::fprintf(stderr,
+                 "nearlabel: interrupted; every committed batch is stored. Run the same command "
+                 "again to finish.\n");
+    return 1;
+  }
+  return 0;
+}
+
+// ---------------------------------------------------------------- classify / search
+struct QueryArgs {
+  std::string store, model, within, where, vote = "majority", label;
+  std::vector<std::string> images;
+  int k = 0;
+};
+
+json NeighborJson(const VectorTable& t, const Neighbor& nb, const std::string& label_field) {
+  json meta = ParseMeta(t.metadata[nb.row]);
+  return {{"id", t.ids[nb.row]},
+          {"distance", nb.distance},
+          {"label", MetadataField(meta, label_field)},
+          {"source", t.sources[nb.row]},
+          {"metadata", meta}};
+}
+
+int RunQuery(const QueryArgs& a, const Global& g, bool classify) {
+  const auto t_open = std::chrono::steady_clock::now();
+  auto store = OpenStore(a.store, Store::Mode::kReadOnly);
+  if (!store.ok()) return Fail(store.status());
+  auto info = (*store)->GetCollection();
+  if (!info.ok()) return Fail(info.status());
+  if (!*info) return Fail(Status::InvalidArgument("store " + a.store + " is empty: ingest first"));
+  auto vote = ParseVote(a.vote);
+  if (!vote.ok()) return Fail(vote.status());
+  std::string within_sql;
+  if (!a.within.empty()) {
+    auto w = WithinToSql(a.within);
+    if (!w.ok()) return Fail(w.status());
+    within_sql = *w;
+  }
+  auto table = (*store)->LoadVectors(JoinWhere({within_sql, a.where}));
+  if (!table.ok()) return Fail(table.status());
+  auto embedder = OpenEmbedderForStore(**store, a.model, g);
+  if (!embedder.ok()) return Fail(embedder.status());
+  const std::string label_field =
+      !a.label.empty() ? a.label : (*info)->label_field.empty() ? "label" : (*info)->label_field;
+  std::vector<std::string> labels;
+  for (const auto& m : table->metadata) labels.push_back(MetadataField(ParseMeta(m), label_field));
+  const int k = a.k > 0 ? a.k : (classify ? 5 : 10);
+
+  const auto t_query = std::chrono::steady_clock::now();
+  auto files = EmbedFiles(a.images, **embedder);
+  int failures = 0;
+  json out = json::array();
+  for (const auto& f : files) {
+    if (!f.status.ok()) {
+      std::fprintf(stderr, "nearlabel: error: %s: %s\n", f.path.c_str(), f.status.message().c_str());
+      ++failures;
+      continue;
+    }
+    SearchParams params;
+    params.k = k;
+    auto nbs = ExactSearch(*table, f.embedding.data(), params);
+    json r = {{"image", f.path}, {"neighbors", json::array()}};
+    for (const auto& nb : nbs) r["neighbors"].push_back(NeighborJson(*table, nb, label_field));
+    Prediction p;
+    if (classify) {
+      p = VoteLabel(nbs, labels, *vote);
+      r["label"] = p.label;
+      r["confidence"] = p.confidence;
+      r["scores"] = json::object();
+      for (const auto& [l, s] : p.scores) r["scores"][l] = s;
+    }
+    if (g.json) {
+      out.push_back(r);
+      continue;
+    }
+    if (classify) {
+      std::printf("%s: %s = %s (confidence %.3f, k=%d, %s vote)\n", f.path.c_str(),
+                  label_field.c_str(), p.label.empty() ? "(none)" : p.label.c_str(), p.confidence,
+                  k, VoteName(*vote));
+    } else {
+      std::printf("%s: %zu nearest of %zu rows\n", f.path.c_str(), nbs.size(), table->size());
+    }
+    std::vector<std::vector<std::string>> rows;
+    for (size_t i = 0; i < nbs.size(); ++i) {
+      rows.push_back({std::to_string(i + 1), std::to_string(table->ids[nbs[i].row]),
+                      FormatDouble(nbs[i].distance, 4), labels[nbs[i].row],
+                      table->sources[nbs[i].row]});
+    }
+    PrintTable({"rank", "id", "distance", label_field, "source"}, rows);
+  }
+  if (g.json) PrintJson(out);
+  if (g.verbose) {
+    auto now = std::chrono::steady_clock::now();
+    std::fprintf(stderr, "timing: open store + load %zu vectors + model %.1f ms; embed + search %zu "
+                         "image(s) %.1f ms\n",
+                 table->size(), std::chrono::duration<double, std::milli>(t_query - t_open).count(),
+                 a.images.size(), std::chrono::duration<double, std::milli>(now - t_query).count());
+  }
+  return failures ? 1 : 0;
+}
+
+// ---------------------------------------------------------------- eval
+struct EvalArgs {
+  std::string store, label, within, group_by, vote = "majority", where;
+  int k = 1;
+  int show = -1;
+};
+
+int RunEval(const EvalArgs& a, const Global& g) {
+  auto store = OpenStore(a.store, Store::Mode::kReadOnly);
+  if (!store.ok()) return Fail(store.status());
+  auto info = (*store)->GetCollection();
+  if (!info.ok()) return Fail(info.status());
+  if (!*info) return Fail(Status::InvalidArgument("store " + a.store + " is empty: ingest first"));
+  auto vote = ParseVote(a.vote);
+  if (!vote.ok()) return Fail(vote.status());
+  auto table = (*store)->LoadVectors(a.where);
+  if (!table.ok()) return Fail(table.status());
+  EvalOptions opt;
+  opt.label_field = !a.label.empty() ? a.label : (*info)->label_field;
+  opt.within_field = a.within;
+  opt.group_field = a.group_by;
+  opt.k = a.k;
+  opt.vote = *vote;
+  ProgressBar bar("eval");
+  bar.Update(0, table->size());
+  auto rep = LeaveOneOut(*table, opt);
+  bar.Finish();
+  if (!rep.ok()) return Fail(rep.status());
+  std::string protocol = a.group_by.empty() ? "leave-one-out" : "leave-one-group-out by " + a.group_by;
+  std::string rule = a.within.empty() ? "" : ", neighbours within the same " + a.within;
+  auto mismatch_json = [&](const EvalCase& c) {
+    const Neighbor& nb = c.neighbors.front();
+    return json{{"id", table->ids[c.row]},
+                {"source", table->sources[c.row]},
+                {"truth", c.truth},
+                {"predicted", c.predicted},
+                {"nearest_id", table->ids[nb.row]},
+                {"nearest_source", table->sources[nb.row]},
+                {"nearest_label", MetadataField(ParseMeta(table->metadata[nb.row]), opt.label_field)},
+                {"distance", nb.distance}};
+  };
+  if (g.json) {
+    json j = {{"protocol", protocol},
+              {"label", opt.label_field},
+              {"within", a.within},
+              {"group_by", a.group_by},
+              {"k", a.k},
+              {"vote", VoteName(*vote)},
+              {"rows", rep->rows},
+              {"n", rep->n},
+              {"correct", rep->correct},
+              {"accuracy", rep->accuracy},
+              {"skipped_no_label", rep->no_label},
+              {"skipped_no_candidate", rep->no_candidate},
+              {"classes", rep->classes},
+              {"confusion", rep->confusion},
+              {"per_class", json::array()},
+              {"mismatches", json::array()}};
+    for (const auto& s : rep->per_class) {
+      j["per_class"].push_back({{"label", s.label}, {"support", s.support}, {"precision", s.precision},
+                                {"recall", s.recall}, {"f1", s.f1}});
+    }
+    for (const auto& c : rep->mismatches) j["mismatches"].push_back(mismatch_json(c));
+    PrintJson(j);
+    return 0;
+  }
+  std::printf("%s, %d-NN (%s vote), cosine distance, label '%s'%s\n", protocol.c_str(), a.k,
+              VoteName(*vote), opt.label_field.c_str(), rule.c_str());
+  std::printf("N = %zu, correct = %zu, accuracy = %.2f%%  (%zu of %zu correct)\n", rep->n,
+              rep->correct, 100 * rep->accuracy, rep->correct, rep->n);
+  if (rep->no_label || rep->no_candidate) {
+    std::printf("not evaluated: %zu rows without '%s', %zu rows with no allowed neighbour\n",
+                rep->no_label, opt.label_field.c_str(), rep->no_candidate);
+  }
+  std::printf("\nper class:\n");
+  std::vector<std::vector<std::string>> rows;
+  for (const auto& s : rep->per_class) {
+    rows.push_back({s.label, std::to_string(s.support), FormatDouble(s.precision, 4),
+                    FormatDouble(s.recall, 4), FormatDouble(s.f1, 4)});
+  }
+  PrintTable({"class", "support", "precision", "recall", "f1"}, rows);
+  std::printf("\nconfusion matrix (rows: truth, columns: predicted):\n");
+  std::vector<std::string> header{"truth \\ predicted"};
+  header.insert(header.end(), rep->classes.begin(), rep->classes.end());
+  rows.clear();
+  for (size_t i = 0; i < rep->classes.size(); ++i) {
+    std::vector<std::string> r{rep->classes[i]};
+    for (size_t v : rep->confusion[i]) r.push_back(std::to_string(v));
+    rows.push_back(r);
+  }
+  PrintTable(header, rows);
+  size_t show = a.show < 0 ? rep->mismatches.size() : static_cast<size_t>(a.show);
+  std::printf("\nmismatches (%zu)%s:\n", rep->mismatches.size(),
+              show < rep->mismatches.size() ? (", first " + std::to_string(show)).c_str() : "");
+  rows.clear();
+  for (size_t i = 0; i < rep->mismatches.size() && i < show; ++i) {
+    json m = mismatch_json(rep->mismatches[i]);
+    rows.push_back({std::to_string(m["id"].get<int64_t>()), m["truth"], m["predicted"],
+                    std::to_string(m["nearest_id"].get<int64_t>()), m["nearest_label"],
+                    FormatDouble(m["distance"].get<double>(), 4), m["source"], m["nearest_source"]});
+  }
+  if (!rows.empty()) {
+    PrintTable({"id", "truth", "predicted", "nearest", "its label", "distance", "source",
+                "nearest source"},
+               rows);
+  }
+  return 0;
+}
+
+// ---------------------------------------------------------------- sql
+std::string CellText(const SqlValue& v) {
+  if (std::holds_alternative<std::monostate>(v)) return "NULL";
+  if (auto* i = std::get_if<int64_t>(&v)) return std::to_string(*i);
+  if (auto* d = std::get_if<double>(&v)) {
+    char buf[40];
+    std::snprintf(buf, sizeof buf, "%.9g", *d);
+    return buf;
+  }
+  if (auto* s = std::get_if<std::string>(&v)) return *s;
+  return "<blob " + std::to_string(std::get<std::vector<uint8_t>>(v).size()) + " bytes>";
+}
+
+json CellJson(const SqlValue& v) {
+  if (std::holds_alternative<std::monostate>(v)) return nullptr;
+  if (auto* i = std::get_if<int64_t>(&v)) return *i;
+  if (auto* d = std::get_if<double>(&v)) return *d;
+  if (auto* s = std::get_if<std::string>(&v)) return *s;
+  const auto& b = std::get<std::vector<uint8_t>>(v);
+  if (b.size() % 4 == 0 && !b.empty()) {  // present float32 blobs as vectors
+    return json::parse(FormatVector(reinterpret_cast<const float*>(b.data()), b.size() / 4),
+                       nullptr, false);
+  }
+  return "<blob " + std::to_string(b.size()) + " bytes>";
+}
+
+int RunSql(const std::string& store_path, std::string query, bool write, const Global& g) {
+  if (query.empty()) {
+    query.assign(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
+  }
+  auto store = OpenStore(store_path, write ? Store::Mode::kReadWrite : Store::Mode::kReadOnly);
+  if (!store.ok()) return Fail(store.status());
+  auto results = (*store)->Execute(query);
+  if (!results.ok()) return Fail(results.status().WithContext("SQL"));
+  json all = json::array();
+  for (const auto& r : *results) {
+    if (g.json) {
+      json rows = json::array();
+      for (const auto& row : r.rows) {
+        json o = json::object();
+        for (size_t c = 0; c < row.size(); ++c) o[r.columns[c]] = CellJson(row[c]);
+        rows.push_back(o);
+      }
+      all.push_back(r.columns.empty() ? json{{"changes", r.changes}} : rows);
+      continue;
+    }
+    if (r.columns.empty()) {
+      if (r.changes) std::printf("%lld rows changed\n", static_cast<long long>(r.changes));
+      continue;
+    }
+    std::vector<std::vector<std::string>> rows;
+    for (const auto& row : r.rows) {
+      std::vector<std::string> cells;
+      for (const auto& v : row) cells.push_back(CellText(v));
+      rows.push_back(cells);
+    }
+    PrintTable(r.columns, rows);
+  }
+  if (g.json) PrintJson(all.size() == 1 ? all[0] : all);
+  return 0;
+}
+
+// ---------------------------------------------------------------- info / models
+int RunInfo(const std::string& path, const Global& g) {
+  auto store = OpenStore(path, Store::Mode::kReadOnly);
+  if (!store.ok()) return Fail(store.status());
+  auto info = (*store)->GetCollection();
+  if (!info.ok()) return Fail(info.status());
+  auto count = (*store)->Count();
+  if (!count.ok()) return Fail(count.status());
+  json j = {{"store", path}, {"rows", *count}};
+  std::map<std::string, int64_t> label_counts;
+  if (*info) {
+    j["model"] = (*info)->model;
+    j["model_sha256"] = (*info)->model_sha256;
+    j["dims"] = (*info)->dims;
+    j["metric"] = (*info)->metric;
+    j["label_field"] = (*info)->label_field;
+    auto res = (*store)->Execute("SELECT field(metadata, '" + (*info)->label_field +
+                                 "'), count(*) FROM items GROUP BY 1 ORDER BY 1");
+    if (res.ok() && !res->empty()) {
+      for (const auto& row : res->back().rows) {
+        label_counts[CellText(row[0])] = std::get<int64_t>(row[1]);
+      }
+    }
+    j["labels"] = label_counts;
+  }
+  if (g.json) {
+    PrintJson(j);
+    return 0;
+  }
+  std::printf("store        %s\nrows         %lld\n", path.c_str(), static_cast<long long>(*count));
+  if (*info) {
+    std::printf("model        %s (%d-d, %s, sha256 %s)\nlabel field  %s\n", (*info)->model.c_str(),
+                (*info)->dims, (*info)->metric.c_str(), (*info)->model_sha256.c_str(),
+                (*info)->label_field.c_str());
+    for (const auto& [l, n] : label_counts) {
+      std::printf("  %-24s %lld\n", l.c_str(), static_cast<long long>(n));
+    }
+  }
+  return 0;
+}
+
+int RunModels(const Global& g) {
+  auto dirs = ModelSearchDirs(g.model_dirs);
+  std::vector<std::string> errors;
+  auto models = ListModels(dirs, &errors);
+  json j = json::array();
+  std::vector<std::vector<std::string>> rows;
+  for (const auto& m : models) {
+    j.push_back({{"name", m.name},
+                 {"dims", m.dims},
+                 {"input", std::to_string(m.preprocess.width) + "x" + std::to_string(m.preprocess.height)},
+                 {"onnx", m.onnx_path},
+                 {"available", !m.onnx_path.empty()},
+                 {"card", m.card_path},
+                 {"description", m.description}});
+    rows.push_back({m.name + (m.name == kDefaultModel ? " (default)" : ""), std::to_string(m.dims),
+                    m.onnx_path.empty() ? "missing: put " + m.file + " in a models dir" : m.onnx_path});
+  }
+  if (g.json) {
+    PrintJson(j);
+  } else {
+    std::string where;
+    for (const auto& d : dirs) where += " " + d;
+    std::printf("models directories:%s\n\n", where.c_str());
+    PrintTable({"model", "dims", "onnx file"}, rows);
+  }
+  for (const auto& e : errors) std::fprintf(stderr, "nearlabel: warning: %s\n", e.c_str());
+  return 0;
+}
+
+int Main(int argc, char** argv) {
+  CLI::App app{
+      "nearlabel: classify images by vector search. A pretrained CNN embeds labelled images into\n"
+      "a store; a new image takes the label of its nearest labelled neighbours.\n\n"
+      "Typical use:\n"
+      "  nearlabel ingest shop.db photos/                 # embed a labelled dataset\n"
+      "  nearlabel eval shop.db --label quality --within part   # leave-one-out accuracy\n"
+      "  nearlabel classify shop.db new.jpg               # label a new image\n"
+      "Models are found in NEARLABEL_MODELS (colon-separated directories) or --models.",
+      "nearlabel"};
+  app.set_version_flag("--version", std::string("nearlabel ") + NEARLABEL_VERSION);
+  app.require_subcommand(1);
+  app.fallthrough();
+  Global g;
+  app.add_option("--models", g.model_dirs, "Directory of models (repeatable); default $NEARLABEL_MODELS");
+  app.add_flag("--json", g.json, "Print machine-readable JSON instead of text");
+  app.add_flag("-v,--verbose", g.verbose, "Print timings");
+
+  IngestArgs ia;
+  auto* ingest = app.add_subcommand(
+      "ingest",
+      "Embed a labelled dataset into a store (created if missing). Idempotent: images whose "
+      "content is stored already are skipped, so re-running after a crash or Ctrl-C resumes.");
+  ingest->add_option("store", ia.store, "Store file (SQLite)")->required();
+  ingest->add_option("dataset", ia.dataset,
+                     "Dataset: a folder-per-class tree, an AI Hub tree (라벨링데이터 + 원천데이터), or "
+                     "a .csv/.tsv/.jsonl manifest")
+      ->required();
+  ingest->add_option("--model", ia.model,
+                     std::string("Model name or .onnx/.card.json path (default: the store's model, "
+                                 "else ") + kDefaultModel + ")");
+  ingest->add_option("--layout", ia.layout, "auto, aihub, folder or manifest")
+      ->capture_default_str();
+  ingest->add_option("--batch", ia.batch, "Images per batch and per transaction")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 4096));
+  ingest->add_option("--threads", ia.threads, "Decode threads (0: one per core)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 256));
+
+  QueryArgs ca;
+  auto* classify = app.add_subcommand("classify", "Label new images by their k nearest neighbours");
+  classify->add_option("store", ca.store, "Store file")->required();
+  classify->add_option("images", ca.images, "Image files")->required();
+  classify->add_option("-k,--k", ca.k, "Neighbours that vote (default 5)")->check(CLI::Range(1, 10000));
+  classify->add_option("--vote", ca.vote, "majority, distance (1/d) or softmax (exp(sim/0.07))")
+      ->capture_default_str();
+  classify->add_option("--within", ca.within, "Only neighbours with FIELD=VALUE, e.g. part=exp1");
+  classify->add_option("--where", ca.where, "SQL condition on items, e.g. \"field(metadata,'part') IN ('exp1','exp2')\"");
+  classify->add_option("--label", ca.label, "Field to predict (default: the store's label field)");
+  classify->add_option("--model", ca.model, "Model (default: the store's)");
+
+  QueryArgs sa;
+  auto* search = app.add_subcommand("search", "List the stored images nearest to an image");
+  search->add_option("store", sa.store, "Store file")->required();
+  search->add_option("images", sa.images, "Image files")->required();
+  search->add_option("-k,--k", sa.k, "Neighbours to list (default 10)")->check(CLI::Range(1, 100000));
+  search->add_option("--within", sa.within, "Only rows with FIELD=VALUE");
+  search->add_option("--where", sa.where, "SQL condition on items");
+  search->add_option("--label", sa.label, "Field shown as the label");
+  search->add_option("--model", sa.model, "Model (default: the store's)");
+
+  EvalArgs ea;
+  auto* eval = app.add_subcommand(
+      "eval",
+      "Leave-one-out evaluation: label every stored image by its nearest *other* images and "
+      "compare. With --group-by, images sharing that field's value never vouch for each other.");
+  eval->add_option("store", ea.store, "Store file")->required();
+  eval->add_option("--label", ea.label, "Field to predict (default: the store's label field)");
+  eval->add_option("--within", ea.within, "Neighbours must share this field's value (e.g. part)");
+  eval->add_option("--group-by", ea.group_by, "Leave-one-group-out by this field (e.g. tile_group)");
+  eval->add_option("-k,--k", ea.k, "Neighbours that vote")->capture_default_str()->check(CLI::Range(1, 10000));
+  eval->add_option("--vote", ea.vote, "majority, distance or softmax")->capture_default_str();
+  eval->add_option("--where", ea.where, "SQL condition selecting the rows evaluated");
+  eval->add_option("--show", ea.show, "Mismatches to list (default all)");
+
+  std::string sql_store, sql_query;
+  bool sql_write = false;
+  auto* sql = app.add_subcommand(
+      "sql",
+      "Run SQL on a store (read-only unless --write). Tables: items(id, source, sha256, metadata, "
+      "embedding), collection(key, value); view aihub_labels for AI Hub stores. Functions: "
+      "vector_distance(a, b [, 'COSINE'|'EUCLIDEAN'|'EUCLIDEAN_SQUARED'|'DOT'|'MANHATTAN']), "
+      "to_vector('[1,2]'), from_vector(blob), vector_dims(v), vector_norm(v), field(metadata, "
+      "'name'). Without a query, statements are read from stdin.");
+  sql->add_option("store", sql_store, "Store file")->required();
+  sql->add_option("query", sql_query, "SQL statement(s)");
+  sql->add_flag("--write", sql_write, "Allow statements that write");
+
+  std::string info_store;
+  auto* info = app.add_subcommand("info", "Show a store's model, size and label counts");
+  info->add_option("store", info_store, "Store file")->required();
+
+  auto* models = app.add_subcommand("models", "List the models nearlabel can find");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    int code = app.exit(e);
+    return code == 0 ? 0 : 2;
+  }
+  if (ingest->parsed()) return RunIngest(ia, g);
+  if (classify->parsed()) return RunQuery(ca, g, true);
+  if (search->parsed()) return RunQuery(sa, g, false);
+  if (eval->parsed()) return RunEval(ea, g);
+  if (sql->parsed()) return RunSql(sql_store, sql_query, sql_write, g);
+  if (info->parsed()) return RunInfo(info_store, g);
+  if (models->parsed()) return RunModels(g);
+  return 2;
+}
+
+}  // namespace
+}  // namespace nearlabel::cli
+
+int main(int argc, char** argv) {
+  try {
+    return nearlabel::cli::Main(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "nearlabel: internal error: %s\n", e.what());
+    return 1;
+  }
+}

@@ -1,0 +1,30 @@
+// Terminal output for the CLI: aligned tables and a progress bar.
+#pragma once
+
+#include <chrono>
+#include <string>
+#include <vector>
+
+namespace nearlabel::cli {
+
+// Prints rows under a header with columns padded to their widest cell (by code points).
+void PrintTable(const std::vector<std::string>& header,
+                const std::vector<std::vector<std::string>>& rows);
+
+// A one-line progress bar with rate and ETA on stderr, drawn only when stderr is a terminal.
+class ProgressBar {
+ public:
+  explicit ProgressBar(std::string what);
+  void Update(size_t done, size_t total);
+  void Finish();
+
+ private:
+  std::string what_;
+  bool enabled_;
+  std::chrono::steady_clock::time_point start_, last_draw_;
+  bool drawn_ = false;
+};
+
+std::string FormatDouble(double v, int precision);
+
+}  // namespace nearlabel::cli

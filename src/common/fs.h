@@ -1,0 +1,22 @@
+// File helpers shared by readers, the store and the CLI.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "nearlabel/status.h"
+
+namespace nearlabel {
+
+// Reads a whole file. Fails with NotFound / IOError naming the path. `max_bytes` guards
+// against reading something absurd into memory by mistake.
+Result<std::string> ReadFileToString(const std::string& path, uint64_t max_bytes = (1ull << 31));
+
+// Lowercased extension without the dot ("jpg"), or "" if none.
+std::string LowerExtension(const std::string& path);
+
+// True for extensions nearlabel decodes: jpg jpeg png bmp tif tiff webp.
+bool IsImageExtension(const std::string& ext);
+
+}  // namespace nearlabel

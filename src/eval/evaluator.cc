@@ -1,0 +1,106 @@
+#include <algorithm>
+#include <map>
+#include <set>
+
+#include <nlohmann/json.hpp>
+
+#include "nearlabel/classify.h"
+#include "nearlabel/dataset.h"
+
+namespace nearlabel {
+namespace {
+
+// Maps string keys to dense ints; "" maps to -1 when `empty_is_none`.
+std::vector<int> KeyIds(const std::vector<std::string>& keys, bool empty_is_none) {
+  std::map<std::string, int> ids;
+  std::vector<int> out(keys.size());
+  for (size_t i = 0; i < keys.size(); ++i) {
+    if (empty_is_none && keys[i].empty()) {
+      out[i] = -1;
+      continue;
+    }
+    out[i] = ids.emplace(keys[i], static_cast<int>(ids.size())).first->second;
+  }
+  return out;
+}
+
+}  // namespace
+
+Result<EvalReport> LeaveOneOut(const VectorTable& all, const EvalOptions& options) {
+  if (options.label_field.empty()) return Status::InvalidArgument("--label is required");
+  if (options.k < 1) return Status::InvalidArgument("k must be >= 1");
+  EvalReport rep;
+  rep.options = options;
+  rep.rows = all.size();
+
+  // Only labelled rows take part: copy them into their own table.
+  VectorTable t;
+  t.dims = all.dims;
+  std::vector<std::string> labels, within, groups;
+  std::vector<size_t> orig_row;
+  for (size_t i = 0; i < all.size(); ++i) {
+    nlohmann::json meta = nlohmann::json::parse(all.metadata[i], nullptr, false);
+    std::string label = MetadataField(meta, options.label_field);
+    if (label.empty()) {
+      ++rep.no_label;
+      continue;
+    }
+    labels.push_back(label);
+    within.push_back(options.within_field.empty() ? "" : MetadataField(meta, options.within_field));
+    groups.push_back(options.group_field.empty() ? "" : MetadataField(meta, options.group_field));
+    orig_row.push_back(i);
+    t.ids.push_back(all.ids[i]);
+    t.vectors.insert(t.vectors.end(), all.row(i), all.row(i) + all.dims);
+  }
+  std::vector<int> partition = KeyIds(within, false);
+  std::vector<int> group = options.group_field.empty() ? std::vector<int>() : KeyIds(groups, true);
+  auto neighbors = LeaveOneOutNeighbors(t, options.k, partition, group);
+
+  std::set<std::string> class_set(labels.begin(), labels.end());
+  rep.classes.assign(class_set.begin(), class_set.end());
+  std::map<std::string, size_t> class_index;
+  for (size_t c = 0; c < rep.classes.size(); ++c) class_index[rep.classes[c]] = c;
+  rep.confusion.assign(rep.classes.size(), std::vector<size_t>(rep.classes.size(), 0));
+
+  for (size_t i = 0; i < t.size(); ++i) {
+    if (neighbors[i].empty()) {
+      ++rep.no_candidate;
+      continue;
+    }
+    Prediction p = VoteLabel(neighbors[i], labels, options.vote, options.temperature);
+    ++rep.n;
+    const bool ok = p.label == labels[i];
+    rep.correct += ok;
+    rep.confusion[class_index[labels[i]]][class_index[p.label]]++;
+    (ok ? rep.nearest_distance_correct : rep.nearest_distance_wrong)
+        .push_back(neighbors[i].front().distance);
+    if (!ok) {
+      EvalCase c;
+      c.row = orig_row[i];
+      c.truth = labels[i];
+      c.predicted = p.label;
+      for (Neighbor nb : neighbors[i]) {
+        nb.row = orig_row[nb.row];
+        c.neighbors.push_back(nb);
+      }
+      rep.mismatches.push_back(std::move(c));
+    }
+  }
+  rep.accuracy = rep.n ? static_cast<double>(rep.correct) / static_cast<double>(rep.n) : 0;
+  for (size_t c = 0; c < rep.classes.size(); ++c) {
+    ClassStats s;
+    s.label = rep.classes[c];
+    for (size_t o = 0; o < rep.classes.size(); ++o) {
+      s.support += rep.confusion[c][o];
+      s.predicted += rep.confusion[o][c];
+    }
+    s.true_positives = rep.confusion[c][c];
+    s.precision = s.predicted ? static_cast<double>(s.true_positives) / s.predicted : 0;
+    s.recall = s.support ? static_cast<double>(s.true_positives) / s.support : 0;
+    s.f1 = s.precision + s.recall > 0 ? 2 * s.precision * s.recall / (s.precision + s.recall) : 0;
+    rep.per_class.push_back(s);
+  }
+  return rep;
+}
+
+}  // namespace nearlabel

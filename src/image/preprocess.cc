@@ -1,0 +1,62 @@
+#include <algorithm>
+#include <cmath>
+
+#include <opencv2/imgproc.hpp>
+
+#include "nearlabel/image.h"
+
+namespace nearlabel {
+
+cv::Mat ResizeAndCrop(const cv::Mat& bgr, const PreprocessSpec& spec) {
+  cv::Mat out;
+  if (spec.resize == PreprocessSpec::Resize::kDirect) {
+    cv::resize(bgr, out, cv::Size(spec.width, spec.height), 0, 0, spec.interpolation);
+    return out;
+  }
+  // Shorter side to resize_shorter (torchvision Resize(int) rounding), then centre crop.
+  const int w = bgr.cols, h = bgr.rows;
+  int nw, nh;
+  if (w <= h) {
+    nw = spec.resize_shorter;
+    nh = static_cast<int>(static_cast<int64_t>(spec.resize_shorter) * h / w);
+  } else {
+    nh = spec.resize_shorter;
+    nw = static_cast<int>(static_cast<int64_t>(spec.resize_shorter) * w / h);
+  }
+  nw = std::max(nw, spec.width);
+  nh = std::max(nh, spec.height);
+  cv::Mat resized;
+  cv::resize(bgr, resized, cv::Size(nw, nh), 0, 0, spec.interpolation);
+  const int x = static_cast<int>(std::lround((nw - spec.width) / 2.0));
+  const int y = static_cast<int>(std::lround((nh - spec.height) / 2.0));
+  resized(cv::Rect(std::min(x, nw - spec.width), std::min(y, nh - spec.height), spec.width,
+                   spec.height))
+      .copyTo(out);
+  return out;
+}
+
+void PreprocessInto(const cv::Mat& bgr, const PreprocessSpec& spec, float* dst) {
+  cv::Mat img = ResizeAndCrop(bgr, spec);
+  const int plane = spec.width * spec.height;
+  // Per tensor channel c: value = pixel * (scale / std) - mean / std, one fused multiply-add.
+  float a[3], b[3];
+  for (int c = 0; c < 3; ++c) {
+    a[c] = spec.scale / spec.std[c];
+    b[c] = -spec.mean[c] / spec.std[c];
+  }
+  for (int yy = 0; yy < spec.height; ++yy) {
+    const uint8_t* row = img.ptr<uint8_t>(yy);
+    float* d0 = dst + yy * spec.width;
+    float* d1 = d0 + plane;
+    float* d2 = d1 + plane;
+    for (int xx = 0; xx < spec.width; ++xx) {
+      const uint8_t B = row[3 * xx], G = row[3 * xx + 1], R = row[3 * xx + 2];
+      const float c0 = spec.rgb ? R : B, c2 = spec.rgb ? B : R;
+      d0[xx] = c0 * a[0] + b[0];
+      d1[xx] = G * a[1] + b[1];
+      d2[xx] = c2 * a[2] + b[2];
+    }
+  }
+}
+
+}  // namespace nearlabel

@@ -1,0 +1,103 @@
+#include <algorithm>
+#include <cmath>
+#include <random>
+
+#include <gtest/gtest.h>
+
+#include "nearlabel/search.h"
+
+namespace nearlabel {
+namespace {
+
+VectorTable RandomTable(size_t n, int d, unsigned seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> g;
+  VectorTable t;
+  t.dims = d;
+  t.vectors.resize(n * d);
+  for (size_t i = 0; i < n; ++i) {
+    t.ids.push_back(static_cast<int64_t>(i) + 1);
+    double s = 0;
+    float* v = t.vectors.data() + i * d;
+    for (int j = 0; j < d; ++j) {
+      v[j] = g(rng);
+      s += v[j] * v[j];
+    }
+    for (int j = 0; j < d; ++j) v[j] /= static_cast<float>(std::sqrt(s));
+  }
+  return t;
+}
+
+// Naive reference: all distances, sorted.
+std::vector<size_t> Naive(const VectorTable& t, const float* q, size_t k, size_t skip = SIZE_MAX) {
+  std::vector<std::pair<double, size_t>> all;
+  for (size_t i = 0; i < t.size(); ++i) {
+    if (i == skip) continue;
+    double dot = 0;
+    for (int j = 0; j < t.dims; ++j) dot += t.row(i)[j] * q[j];
+    all.emplace_back(1 - dot, i);
+  }
+  std::sort(all.begin(), all.end());
+  std::vector<size_t> out;
+  for (size_t i = 0; i < std::min(k, all.size()); ++i) out.push_back(all[i].second);
+  return out;
+}
+
+TEST(ExactSearchTest, MatchesNaiveTopK) {
+  VectorTable t = RandomTable(500, 24, 7);
+  VectorTable q = RandomTable(5, 24, 8);
+  for (size_t qi = 0; qi < q.size(); ++qi) {
+    SearchParams p;
+    p.k = 10;
+    auto got = ExactSearch(t, q.row(qi), p);
+    ASSERT_EQ(got.size(), 10u);
+    auto want = Naive(t, q.row(qi), 10);
+    for (size_t i = 0; i < 10; ++i) EXPECT_EQ(got[i].row, want[i]);
+    EXPECT_TRUE(std::is_sorted(got.begin(), got.end(),
+                               [](auto& a, auto& b) { return a.distance < b.distance; }));
+  }
+}
+
+TEST(ExactSearchTest, FilterReturnsOnlyAllowedRowsAndKWhenPossible) {
+  VectorTable t = RandomTable(100, 8, 3);
+  SearchParams p;
+  p.k = 5;
+  p.allowed.assign(100, 0);
+  for (size_t i = 0; i < 100; i += 10) p.allowed[i] = 1;
+  auto got = ExactSearch(t, t.row(3), p);
+  ASSERT_EQ(got.size(), 5u);
+  for (auto& n : got) EXPECT_EQ(n.row % 10, 0u);
+  p.k = 50;
+  EXPECT_EQ(ExactSearch(t, t.row(3), p).size(), 10u);  // only 10 rows allowed
+}
+
+TEST(ExactSearchTest, LeaveOneOutMatchesNaiveWithPartitionsAndGroups) {
+  VectorTable t = RandomTable(300, 16, 11);
+  std::vector<int> part(300), group(300);
+  for (int i = 0; i < 300; ++i) {
+    part[i] = i % 3;
+    group[i] = (i / 3) % 7;
+  }
+  auto got = LeaveOneOutNeighbors(t, 3, part, group);
+  for (size_t i = 0; i < 300; i += 17) {
+    // Naive: same partition, different group, not itself.
+    std::vector<std::pair<double, size_t>> all;
+    for (size_t j = 0; j < 300; ++j) {
+      if (j == i || part[j] != part[i] || group[j] == group[i]) continue;
+      double dot = 0;
+      for (int c = 0; c < 16; ++c) dot += t.row(i)[c] * t.row(j)[c];
+      all.emplace_back(1 - dot, j);
+    }
+    std::sort(all.begin(), all.end());
+    ASSERT_EQ(got[i].size(), 3u);
+    for (size_t r = 0; r < 3; ++r) {
+      EXPECT_EQ(got[i][r].row, all[r].second) << "row " << i;
+      EXPECT_NEAR(got[i][r].distance, all[r].first, 1e-5);
+    }
+  }
+  auto plain = LeaveOneOutNeighbors(t, 1, {}, {});
+  for (size_t i = 0; i < 300; i += 29) EXPECT_EQ(plain[i][0].row, Naive(t, t.row(i), 1, i)[0]);
+}
+
+}  // namespace
+}  // namespace nearlabel

@@ -1,0 +1,444 @@
+// SQLite store. Storage layout (format 1), see ARCHITECTURE.md:
+//   collection(key TEXT PRIMARY KEY, value TEXT)   model, model_sha256, dims, metric, ...
+//   items(id INTEGER PRIMARY KEY, source TEXT, sha256 TEXT UNIQUE, metadata TEXT (JSON),
+//         embedding BLOB (little-endian float32 x dims))
+// PRAGMA application_id marks the file as ours; PRAGMA user_version is the format.
+// WAL journal, synchronous=NORMAL (a committed batch survives a killed process; a checkpoint
+// with fsync runs when the store is closed after writing).
+#include <sqlite3.h>
+
+#include <filesystem>
+#include <memory>
+
+#include "nearlabel/store.h"
+#include "nearlabel/vector.h"
+#include "store/vector_functions.h"
+
+namespace nearlabel {
+namespace {
+
+constexpr int kApplicationId = 0x4E4C4231;  // "NLB1"
+constexpr int kFormatVersion = 1;
+
+const char* const kSchema = R"sql(
+CREATE TABLE collection (
+  key   TEXT PRIMARY KEY,
+  value TEXT NOT NULL
+);
+CREATE TABLE items (
+  id        INTEGER PRIMARY KEY,
+  source    TEXT NOT NULL,
+  sha256    TEXT NOT NULL UNIQUE,
+  metadata  TEXT NOT NULL CHECK (json_valid(metadata) AND json_type(metadata) = 'object'),
+  embedding BLOB NOT NULL
+);
+)sql";
+
+const char* const kAiHubView = R"sql(
+CREATE VIEW IF NOT EXISTS aihub_labels AS
+SELECT id,
+       json_extract(metadata, '$.annotations[0].attributes.part')          AS part,
+       json_extract(metadata, '$.annotations[0].attributes.quality')       AS quality,
+       json_extract(metadata, '$.annotations[0].attributes.categories[0]') AS category1,
+       json_extract(metadata, '$.annotations[0].attributes.categories[1]') AS category2,
+       source,
+       embedding
+FROM items;
+)sql";
+
+struct StmtDeleter {
+  void operator()(sqlite3_stmt* s) const { sqlite3_finalize(s); }
+};
+using Stmt = std::unique_ptr<sqlite3_stmt, StmtDeleter>;
+
+class SqliteStore : public Store {
+ public:
+  SqliteStore(sqlite3* db, std::string path, Mode mode)
+      : db_(db), path_(std::move(path)), mode_(mode) {}
+  ~SqliteStore() override {
+    if (mode_ == Mode::kReadWrite && wrote_) {
+      // Fold the WAL into the main file with an fsync, so a finished ingest is durable.
+      sqlite3_exec(db_, "PRAGMA wal_checkpoint(TRUNCATE)", nullptr, nullptr, nullptr);
+    }
+    sqlite3_close_v2(db_);
+  }
+
+  Status Init() {
+    NL_RETURN_IF_ERROR(Exec("PRAGMA busy_timeout = 10000"));
+    NL_RETURN_IF_ERROR(RegisterVectorFunctions(db_));
+    // The first read tells whether the file is a database at all.
+    int app_id = 0, version = 0, tables = 0;
+    Status st = QueryInt("PRAGMA application_id", &app_id);
+    if (!st.ok()) {
+      return Status::Corruption(path_ + " is not a nearlabel store (" + st.message() + ")");
+    }
+    NL_RETURN_IF_ERROR(QueryInt("PRAGMA user_version", &version));
+    NL_RETURN_IF_ERROR(QueryInt("SELECT count(*) FROM sqlite_master", &tables));
+    if (app_id != kApplicationId) {
+      if (tables > 0 || app_id != 0) {
+        return Status::InvalidArgument(path_ + " is an SQLite database but not a nearlabel store");
+      }
+      if (mode_ == Mode::kReadOnly) return Status::OK();  // empty: nothing to read
+      NL_RETURN_IF_ERROR(Exec("PRAGMA journal_mode = WAL"));
+      NL_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
+      Status s = Exec(kSchema);
+      if (s.ok()) s = Exec("PRAGMA application_id = " + std::to_string(kApplicationId));
+      if (s.ok()) s = Exec("PRAGMA user_version = " + std::to_string(kFormatVersion));
+      if (!s.ok()) {
+        Exec("ROLLBACK");
+        return s;
+      }
+      NL_RETURN_IF_ERROR(Exec("COMMIT"));
+    } else if (version > kFormatVersion) {
+      return Status::Unsupported(path_ + " has store format " + std::to_string(version) +
+                                 ", newer than this nearlabel reads (" +
+                                 std::to_string(kFormatVersion) + "); upgrade nearlabel");
+    }
+    if (mode_ == Mode::kReadWrite) {
+      NL_RETURN_IF_ERROR(Exec("PRAGMA journal_mode = WAL"));
+      NL_RETURN_IF_ERROR(Exec("PRAGMA synchronous = NORMAL"));
+    }
+    initialised_ = true;
+    return Status::OK();
+  }
+
+  std::string location() const override { return path_; }
+
+  Result<std::optional<CollectionInfo>> GetCollection() override {
+    if (!initialised_) return std::optional<CollectionInfo>();
+    NL_ASSIGN_OR_RETURN(Stmt s, Prepare("SELECT key, value FROM collection"));
+    CollectionInfo info;
+    bool any = false;
+    int rc;
+    while ((rc = sqlite3_step(s.get())) == SQLITE_ROW) {
+      any = true;
+      std::string key = Text(s.get(), 0), value = Text(s.get(), 1);
+      if (key == "model") info.model = value;
+      if (key == "model_sha256") info.model_sha256 = value;
+      if (key == "dims") info.dims = std::atoi(value.c_str());
+      if (key == "metric") info.metric = value;
+      if (key == "label_field") info.label_field = value;
+    }
+    if (rc != SQLITE_DONE) return Error("reading collection info");
+    if (!any) return std::optional<CollectionInfo>();
+    return std::optional<CollectionInfo>(info);
+  }
+
+  Status EnsureCollection(const CollectionInfo& info) override {
+    NL_RETURN_IF_ERROR(RequireWritable());
+    NL_ASSIGN_OR_RETURN(auto current, GetCollection());
+    if (current) {
+      if (current->model != info.model || current->model_sha256 != info.model_sha256 ||
+          current->dims != info.dims) {
+        return Status::Mismatch(
+            "store " + path_ + " holds embeddings of model '" + current->model + "' (" +
+            std::to_string(current->dims) + "-d, sha256 " + current->model_sha256.substr(0, 12) +
+            "...), not of '" + info.model + "' (" + std::to_string(info.dims) + "-d, sha256 " +
+            info.model_sha256.substr(0, 12) + "...): use --model " + current->model +
+            " or a new store");
+      }
+      return Status::OK();
+    }
+    NL_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
+    Status st = Status::OK();
+    const std::pair<const char*, std::string> kv[] = {{"model", info.model},
+                                                      {"model_sha256", info.model_sha256},
+                                                      {"dims", std::to_string(info.dims)},
+                                                      {"metric", info.metric},
+                                                      {"label_field", info.label_field},
+                                                      {"created_by", "nearlabel " NEARLABEL_VERSION}};
+    for (const auto& [k, v] : kv) {
+      auto s = Prepare("INSERT INTO collection(key, value) VALUES(?, ?)");
+      if (!s.ok()) {
+        st = s.status();
+        break;
+      }
+      sqlite3_bind_text(s->get(), 1, k, -1, SQLITE_STATIC);
+      sqlite3_bind_text(s->get(), 2, v.c_str(), -1, SQLITE_TRANSIENT);
+      if (sqlite3_step(s->get()) != SQLITE_DONE) {
+        st = Error("writing collection info");
+        break;
+      }
+    }
+    if (!st.ok()) {
+      Exec("ROLLBACK");
+      return st;
+    }
+    wrote_ = true;
+    return Exec("COMMIT");
+  }
+
+  Result<InsertResult> InsertBatch(const std::vector<NewItem>& items) override {
+    NL_RETURN_IF_ERROR(RequireWritable());
+    NL_ASSIGN_OR_RETURN(auto info, GetCollection());
+    if (!info) return Status::InvalidArgument("store " + path_ + " has no collection info yet");
+    for (const NewItem& it : items) {
+      if (static_cast<int>(it.embedding.size()) != info->dims) {
+        return Status::Mismatch("embedding of " + it.source + " has " +
+                                std::to_string(it.embedding.size()) + " dims, the store holds " +
+                                std::to_string(info->dims));
+      }
+    }
+    InsertResult result;
+    NL_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
+    Status st = InsertAll(items, &result);
+    if (!st.ok()) {
+      Exec("ROLLBACK");
+      return st;
+    }
+    NL_RETURN_IF_ERROR(Exec("COMMIT"));
+    wrote_ = true;
+    return result;
+  }
+
+  Result<std::unordered_set<std::string>> AllSha256() override {
+    std::unordered_set<std::string> out;
+    if (!initialised_) return out;
+    NL_ASSIGN_OR_RETURN(Stmt s, Prepare("SELECT sha256 FROM items"));
+    int rc;
+    while ((rc = sqlite3_step(s.get())) == SQLITE_ROW) out.insert(Text(s.get(), 0));
+    if (rc != SQLITE_DONE) return Error("reading checksums");
+    return out;
+  }
+
+  Result<VectorTable> LoadVectors(const std::string& where_sql) override {
+    VectorTable t;
+    NL_ASSIGN_OR_RETURN(auto info, GetCollection());
+    if (!info) return t;
+    t.dims = info->dims;
+    std::string sql = "SELECT id, source, metadata, embedding FROM items";
+    if (!where_sql.empty()) sql += " WHERE (" + where_sql + "\n)";
+    sql += " ORDER BY id";
+    sqlite3_stmt* raw = nullptr;
+    const char* tail = nullptr;
+    if (sqlite3_prepare_v2(db_, sql.c_str(), -1, &raw, &tail) != SQLITE_OK) {
+      return Status::InvalidArgument("bad --where expression: " + std::string(sqlite3_errmsg(db_)));
+    }
+    Stmt s(raw);
+    while (tail && *tail && std::isspace(static_cast<unsigned char>(*tail))) ++tail;
+    if ((tail && *tail) || !sqlite3_stmt_readonly(raw)) {
+      return Status::InvalidArgument("--where must be a single read-only expression");
+    }
+    int rc;
+    while ((rc = sqlite3_step(raw)) == SQLITE_ROW) {
+      const void* blob = sqlite3_column_blob(raw, 3);
+      const int bytes = sqlite3_column_bytes(raw, 3);
+      if (bytes != t.dims * 4) {
+        return Status::Corruption("row " + std::to_string(sqlite3_column_int64(raw, 0)) +
+                                  " has an embedding of " + std::to_string(bytes) +
+                                  " bytes, expected " + std::to_string(t.dims * 4));
+      }
+      t.ids.push_back(sqlite3_column_int64(raw, 0));
+      t.sources.push_back(Text(raw, 1));
+      t.metadata.push_back(Text(raw, 2));
+      const float* f = static_cast<const float*>(blob);
+      t.vectors.insert(t.vectors.end(), f, f + t.dims);
+    }
+    if (rc != SQLITE_DONE) return Error("reading vectors");
+    return t;
+  }
+
+  Result<ItemRecord> GetItem(int64_t id) override {
+    if (!initialised_) return Status::NotFound("no item " + std::to_string(id));
+    NL_ASSIGN_OR_RETURN(Stmt s,
+                        Prepare("SELECT source, sha256, metadata, embedding FROM items WHERE id = ?"));
+    sqlite3_bind_int64(s.get(), 1, id);
+    int rc = sqlite3_step(s.get());
+    if (rc == SQLITE_DONE) return Status::NotFound("no item " + std::to_string(id));
+    if (rc != SQLITE_ROW) return Error("reading item");
+    ItemRecord r;
+    r.id = id;
+    r.source = Text(s.get(), 0);
+    r.sha256 = Text(s.get(), 1);
+    r.metadata_json = Text(s.get(), 2);
+    NL_ASSIGN_OR_RETURN(r.embedding, VectorFromBlob(sqlite3_column_blob(s.get(), 3),
+                                                    sqlite3_column_bytes(s.get(), 3)));
+    return r;
+  }
+
+  Result<int64_t> Count() override {
+    if (!initialised_) return int64_t{0};
+    int n = 0;
+    NL_RETURN_IF_ERROR(QueryInt("SELECT count(*) FROM items", &n));
+    return int64_t{n};
+  }
+
+  Result<std::vector<SqlResult>> Execute(const std::string& sql) override {
+    std::vector<SqlResult> results;
+    const char* p = sql.c_str();
+    while (p && *p) {
+      sqlite3_stmt* raw = nullptr;
+      const char* tail = nullptr;
+      if (sqlite3_prepare_v2(db_, p, -1, &raw, &tail) != SQLITE_OK) {
+        return Status::InvalidArgument(sqlite3_errmsg(db_));
+      }
+      if (raw == nullptr) {  // whitespace or a comment
+        p = tail;
+        continue;
+      }
+      Stmt s(raw);
+      SqlResult r;
+      r.sql.assign(p, tail ? static_cast<size_t>(tail - p) : std::string::npos);
+      p = tail;
+      if (mode_ == Mode::kReadOnly && !sqlite3_stmt_readonly(raw)) {
+        return Status::InvalidArgument("the store is open read-only and this statement writes "
+                                       "(pass --write to allow it): " + r.sql);
+      }
+      const int ncol = sqlite3_column_count(raw);
+      for (int c = 0; c < ncol; ++c) r.columns.push_back(sqlite3_column_name(raw, c));
+      int rc;
+      while ((rc = sqlite3_step(raw)) == SQLITE_ROW) {
+        std::vector<SqlValue> row;
+        for (int c = 0; c < ncol; ++c) {
+          switch (sqlite3_column_type(raw, c)) {
+            case SQLITE_INTEGER: row.emplace_back(int64_t{sqlite3_column_int64(raw, c)}); break;
+            case SQLITE_FLOAT: row.emplace_back(sqlite3_column_double(raw, c)); break;
+            case SQLITE_TEXT: row.emplace_back(Text(raw, c)); break;
+            case SQLITE_BLOB: {
+              auto b = static_cast<const uint8_t*>(sqlite3_column_blob(raw, c));
+              row.emplace_back(std::vector<uint8_t>(b, b + sqlite3_column_bytes(raw, c)));
+              break;
+            }
+            default: row.emplace_back(std::monostate{});
+          }
+        }
+        r.rows.push_back(std::move(row));
+      }
+      if (rc != SQLITE_DONE) return Status::InvalidArgument(sqlite3_errmsg(db_));
+      r.changes = sqlite3_stmt_readonly(raw) ? 0 : sqlite3_changes64(db_);
+      if (!sqlite3_stmt_readonly(raw)) wrote_ = true;
+      results.push_back(std::move(r));
+    }
+    return results;
+  }
+
+  Status EnsureAiHubView() override {
+    NL_RETURN_IF_ERROR(RequireWritable());
+    wrote_ = true;
+    return Exec(kAiHubView);
+  }
+
+ private:
+  Status InsertAll(const std::vector<NewItem>& items, InsertResult* result) {
+    NL_ASSIGN_OR_RETURN(
+        Stmt ins, Prepare("INSERT INTO items(source, sha256, metadata, embedding) VALUES(?,?,?,?) "
+                          "ON CONFLICT(sha256) DO NOTHING"));
+    NL_ASSIGN_OR_RETURN(Stmt find, Prepare("SELECT id FROM items WHERE sha256 = ?"));
+    for (const NewItem& it : items) {
+      sqlite3_reset(ins.get());
+      sqlite3_bind_text(ins.get(), 1, it.source.c_str(), -1, SQLITE_STATIC);
+      sqlite3_bind_text(ins.get(), 2, it.sha256.c_str(), -1, SQLITE_STATIC);
+      sqlite3_bind_text(ins.get(), 3, it.metadata_json.c_str(), -1, SQLITE_STATIC);
+      sqlite3_bind_blob(ins.get(), 4, it.embedding.data(),
+                        static_cast<int>(it.embedding.size() * sizeof(float)), SQLITE_STATIC);
+      if (sqlite3_step(ins.get()) != SQLITE_DONE) return Error("inserting " + it.source);
+      if (sqlite3_changes(db_) == 1) {
+        result->ids.push_back(sqlite3_last_insert_rowid(db_));
+        ++result->inserted;
+        continue;
+      }
+      sqlite3_reset(find.get());
+      sqlite3_bind_text(find.get(), 1, it.sha256.c_str(), -1, SQLITE_STATIC);
+      if (sqlite3_step(find.get()) != SQLITE_ROW) return Error("looking up " + it.sha256);
+      result->ids.push_back(sqlite3_column_int64(find.get(), 0));
+      ++result->duplicates;
+    }
+    return Status::OK();
+  }
+
+  Status RequireWritable() const {
+    if (mode_ != Mode::kReadWrite) return Status::InvalidArgument("store " + path_ + " is open read-only");
+    return Status::OK();
+  }
+
+  Status Exec(const std::string& sql) {
+    char* err = nullptr;
+    if (sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, &err) != SQLITE_OK) {
+      std::string msg = err ? err : sqlite3_errmsg(db_);
+      sqlite3_free(err);
+      return ErrorFromCode(sqlite3_extended_errcode(db_), msg);
+    }
+    return Status::OK();
+  }
+
+  Status QueryInt(const std::string& sql, int* out) {
+    NL_ASSIGN_OR_RETURN(Stmt s, Prepare(sql));
+    int rc = sqlite3_step(s.get());
+    if (rc != SQLITE_ROW) return Error(sql);
+    *out = sqlite3_column_int(s.get(), 0);
+    return Status::OK();
+  }
+
+  Result<Stmt> Prepare(const std::string& sql) {
+    sqlite3_stmt* s = nullptr;
+    if (sqlite3_prepare_v2(db_, sql.c_str(), -1, &s, nullptr) != SQLITE_OK) {
+      return ErrorFromCode(sqlite3_extended_errcode(db_), sqlite3_errmsg(db_));
+    }
+    return Stmt(s);
+  }
+
+  Status Error(const std::string& what) {
+    return ErrorFromCode(sqlite3_extended_errcode(db_), what + ": " + sqlite3_errmsg(db_));
+  }
+
+  Status ErrorFromCode(int code, const std::string& msg) const {
+    switch (code & 0xff) {
+      case SQLITE_NOTADB:
+      case SQLITE_CORRUPT: return Status::Corruption(path_ + ": " + msg);
+      case SQLITE_FULL:
+      case SQLITE_IOERR:
+      case SQLITE_CANTOPEN: return Status::IOError(path_ + ": " + msg);
+      case SQLITE_BUSY:
+      case SQLITE_LOCKED:
+        return Status::IOError(path_ + " is locked by another writer (" + msg + ")");
+      case SQLITE_READONLY: return Status::IOError(path_ + " is read-only: " + msg);
+      default: return Status::Internal(path_ + ": " + msg);
+    }
+  }
+
+  static std::string Text(sqlite3_stmt* s, int col) {
+    const unsigned char* t = sqlite3_column_text(s, col);
+    return t ? std::string(reinterpret_cast<const char*>(t),
+                           static_cast<size_t>(sqlite3_column_bytes(s, col)))
+             : std::string();
+  }
+
+  sqlite3* db_;
+  std::string path_;
+  Mode mode_;
+  bool initialised_ = false;
+  bool wrote_ = false;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<Store>> OpenSqliteStore(const std::string& path, Store::Mode mode) {
+  std::error_code ec;
+  if (mode == Store::Mode::kReadOnly && !std::filesystem::exists(path, ec)) {
+    return Status::NotFound("no store at " + path + " (create it with `nearlabel ingest`)");
+  }
+  if (std::filesystem::is_directory(path, ec)) {
+    return Status::InvalidArgument(path + " is a directory, not a store file");
+  }
+  int flags = mode == Store::Mode::kReadOnly ? SQLITE_OPEN_READONLY
+                                             : (SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
+  sqlite3* db = nullptr;
+  int rc = sqlite3_open_v2(path.c_str(), &db, flags | SQLITE_OPEN_NOMUTEX, nullptr);
+  if (rc != SQLITE_OK) {
+    std::string msg = db ? sqlite3_errmsg(db) : "out of memory";
+    sqlite3_close_v2(db);
+    return Status::IOError("cannot open store " + path + ": " + msg);
+  }
+  auto store = std::make_unique<SqliteStore>(db, path, mode);
+  NL_RETURN_IF_ERROR(store->Init());
+  return std::unique_ptr<Store>(std::move(store));
+}
+
+Result<std::unique_ptr<Store>> OpenStore(const std::string& location, Store::Mode mode) {
+  if (location.rfind("postgresql://", 0) == 0 || location.rfind("postgres://", 0) == 0) {
+    return Status::Unsupported("PostgreSQL stores are not built into this nearlabel yet");
+  }
+  return OpenSqliteStore(location, mode);
+}
+
+}  // namespace nearlabel

@@ -1,0 +1,117 @@
+#include <filesystem>
+
+#include <gtest/gtest.h>
+
+#include "common/fs.h"
+#include "nearlabel/store.h"
+#include "test_util.h"
+
+namespace nearlabel {
+namespace {
+
+CollectionInfo Info(int dims = 3) {
+  CollectionInfo i;
+  i.model = "m";
+  i.model_sha256 = std::string(64, 'a');
+  i.dims = dims;
+  i.label_field = "label";
+  return i;
+}
+
+NewItem Item(const std::string& name, std::vector<float> v) {
+  return {"/data/" + name, "sha-" + name, "{\"label\":\"" + name + "\"}", std::move(v)};
+}
+
+TEST(SqliteStoreTest, RoundTripAndIdempotence) {
+  testing::TempDir d;
+  const std::string path = d.Join("s.db");
+  {
+    auto s = OpenSqliteStore(path, Store::Mode::kReadWrite);
+    ASSERT_TRUE(s.ok()) << s.status().ToString();
+    ASSERT_TRUE((*s)->EnsureCollection(Info()).ok());
+    auto r = (*s)->InsertBatch({Item("a", {1, 0, 0}), Item("b", {0, 1, 0})});
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    EXPECT_EQ(r->inserted, 2u);
+    auto again = (*s)->InsertBatch({Item("a", {1, 0, 0}), Item("c", {0, 0, 1})});
+    ASSERT_TRUE(again.ok());
+    EXPECT_EQ(again->inserted, 1u);
+    EXPECT_EQ(again->duplicates, 1u);
+    EXPECT_EQ(again->ids[0], r->ids[0]);
+  }
+  auto s = OpenSqliteStore(path, Store::Mode::kReadOnly);
+  ASSERT_TRUE(s.ok());
+  EXPECT_EQ(*(*s)->Count(), 3);
+  auto info = (*s)->GetCollection();
+  ASSERT_TRUE(info.ok() && info->has_value());
+  EXPECT_EQ((*info)->dims, 3);
+  EXPECT_EQ((*info)->label_field, "label");
+  auto t = (*s)->LoadVectors("");
+  ASSERT_TRUE(t.ok());
+  ASSERT_EQ(t->size(), 3u);
+  EXPECT_EQ(t->row(1)[1], 1.0f);
+  EXPECT_EQ(t->metadata[2], "{\"label\":\"c\"}");
+  auto item = (*s)->GetItem(t->ids[0]);
+  ASSERT_TRUE(item.ok());
+  EXPECT_EQ(item->source, "/data/a");
+  EXPECT_EQ(item->embedding, std::vector<float>({1, 0, 0}));
+  auto filtered = (*s)->LoadVectors("field(metadata, 'label') IN ('b', 'c')");
+  ASSERT_TRUE(filtered.ok());
+  EXPECT_EQ(filtered->size(), 2u);
+}
+
+TEST(SqliteStoreTest, RejectsWrongDimsAndOtherModelWithoutWriting) {
+  testing::TempDir d;
+  auto s = OpenSqliteStore(d.Join("s.db"), Store::Mode::kReadWrite);
+  ASSERT_TRUE(s.ok());
+  ASSERT_TRUE((*s)->EnsureCollection(Info()).ok());
+  auto bad = (*s)->InsertBatch({Item("a", {1, 0, 0}), Item("b", {1, 0})});
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.status().code(), Status::Code::kMismatch);
+  EXPECT_EQ(*(*s)->Count(), 0);  // the whole batch was refused
+  CollectionInfo other = Info(4);
+  other.model = "other";
+  Status st = (*s)->EnsureCollection(other);
+  EXPECT_EQ(st.code(), Status::Code::kMismatch);
+  EXPECT_NE(st.message().find("use --model m"), std::string::npos);
+}
+
+TEST(SqliteStoreTest, WhereMustBeReadOnlyAndSingle) {
+  testing::TempDir d;
+  auto s = OpenSqliteStore(d.Join("s.db"), Store::Mode::kReadWrite);
+  ASSERT_TRUE((*s)->EnsureCollection(Info()).ok());
+  ASSERT_TRUE((*s)->InsertBatch({Item("a", {1, 0, 0})}).ok());
+  EXPECT_FALSE((*s)->LoadVectors("1); DELETE FROM items; --").ok());
+  EXPECT_FALSE((*s)->LoadVectors("no_such_column = 1").ok());
+  EXPECT_EQ(*(*s)->Count(), 1);
+}
+
+TEST(SqliteStoreTest, ReadOnlyRefusesWrites) {
+  testing::TempDir d;
+  { ASSERT_TRUE(OpenSqliteStore(d.Join("s.db"), Store::Mode::kReadWrite).ok()); }
+  auto s = OpenSqliteStore(d.Join("s.db"), Store::Mode::kReadOnly);
+  ASSERT_TRUE(s.ok());
+  auto r = (*s)->Execute("SELECT 1; DELETE FROM items");
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("read-only"), std::string::npos);
+}
+
+TEST(SqliteStoreTest, ForeignFilesAreRefusedAndLeftUntouched) {
+  testing::TempDir d;
+  testing::WriteFile(d.Join("junk.db"), std::string(4096, 'j'));
+  auto junk = OpenSqliteStore(d.Join("junk.db"), Store::Mode::kReadWrite);
+  ASSERT_FALSE(junk.ok());
+  EXPECT_NE(junk.status().message().find("not a nearlabel store"), std::string::npos);
+  EXPECT_EQ(*ReadFileToString(d.Join("junk.db")), std::string(4096, 'j'));
+  EXPECT_EQ(OpenSqliteStore(d.Join("missing.db"), Store::Mode::kReadOnly).status().code(),
+            Status::Code::kNotFound);
+  {
+    auto s = OpenSqliteStore(d.Join("new.db"), Store::Mode::kReadWrite);
+    ASSERT_TRUE((*s)->Execute("PRAGMA user_version = 99").ok());
+  }
+  auto newer = OpenSqliteStore(d.Join("new.db"), Store::Mode::kReadOnly);
+  ASSERT_FALSE(newer.ok());
+  EXPECT_NE(newer.status().message().find("newer"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace nearlabel

@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# End-to-end tests of the nearlabel CLI on small copies of the shared datasets:
+# idempotent ingest, kill -9 and resume, bad inputs reported per file, model mismatch,
+# classify/search/sql/info, exit codes. Usage: cli_test.sh path/to/nearlabel
+set -u
+NL=${1:?usage: cli_test.sh NEARLABEL_BINARY}
+DATA=${NEARLABEL_DATASETS:-}
+if [ -z "$DATA" ] || [ -z "${NEARLABEL_MODELS:-}" ]; then
+  echo "cli_test: NEARLABEL_DATASETS / NEARLABEL_MODELS unset: skipped"; exit 0
+fi
+T=$(mktemp -d); trap 'rm -rf "$T"' EXIT
+pass=0; fail=0
+ok()   { pass=$((pass+1)); echo "ok   - $1"; }
+bad()  { fail=$((fail+1)); echo "FAIL - $1"; }
+check() { if eval "$2"; then ok "$1"; else bad "$1"; fi; }
+rows() { "$NL" sql "$1" "SELECT count(*) || ' ' || count(DISTINCT sha256) FROM items" | tail -1; }
+
+# A 60-image folder dataset: 10 per class of neu-surface-defects.
+mkdir -p "$T/small"
+for c in "$DATA"/neu-surface-defects/*/; do
+  name=$(basename "$c"); mkdir -p "$T/small/$name"
+  ls "$c" | tail -10 | while read -r f; do cp "$c/$f" "$T/small/$name/"; done
+done
+
+# 1. Ingest, then ingest again: no new rows.
+"$NL" ingest "$T/a.db" "$T/small" > "$T/out1" 2>&1; rc=$?
+check "first ingest exits 0" "[ $rc -eq 0 ]"
+check "first ingest inserts 60" "grep -q '60 inserted' '$T/out1'"
+"$NL" ingest "$T/a.db" "$T/small" > "$T/out2" 2>&1
+check "second ingest inserts nothing" "grep -q '0 inserted, 60 already stored' '$T/out2'"
+check "store holds 60 distinct rows" "[ \"$(rows "$T/a.db")\" = '60 60' ]"
+
+# 2. Classify, search, eval, sql, info.
+img=$(ls "$T"/small/scratches/* | head -1)
+"$NL" classify "$T/a.db" "$img" --k 3 > "$T/cls" 2>&1
+check "classify labels a stored scratch image 'scratches'" "grep -q 'label = scratches' '$T/cls'"
+"$NL" --json search "$T/a.db" "$img" --k 2 > "$T/srch" 2>&1
+check "search --json puts the image itself first at distance ~0" \
+  "/usr/bin/python3 -c 'import json,sys; r=json.load(open(\"$T/srch\"))[0][\"neighbors\"]; sys.exit(0 if len(r)==2 and r[0][\"distance\"]<1e-4 else 1)'"
+"$NL" eval "$T/a.db" > "$T/eval" 2>&1
+check "eval prints N and accuracy" "grep -qE '^N = 60, correct = [0-9]+, accuracy' '$T/eval'"
+"$NL" classify "$T/a.db" "$img" --within label=crazing --k 1 > "$T/within" 2>&1
+check "classify --within restricts neighbours" "grep -q 'label = crazing' '$T/within'"
+"$NL" info "$T/a.db" > "$T/info" 2>&1
+check "info names the model" "grep -q 'mobilenetv2-12-int8' '$T/info'"
+echo "SELECT vector_dims(embedding) FROM items LIMIT 1;" | "$NL" sql "$T/a.db" > "$T/sql" 2>&1
+check "sql reads statements from stdin" "grep -q '^1280' '$T/sql'"
+"$NL" sql "$T/a.db" "DELETE FROM items" > "$T/del" 2>&1; rc=$?
+check "sql is read-only by default" "[ $rc -eq 1 ] && [ \"$(rows "$T/a.db")\" = '60 60' ]"
+
+# 3. A different model on the same store is refused, nothing written.
+"$NL" ingest "$T/a.db" "$T/small" --model squeezenet1.1 > "$T/mm" 2>&1; rc=$?
+check "model mismatch exits 1 with a reason" "[ $rc -eq 1 ] && grep -q 'holds embeddings of model' '$T/mm'"
+
+# 4. Exit codes: usage errors are 2, missing store is 1.
+"$NL" eval > /dev/null 2>&1; check "usage error exits 2" "[ $? -eq 2 ]"
+"$NL" info "$T/none.db" > /dev/null 2>&1; check "missing store exits 1" "[ $? -eq 1 ]"
+
+# 5. Kill -9 mid-ingest, then resume: exactly one row per image.
+mkdir -p "$T/big"
+for c in "$DATA"/neu-surface-defects/*/; do
+  name=$(basename "$c"); mkdir -p "$T/big/$name"
+  ls "$c" | tail -25 | while read -r f; do cp "$c/$f" "$T/big/$name/"; done
+done
+"$NL" ingest "$T/k.db" "$T/big" --batch 8 > /dev/null 2>&1 &
+pid=$!
+for i in $(seq 1 600); do
+  n=$("$NL" sql "$T/k.db" "SELECT count(*) FROM items" 2>/dev/null | tail -1)
+  [ -n "$n" ] && [ "$n" -ge 16 ] 2>/dev/null && break
+  sleep 0.1
+done
+kill -9 $pid 2>/dev/null; wait $pid 2>/dev/null
+before=$(rows "$T/k.db")
+check "kill -9 left a partial store (${before% *} of 150 rows)" "[ ${before% *} -ge 16 ] && [ ${before% *} -lt 150 ]"
+"$NL" ingest "$T/k.db" "$T/big" --batch 8 > "$T/resume" 2>&1
+check "resumed ingest completes with one row per image" "[ \"$(rows "$T/k.db")\" = '150 150' ]"
+"$NL" sql "$T/k.db" "PRAGMA integrity_check" > "$T/ic" 2>&1
+check "integrity_check ok after the kill" "grep -q '^ok' '$T/ic'"
+
+# 6. Bad inputs: each reported on one line, the rest ingested.
+A="$T/aihub/Sample"
+for q in 양품 불량; do mkdir -p "$A/원천데이터/$q/exp1" "$A/라벨링데이터/$q/exp1"; done
+i=0
+for f in $(ls "$DATA"/magnetic-tile-aihub/Sample/라벨링데이터/양품/exp1/*.json | head -4); do
+  id=$(basename "$f" .json)
+  cp "$f" "$A/라벨링데이터/양품/exp1/"
+  cp "$DATA"/magnetic-tile-aihub/Sample/원천데이터/양품/exp1/$id.jpg "$A/원천데이터/양품/exp1/"
+done
+good=$(ls "$A/원천데이터/양품/exp1/" | head -1)
+mk_label() { printf '{"images":[{"id":1,"file_name":"%s"}],"annotations":[{"id":1,"image_id":1,"attributes":{"part":"exp1","quality":"defect"}}]}' "$1" > "$A/라벨링데이터/불량/exp1/$2.json"; }
+printf '\xff\xd8\xff\xe0garbage that is no jpeg at all\xff\xd9' > "$A/원천데이터/불량/exp1/corrupt.jpg"; mk_label corrupt.jpg corrupt
+/usr/bin/python3 -c "import zlib,struct,sys
+def chunk(t,d): return struct.pack('>I',len(d))+t+d+struct.pack('>I',zlib.crc32(t+d)&0xffffffff)
+raw=b''.join(b'\x00'+bytes(range(64))*3 for _ in range(64))
+png=b'\x89PNG\r\n\x1a\n'+chunk(b'IHDR',struct.pack('>IIBBBBB',64,64,8,2,0,0,0))+chunk(b'IDAT',zlib.compress(raw))+chunk(b'IEND',b'')
+open(sys.argv[1],'wb').write(png[:len(png)//2])" "$A/원천데이터/불량/exp1/truncated.png"; mk_label truncated.png truncated
+mk_label nowhere.jpg missing
+echo "just some notes" > "$A/원천데이터/불량/exp1/notes.txt"; mk_label notes.txt notes
+"$NL" ingest "$T/bad.db" "$T/aihub" > "$T/badout" 2>&1; rc=$?
+check "ingest with bad inputs exits 0" "[ $rc -eq 0 ]"
+check "corrupt JPEG reported" "grep -q 'corrupt.jpg: cannot decode jpeg' '$T/badout'"
+check "truncated PNG reported" "grep -q 'truncated.png: cannot decode png' '$T/badout'"
+check "label pointing at a missing image reported" "grep -q \"missing.json: label points at a missing image 'nowhere.jpg'\" '$T/badout'"
+check "non-image file reported" "grep -q 'notes.txt: not an image' '$T/badout'"
+check "the good images were ingested" "[ \"$(rows "$T/bad.db")\" = '4 4' ]"
+"$NL" sql "$T/bad.db" "SELECT quality, category1, category2 FROM aihub_labels LIMIT 1" > "$T/view" 2>&1
+check "aihub_labels view exposes quality and categories" "grep -q 'good  *양품  *exp1' '$T/view'"
+
+echo "cli: $pass passed, $fail failed"
+[ $fail -eq 0 ]
