@@ -17,8 +17,9 @@ namespace nearlabel {
 namespace {
 
 const std::map<std::string, double> kReference = {
-    {"casting", 98.08},     {"neu-surface-defects", 99.11}, {"magnetic-tile", 95.71},
-    {"fashion-mnist", 78.93}, {"cifar-10", 49.60},          {"caltech-101", 78.88}};
+    {"casting", 98.08},       {"neu-surface-defects", 99.11},
+    {"magnetic-tile", 95.71}, {"fashion-mnist", 78.93},
+    {"cifar-10", 49.60},      {"caltech-101", 78.88}};
 
 struct Built {
   std::unique_ptr<Store> store;

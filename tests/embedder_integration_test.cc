@@ -14,7 +14,7 @@ namespace {
 
 std::vector<std::string> Dirs() { return ModelSearchDirs({}); }
 
-#define REQUIRE_SHARED()                                                      \
+#define REQUIRE_SHARED() \
   if (testing::EnvOr("NEARLABEL_MODELS").empty()) GTEST_SKIP() << "NEARLABEL_MODELS unset"
 
 double Cosine(const std::vector<float>& a, const std::vector<float>& b) {
@@ -37,7 +37,8 @@ TEST_P(EmbedderTest, UnitVectorsDeterministicAndBatchIndependent) {
   std::vector<std::string> paths;
   for (int i = 0; i < 3; ++i) {
     paths.push_back(d.Join("img" + std::to_string(i) + ".png"));
-    testing::WriteFile(paths.back(), testing::Encode(testing::SyntheticImage(120 + 30 * i, 90, i), ".png"));
+    testing::WriteFile(paths.back(),
+                       testing::Encode(testing::SyntheticImage(120 + 30 * i, 90, i), ".png"));
   }
   auto batch = EmbedFiles(paths, **emb);
   auto single = EmbedFiles({paths[1]}, **emb);

@@ -19,7 +19,7 @@ Result<Vote> ParseVote(const std::string& name);
 const char* VoteName(Vote vote);
 
 struct Prediction {
-  std::string label;  // "" when there were no labelled neighbours
+  std::string label;      // "" when there were no labelled neighbours
   double confidence = 0;  // the winning class's share of the total weight
   std::vector<std::pair<std::string, double>> scores;  // per class, share of weight, best first
 };
@@ -38,7 +38,7 @@ struct EvalOptions {
 };
 
 struct EvalCase {
-  size_t row = 0;            // query row
+  size_t row = 0;  // query row
   std::string truth;
   std::string predicted;
   std::vector<Neighbor> neighbors;  // nearest first
@@ -54,16 +54,16 @@ struct ClassStats {
 
 struct EvalReport {
   EvalOptions options;
-  size_t rows = 0;          // rows loaded
-  size_t n = 0;             // rows evaluated
+  size_t rows = 0;  // rows loaded
+  size_t n = 0;     // rows evaluated
   size_t correct = 0;
   size_t no_label = 0;      // rows skipped: empty label field
   size_t no_candidate = 0;  // rows skipped: no allowed neighbour (e.g. alone in its part)
   double accuracy = 0;
-  std::vector<std::string> classes;               // sorted
-  std::vector<std::vector<size_t>> confusion;     // [truth][predicted], indices into classes
+  std::vector<std::string> classes;            // sorted
+  std::vector<std::vector<size_t>> confusion;  // [truth][predicted], indices into classes
   std::vector<ClassStats> per_class;
-  std::vector<EvalCase> mismatches;               // in row order
+  std::vector<EvalCase> mismatches;  // in row order
   std::vector<float> nearest_distance_correct, nearest_distance_wrong;
 };
 

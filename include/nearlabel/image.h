@@ -31,9 +31,9 @@ struct PreprocessSpec {
   int height = 224;
   Resize resize = Resize::kShorterSideCrop;
   int resize_shorter = 256;
-  int interpolation = cv::INTER_LINEAR;  // cv::InterpolationFlags
-  bool rgb = true;                       // channel order of the tensor (false: BGR)
-  float scale = 1.0f / 255.0f;           // applied to 0..255 pixel values first
+  int interpolation = cv::INTER_LINEAR;      // cv::InterpolationFlags
+  bool rgb = true;                           // channel order of the tensor (false: BGR)
+  float scale = 1.0f / 255.0f;               // applied to 0..255 pixel values first
   float mean[3] = {0.485f, 0.456f, 0.406f};  // in tensor channel order, after scale
   float std[3] = {0.229f, 0.224f, 0.225f};   // in tensor channel order
 };

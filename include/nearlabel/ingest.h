@@ -18,8 +18,8 @@
 namespace nearlabel {
 
 struct IngestOptions {
-  int batch_size = 32;    // images per embedding batch and per transaction
-  int prep_threads = 0;   // 0: the number of cores
+  int batch_size = 32;   // images per embedding batch and per transaction
+  int prep_threads = 0;  // 0: the number of cores
 };
 
 struct IngestReport {
@@ -46,7 +46,7 @@ Result<IngestReport> Ingest(const DatasetListing& listing, Embedder& embedder, S
 // One embedded image file (for classify and search).
 struct EmbeddedFile {
   std::string path;
-  Status status;               // why it failed, if it did
+  Status status;  // why it failed, if it did
   std::string sha256;
   std::vector<float> embedding;  // dims() floats when status is OK
 };

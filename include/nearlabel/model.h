@@ -4,10 +4,10 @@
 // which tensor holds the image feature:
 //   {
 //     "name": "mobilenetv2-12-int8",              // how users and stores refer to it
-//     "file": "mobilenetv2-12-int8.onnx",         // ONNX file, relative to the card or a models dir
-//     "sha256": "cc02...",                        // optional; checked when present
-//     "input": {"name": "input", "width": 224, "height": 224, "max_batch": 0},  // 0: dynamic
-//     "preprocess": {"resize": "shorter_side_crop" | "direct", "resize_shorter": 256,
+//     "file": "mobilenetv2-12-int8.onnx",         // ONNX file, relative to the card or a models
+//     dir "sha256": "cc02...",                        // optional; checked when present "input":
+//     {"name": "input", "width": 224, "height": 224, "max_batch": 0},  // 0: dynamic "preprocess":
+//     {"resize": "shorter_side_crop" | "direct", "resize_shorter": 256,
 //                    "interpolation": "linear" | "area" | "cubic" | "nearest",
 //                    "channel_order": "RGB" | "BGR", "scale": 0.00392156862745098,
 //                    "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]},
@@ -29,17 +29,17 @@ namespace nearlabel {
 struct ModelCard {
   std::string name;
   std::string description;
-  std::string file;          // as written in the card
-  std::string sha256;        // expected checksum of the ONNX file, "" if not given
+  std::string file;    // as written in the card
+  std::string sha256;  // expected checksum of the ONNX file, "" if not given
   std::string input_name;
-  int max_batch = 0;         // 0: any batch size
+  int max_batch = 0;  // 0: any batch size
   PreprocessSpec preprocess;
   std::string feature_onnx_tensor;   // ONNX tensor name of the feature
   std::string feature_opencv_layer;  // OpenCV DNN layer name of the same tensor
   std::string pooling = "mean";      // "mean": average over spatial positions; "none"
   int dims = 0;
-  std::string card_path;     // where the card was read from
-  std::string onnx_path;     // resolved ONNX file ("" if it was not found)
+  std::string card_path;  // where the card was read from
+  std::string onnx_path;  // resolved ONNX file ("" if it was not found)
 };
 
 // Parses a card. `card_path` is used for messages and to resolve `file`. Thread-safe.

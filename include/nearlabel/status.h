@@ -24,7 +24,9 @@ class Status {
 
   Status() = default;
   static Status OK() { return Status(); }
-  static Status InvalidArgument(std::string msg) { return {Code::kInvalidArgument, std::move(msg)}; }
+  static Status InvalidArgument(std::string msg) {
+    return {Code::kInvalidArgument, std::move(msg)};
+  }
   static Status NotFound(std::string msg) { return {Code::kNotFound, std::move(msg)}; }
   static Status Corruption(std::string msg) { return {Code::kCorruption, std::move(msg)}; }
   static Status IOError(std::string msg) { return {Code::kIOError, std::move(msg)}; }
@@ -51,7 +53,7 @@ class Status {
 template <typename T>
 class Result {
  public:
-  Result(T value) : v_(std::move(value)) {}  // NOLINT: implicit by design
+  Result(T value) : v_(std::move(value)) {}        // NOLINT: implicit by design
   Result(Status status) : v_(std::move(status)) {  // NOLINT: implicit by design
     assert(!std::get<Status>(v_).ok() && "Result built from an OK status has no value");
   }
@@ -76,16 +78,17 @@ class Result {
 }  // namespace nearlabel
 
 // Returns early from a function returning Status or Result<T> when `expr` fails.
-#define NL_RETURN_IF_ERROR(expr)               \
-  do {                                         \
-    ::nearlabel::Status _nl_st = (expr);       \
-    if (!_nl_st.ok()) return _nl_st;           \
+#define NL_RETURN_IF_ERROR(expr)         \
+  do {                                   \
+    ::nearlabel::Status _nl_st = (expr); \
+    if (!_nl_st.ok()) return _nl_st;     \
   } while (0)
 
 #define NL_CONCAT_INNER(a, b) a##b
 #define NL_CONCAT(a, b) NL_CONCAT_INNER(a, b)
 // `NL_ASSIGN_OR_RETURN(auto x, F());` binds x to F()'s value or returns its Status.
-#define NL_ASSIGN_OR_RETURN(lhs, expr) NL_ASSIGN_OR_RETURN_IMPL(NL_CONCAT(_nl_res_, __LINE__), lhs, expr)
+#define NL_ASSIGN_OR_RETURN(lhs, expr) \
+  NL_ASSIGN_OR_RETURN_IMPL(NL_CONCAT(_nl_res_, __LINE__), lhs, expr)
 #define NL_ASSIGN_OR_RETURN_IMPL(tmp, lhs, expr) \
   auto tmp = (expr);                             \
   if (!tmp.ok()) return tmp.status();            \

@@ -20,7 +20,7 @@ struct CollectionInfo {
   std::string model_sha256;  // checksum of the ONNX file the embeddings came from
   int dims = 0;
   std::string metric = "COSINE";
-  std::string label_field;   // the field classify/eval predict by default ("label", "quality")
+  std::string label_field;  // the field classify/eval predict by default ("label", "quality")
 };
 
 struct NewItem {
@@ -41,7 +41,7 @@ struct ItemRecord {
 struct InsertResult {
   std::vector<int64_t> ids;  // per input item: the new row id, or the existing row's id
   size_t inserted = 0;
-  size_t duplicates = 0;     // items whose sha256 was already stored
+  size_t duplicates = 0;  // items whose sha256 was already stored
 };
 
 // Rows loaded for search: row-major vectors (size() x dims) with ids and metadata.

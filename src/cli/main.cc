@@ -74,7 +74,8 @@ std::string JoinWhere(const std::vector<std::string>& parts) {
 Result<std::unique_ptr<Embedder>> OpenEmbedderForStore(Store& store, const std::string& model_arg,
                                                        const Global& g) {
   NL_ASSIGN_OR_RETURN(auto info, store.GetCollection());
-  if (!info) return Status::InvalidArgument("store " + store.location() + " is empty: ingest first");
+  if (!info)
+    return Status::InvalidArgument("store " + store.location() + " is empty: ingest first");
   std::string name = model_arg.empty() ? info->model : model_arg;
   NL_ASSIGN_OR_RETURN(ModelCard card, FindModel(name, ModelSearchDirs(g.model_dirs)));
   NL_ASSIGN_OR_RETURN(std::string sha, Sha256File(card.onnx_path));
@@ -124,9 +125,9 @@ int RunIngest(const IngestArgs& a, const Global& g) {
   // The field classify and eval predict unless told otherwise.
   const json& first = listing->items.front().metadata;
   info.label_field = listing->layout == DatasetLayout::kAiHub ? "quality"
-                     : first.contains("label")               ? "label"
-                     : first.contains("class")               ? "class"
-                                                             : "label";
+                     : first.contains("label")                ? "label"
+                     : first.contains("class")                ? "class"
+                                                              : "label";
   Status st = (*store)->EnsureCollection(info);
   if (!st.ok()) return Fail(st);
   if (listing->layout == DatasetLayout::kAiHub) {
@@ -143,8 +144,9 @@ int RunIngest(const IngestArgs& a, const Global& g) {
   IngestOptions opt;
   opt.batch_size = a.batch;
   opt.prep_threads = a.threads;
-  auto rep = Ingest(*listing, **embedder, **store, opt,
-                    [&](size_t done, size_t total) { bar.Update(done, total); }, &g_stop);
+  auto rep = Ingest(
+      *listing, **embedder, **store, opt,
+      [&](size_t done, size_t total) { bar.Update(done, total); }, &g_stop);
   bar.Finish();
   if (!rep.ok()) return Fail(rep.status());
   auto rows = (*store)->Count();
@@ -163,10 +165,12 @@ int RunIngest(const IngestArgs& a, const Global& g) {
               {"rows", rows.ok() ? *rows : -1},
               {"seconds", rep->seconds},
               {"interrupted", rep->interrupted}};
-    for (const auto& p : rep->problems) j["problems"].push_back({{"path", p.path}, {"reason", p.reason}});
+    for (const auto& p : rep->problems)
+      j["problems"].push_back({{"path", p.path}, {"reason", p.reason}});
     PrintJson(j);
   } else {
-    for (const auto& p : rep->problems) std::printf("skipped %s: %s\n", p.path.c_str(), p.reason.c_str());
+    for (const auto& p : rep->problems)
+      std::printf("skipped %s: %s\n", p.path.c_str(), p.reason.c_str());
     const double rate = rep->seconds > 0 ? (rep->inserted) / rep->seconds : 0;
     std::printf(
         "ingest %s (%s layout) -> %s with %s\n"
@@ -222,8 +226,9 @@ int RunQuery(const QueryArgs& a, const Global& g, bool classify) {
   if (!table.ok()) return Fail(table.status());
   auto embedder = OpenEmbedderForStore(**store, a.model, g);
   if (!embedder.ok()) return Fail(embedder.status());
-  const std::string label_field =
-      !a.label.empty() ? a.label : (*info)->label_field.empty() ? "label" : (*info)->label_field;
+  const std::string label_field = !a.label.empty()               ? a.label
+                                  : (*info)->label_field.empty() ? "label"
+                                                                 : (*info)->label_field;
   std::vector<std::string> labels;
   for (const auto& m : table->metadata) labels.push_back(MetadataField(ParseMeta(m), label_field));
   const int k = a.k > 0 ? a.k : (classify ? 5 : 10);
@@ -234,7 +239,8 @@ int RunQuery(const QueryArgs& a, const Global& g, bool classify) {
   json out = json::array();
   for (const auto& f : files) {
     if (!f.status.ok()) {
-      std::fprintf(stderr, "nearlabel: error: %s: %s\n", f.path.c_str(), f.status.message().c_str());
+      std::fprintf(stderr, "nearlabel: error: %s: %s\n", f.path.c_str(),
+                   f.status.message().c_str());
       ++failures;
       continue;
     }
@@ -273,8 +279,9 @@ int RunQuery(const QueryArgs& a, const Global& g, bool classify) {
   if (g.json) PrintJson(out);
   if (g.verbose) {
     auto now = std::chrono::steady_clock::now();
-    std::fprintf(stderr, "timing: open store + load %zu vectors + model %.1f ms; embed + search %zu "
-                         "image(s) %.1f ms\n",
+    std::fprintf(stderr,
+                 "timing: open store + load %zu vectors + model %.1f ms; embed + search %zu "
+                 "image(s) %.1f ms\n",
                  table->size(), std::chrono::duration<double, std::milli>(t_query - t_open).count(),
                  a.images.size(), std::chrono::duration<double, std::milli>(now - t_query).count());
   }
@@ -309,18 +316,20 @@ int RunEval(const EvalArgs& a, const Global& g) {
   auto rep = LeaveOneOut(*table, opt);
   bar.Finish();
   if (!rep.ok()) return Fail(rep.status());
-  std::string protocol = a.group_by.empty() ? "leave-one-out" : "leave-one-group-out by " + a.group_by;
+  std::string protocol =
+      a.group_by.empty() ? "leave-one-out" : "leave-one-group-out by " + a.group_by;
   std::string rule = a.within.empty() ? "" : ", neighbours within the same " + a.within;
   auto mismatch_json = [&](const EvalCase& c) {
     const Neighbor& nb = c.neighbors.front();
-    return json{{"id", table->ids[c.row]},
-                {"source", table->sources[c.row]},
-                {"truth", c.truth},
-                {"predicted", c.predicted},
-                {"nearest_id", table->ids[nb.row]},
-                {"nearest_source", table->sources[nb.row]},
-                {"nearest_label", MetadataField(ParseMeta(table->metadata[nb.row]), opt.label_field)},
-                {"distance", nb.distance}};
+    return json{
+        {"id", table->ids[c.row]},
+        {"source", table->sources[c.row]},
+        {"truth", c.truth},
+        {"predicted", c.predicted},
+        {"nearest_id", table->ids[nb.row]},
+        {"nearest_source", table->sources[nb.row]},
+        {"nearest_label", MetadataField(ParseMeta(table->metadata[nb.row]), opt.label_field)},
+        {"distance", nb.distance}};
   };
   if (g.json) {
     json j = {{"protocol", protocol},
@@ -340,8 +349,11 @@ int RunEval(const EvalArgs& a, const Global& g) {
               {"per_class", json::array()},
               {"mismatches", json::array()}};
     for (const auto& s : rep->per_class) {
-      j["per_class"].push_back({{"label", s.label}, {"support", s.support}, {"precision", s.precision},
-                                {"recall", s.recall}, {"f1", s.f1}});
+      j["per_class"].push_back({{"label", s.label},
+                                {"support", s.support},
+                                {"precision", s.precision},
+                                {"recall", s.recall},
+                                {"f1", s.f1}});
     }
     for (const auto& c : rep->mismatches) j["mismatches"].push_back(mismatch_json(c));
     PrintJson(j);
@@ -380,7 +392,8 @@ int RunEval(const EvalArgs& a, const Global& g) {
     json m = mismatch_json(rep->mismatches[i]);
     rows.push_back({std::to_string(m["id"].get<int64_t>()), m["truth"], m["predicted"],
                     std::to_string(m["nearest_id"].get<int64_t>()), m["nearest_label"],
-                    FormatDouble(m["distance"].get<double>(), 4), m["source"], m["nearest_source"]});
+                    FormatDouble(m["distance"].get<double>(), 4), m["source"],
+                    m["nearest_source"]});
   }
   if (!rows.empty()) {
     PrintTable({"id", "truth", "predicted", "nearest", "its label", "distance", "source",
@@ -500,15 +513,17 @@ int RunModels(const Global& g) {
   json j = json::array();
   std::vector<std::vector<std::string>> rows;
   for (const auto& m : models) {
-    j.push_back({{"name", m.name},
-                 {"dims", m.dims},
-                 {"input", std::to_string(m.preprocess.width) + "x" + std::to_string(m.preprocess.height)},
-                 {"onnx", m.onnx_path},
-                 {"available", !m.onnx_path.empty()},
-                 {"card", m.card_path},
-                 {"description", m.description}});
-    rows.push_back({m.name + (m.name == kDefaultModel ? " (default)" : ""), std::to_string(m.dims),
-                    m.onnx_path.empty() ? "missing: put " + m.file + " in a models dir" : m.onnx_path});
+    j.push_back(
+        {{"name", m.name},
+         {"dims", m.dims},
+         {"input", std::to_string(m.preprocess.width) + "x" + std::to_string(m.preprocess.height)},
+         {"onnx", m.onnx_path},
+         {"available", !m.onnx_path.empty()},
+         {"card", m.card_path},
+         {"description", m.description}});
+    rows.push_back(
+        {m.name + (m.name == kDefaultModel ? " (default)" : ""), std::to_string(m.dims),
+         m.onnx_path.empty() ? "missing: put " + m.file + " in a models dir" : m.onnx_path});
   }
   if (g.json) {
     PrintJson(j);
@@ -536,7 +551,8 @@ int Main(int argc, char** argv) {
   app.require_subcommand(1);
   app.fallthrough();
   Global g;
-  app.add_option("--models", g.model_dirs, "Directory of models (repeatable); default $NEARLABEL_MODELS");
+  app.add_option("--models", g.model_dirs,
+                 "Directory of models (repeatable); default $NEARLABEL_MODELS");
   app.add_flag("--json", g.json, "Print machine-readable JSON instead of text");
   app.add_flag("-v,--verbose", g.verbose, "Print timings");
 
@@ -546,13 +562,16 @@ int Main(int argc, char** argv) {
       "Embed a labelled dataset into a store (created if missing). Idempotent: images whose "
       "content is stored already are skipped, so re-running after a crash or Ctrl-C resumes.");
   ingest->add_option("store", ia.store, "Store file (SQLite)")->required();
-  ingest->add_option("dataset", ia.dataset,
-                     "Dataset: a folder-per-class tree, an AI Hub tree (라벨링데이터 + 원천데이터), or "
-                     "a .csv/.tsv/.jsonl manifest")
+  ingest
+      ->add_option(
+          "dataset", ia.dataset,
+          "Dataset: a folder-per-class tree, an AI Hub tree (라벨링데이터 + 원천데이터), or "
+          "a .csv/.tsv/.jsonl manifest")
       ->required();
   ingest->add_option("--model", ia.model,
                      std::string("Model name or .onnx/.card.json path (default: the store's model, "
-                                 "else ") + kDefaultModel + ")");
+                                 "else ") +
+                         kDefaultModel + ")");
   ingest->add_option("--layout", ia.layout, "auto, aihub, folder or manifest")
       ->capture_default_str();
   ingest->add_option("--batch", ia.batch, "Images per batch and per transaction")
@@ -566,11 +585,14 @@ int Main(int argc, char** argv) {
   auto* classify = app.add_subcommand("classify", "Label new images by their k nearest neighbours");
   classify->add_option("store", ca.store, "Store file")->required();
   classify->add_option("images", ca.images, "Image files")->required();
-  classify->add_option("-k,--k", ca.k, "Neighbours that vote (default 5)")->check(CLI::Range(1, 10000));
+  classify->add_option("-k,--k", ca.k, "Neighbours that vote (default 5)")
+      ->check(CLI::Range(1, 10000));
   classify->add_option("--vote", ca.vote, "majority, distance (1/d) or softmax (exp(sim/0.07))")
       ->capture_default_str();
   classify->add_option("--within", ca.within, "Only neighbours with FIELD=VALUE, e.g. part=exp1");
-  classify->add_option("--where", ca.where, "SQL condition on items, e.g. \"field(metadata,'part') IN ('exp1','exp2')\"");
+  classify->add_option(
+      "--where", ca.where,
+      "SQL condition on items, e.g. \"field(metadata,'part') IN ('exp1','exp2')\"");
   classify->add_option("--label", ca.label, "Field to predict (default: the store's label field)");
   classify->add_option("--model", ca.model, "Model (default: the store's)");
 
@@ -578,7 +600,8 @@ int Main(int argc, char** argv) {
   auto* search = app.add_subcommand("search", "List the stored images nearest to an image");
   search->add_option("store", sa.store, "Store file")->required();
   search->add_option("images", sa.images, "Image files")->required();
-  search->add_option("-k,--k", sa.k, "Neighbours to list (default 10)")->check(CLI::Range(1, 100000));
+  search->add_option("-k,--k", sa.k, "Neighbours to list (default 10)")
+      ->check(CLI::Range(1, 100000));
   search->add_option("--within", sa.within, "Only rows with FIELD=VALUE");
   search->add_option("--where", sa.where, "SQL condition on items");
   search->add_option("--label", sa.label, "Field shown as the label");
@@ -592,8 +615,11 @@ int Main(int argc, char** argv) {
   eval->add_option("store", ea.store, "Store file")->required();
   eval->add_option("--label", ea.label, "Field to predict (default: the store's label field)");
   eval->add_option("--within", ea.within, "Neighbours must share this field's value (e.g. part)");
-  eval->add_option("--group-by", ea.group_by, "Leave-one-group-out by this field (e.g. tile_group)");
-  eval->add_option("-k,--k", ea.k, "Neighbours that vote")->capture_default_str()->check(CLI::Range(1, 10000));
+  eval->add_option("--group-by", ea.group_by,
+                   "Leave-one-group-out by this field (e.g. tile_group)");
+  eval->add_option("-k,--k", ea.k, "Neighbours that vote")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 10000));
   eval->add_option("--vote", ea.vote, "majority, distance or softmax")->capture_default_str();
   eval->add_option("--where", ea.where, "SQL condition selecting the rows evaluated");
   eval->add_option("--show", ea.show, "Mismatches to list (default all)");

@@ -6,7 +6,8 @@ namespace nearlabel {
 namespace {
 
 TEST(CsvTest, QuotesSeparatorsNewlinesCrlf) {
-  auto rows = ParseCsv("path,label\r\n\"a, b.jpg\",\"say \"\"hi\"\"\"\nc.jpg,\"two\nlines\"\n\n", ',');
+  auto rows =
+      ParseCsv("path,label\r\n\"a, b.jpg\",\"say \"\"hi\"\"\"\nc.jpg,\"two\nlines\"\n\n", ',');
   ASSERT_TRUE(rows.ok());
   ASSERT_EQ(rows->size(), 3u);
   EXPECT_EQ((*rows)[1][0], "a, b.jpg");
@@ -15,7 +16,10 @@ TEST(CsvTest, QuotesSeparatorsNewlinesCrlf) {
 }
 
 TEST(CsvTest, TabsAndBom) {
-  auto rows = ParseCsv("\xEF\xBB\xBF" "file\tclass\nx.png\tok", '\t');
+  auto rows = ParseCsv(
+      "\xEF\xBB\xBF"
+      "file\tclass\nx.png\tok",
+      '\t');
   ASSERT_TRUE(rows.ok());
   EXPECT_EQ((*rows)[0][0], "file");
   EXPECT_EQ((*rows)[1][1], "ok");

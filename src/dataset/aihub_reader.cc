@@ -51,7 +51,8 @@ Result<std::string> ParseLabel(const std::string& text, const std::vector<std::s
     if (!ann.is_object()) return Status::InvalidArgument("annotations[] holds a non-object");
     auto& attrs = ann["attributes"];
     if (attrs.is_null()) attrs = nlohmann::json::object();
-    if (!attrs.is_object()) return Status::InvalidArgument("annotations[].attributes is not an object");
+    if (!attrs.is_object())
+      return Status::InvalidArgument("annotations[].attributes is not an object");
     attrs["categories"] = categories;
   }
   std::string file_name = name->get<std::string>();
@@ -111,8 +112,8 @@ Status ReadAiHub(const fs::path& base, DatasetListing* out) {
     if (chosen == nullptr && it->second.size() == 1) chosen = &it->second[0];
     if (chosen == nullptr) {
       out->problems.push_back({label.string(), "image name '" + leaf + "' is ambiguous: " +
-                                                    std::to_string(it->second.size()) +
-                                                    " images carry it in other folders"});
+                                                   std::to_string(it->second.size()) +
+                                                   " images carry it in other folders"});
       continue;
     }
     if (!used.insert(*chosen).second) {

@@ -21,10 +21,14 @@ Result<DatasetLayout> ParseDatasetLayout(const std::string& name) {
 
 const char* DatasetLayoutName(DatasetLayout layout) {
   switch (layout) {
-    case DatasetLayout::kAuto: return "auto";
-    case DatasetLayout::kAiHub: return "aihub";
-    case DatasetLayout::kFolder: return "folder";
-    case DatasetLayout::kManifest: return "manifest";
+    case DatasetLayout::kAuto:
+      return "auto";
+    case DatasetLayout::kAiHub:
+      return "aihub";
+    case DatasetLayout::kFolder:
+      return "folder";
+    case DatasetLayout::kManifest:
+      return "manifest";
   }
   return "?";
 }

@@ -44,7 +44,8 @@ TEST(DatasetTest, AiHubLayoutAddsCategoriesAndReportsProblems) {
   const std::string base = d.Join("Sample");
   WriteFile(base + "/원천데이터/양품/exp1/MT_1.jpg", Encode(SyntheticImage(20, 20, 1), ".jpg"));
   WriteFile(base + "/원천데이터/불량/exp2/MT_2.jpg", Encode(SyntheticImage(20, 20, 2), ".jpg"));
-  WriteFile(base + "/원천데이터/불량/exp2/MT_orphan.jpg", Encode(SyntheticImage(20, 20, 3), ".jpg"));
+  WriteFile(base + "/원천데이터/불량/exp2/MT_orphan.jpg",
+            Encode(SyntheticImage(20, 20, 3), ".jpg"));
   WriteFile(base + "/라벨링데이터/양품/exp1/MT_1.json", Label("MT_1.jpg", "exp1", "good"));
   WriteFile(base + "/라벨링데이터/불량/exp2/MT_2.json", Label("MT_2.jpg", "exp2", "defect"));
   WriteFile(base + "/라벨링데이터/불량/exp2/MT_3.json", Label("MT_3.jpg", "exp2", "defect"));
@@ -72,7 +73,8 @@ TEST(DatasetTest, ManifestCsvAndJsonl) {
   TempDir d;
   WriteFile(d.Join("img/a b.jpg"), Encode(SyntheticImage(20, 20, 1), ".jpg"));
   WriteFile(d.Join("img/c.png"), Encode(SyntheticImage(20, 20, 2), ".png"));
-  WriteFile(d.Join("m.csv"), "path,label,group\n\"img/a b.jpg\",cat,g1\nimg/c.png,dog,g2\nimg/x.png,dog,g3\n");
+  WriteFile(d.Join("m.csv"),
+            "path,label,group\n\"img/a b.jpg\",cat,g1\nimg/c.png,dog,g2\nimg/x.png,dog,g3\n");
   auto l = ListDataset(d.Join("m.csv"), DatasetLayout::kAuto);
   ASSERT_TRUE(l.ok()) << l.status().ToString();
   EXPECT_EQ(l->layout, DatasetLayout::kManifest);
@@ -105,7 +107,8 @@ TEST(DatasetTest, SymlinkLoopIsReportedNotFollowedForever) {
 }
 
 TEST(DatasetTest, MetadataFieldLookups) {
-  auto j = nlohmann::json::parse(R"({"label":"x","n":3,"annotations":[{"attributes":{"part":"p"}}]})");
+  auto j =
+      nlohmann::json::parse(R"({"label":"x","n":3,"annotations":[{"attributes":{"part":"p"}}]})");
   EXPECT_EQ(MetadataField(j, "label"), "x");
   EXPECT_EQ(MetadataField(j, "n"), "3");
   EXPECT_EQ(MetadataField(j, "part"), "p");

@@ -24,8 +24,8 @@ Status ReadFolder(const fs::path& root, DatasetListing* out) {
     }
     if (!IsImageExtension(ext)) {
       out->problems.push_back(
-          {p.string(), "not an image file" + (ext.empty() ? std::string() : " (." + ext + ")") +
-                           ", skipped"});
+          {p.string(),
+           "not an image file" + (ext.empty() ? std::string() : " (." + ext + ")") + ", skipped"});
       continue;
     }
     DatasetItem item;

@@ -21,7 +21,8 @@ Status Field(const json& obj, const char* key, const std::string& where, std::st
   if (it == obj.end() || it->is_null()) {
     return required ? Status::InvalidArgument(where + ": missing \"" + key + "\"") : Status::OK();
   }
-  if (!it->is_string()) return Status::InvalidArgument(where + ": \"" + key + "\" must be a string");
+  if (!it->is_string())
+    return Status::InvalidArgument(where + ": \"" + key + "\" must be a string");
   *out = it->get<std::string>();
   return Status::OK();
 }
@@ -30,7 +31,8 @@ template <typename T>
 Status Number(const json& obj, const char* key, const std::string& where, T* out) {
   auto it = obj.find(key);
   if (it == obj.end() || it->is_null()) return Status::OK();
-  if (!it->is_number()) return Status::InvalidArgument(where + ": \"" + key + "\" must be a number");
+  if (!it->is_number())
+    return Status::InvalidArgument(where + ": \"" + key + "\" must be a number");
   *out = it->get<T>();
   return Status::OK();
 }
@@ -93,7 +95,8 @@ Result<ModelCard> ParseModelCard(const std::string& text, const std::string& car
   auto section = [&](const char* key) -> Result<const json*> {
     auto it = j.find(key);
     if (it == j.end()) return &empty;
-    if (!it->is_object()) return Status::InvalidArgument(where + ": \"" + key + "\" must be an object");
+    if (!it->is_object())
+      return Status::InvalidArgument(where + ": \"" + key + "\" must be an object");
     return &*it;
   };
   NL_ASSIGN_OR_RETURN(const json* input, section("input"));
@@ -136,7 +139,8 @@ Result<ModelCard> ParseModelCard(const std::string& text, const std::string& car
   } else if (interp == "nearest") {
     p.interpolation = cv::INTER_NEAREST;
   } else {
-    return Status::InvalidArgument(where + ": interpolation must be linear, area, cubic or nearest");
+    return Status::InvalidArgument(where +
+                                   ": interpolation must be linear, area, cubic or nearest");
   }
   if (order != "RGB" && order != "BGR") {
     return Status::InvalidArgument(where + ": channel_order must be \"RGB\" or \"BGR\"");
@@ -149,7 +153,8 @@ Result<ModelCard> ParseModelCard(const std::string& text, const std::string& car
     if (!(s > 0)) return Status::InvalidArgument(where + ": std values must be > 0");
   }
 
-  NL_RETURN_IF_ERROR(Field(*feature, "onnx_tensor", where + " feature", &c.feature_onnx_tensor, false));
+  NL_RETURN_IF_ERROR(
+      Field(*feature, "onnx_tensor", where + " feature", &c.feature_onnx_tensor, false));
   NL_RETURN_IF_ERROR(
       Field(*feature, "opencv_layer", where + " feature", &c.feature_opencv_layer, false));
   NL_RETURN_IF_ERROR(Field(*feature, "pooling", where + " feature", &c.pooling, false));
@@ -208,8 +213,8 @@ Result<ModelCard> FindModel(const std::string& name_or_path, const std::vector<s
       return Status::NotFound("no model card at " + name_or_path);
     }
     if (!fs::is_regular_file(arg, ec)) return Status::NotFound("no model file at " + name_or_path);
-    for (const fs::path& c : {fs::path(arg).replace_extension(".card.json"),
-                              arg.parent_path() / "card.json"}) {
+    for (const fs::path& c :
+         {fs::path(arg).replace_extension(".card.json"), arg.parent_path() / "card.json"}) {
       if (fs::is_regular_file(c, ec)) {
         NL_ASSIGN_OR_RETURN(ModelCard card, found(c));
         card.onnx_path = arg.string();
@@ -221,9 +226,9 @@ Result<ModelCard> FindModel(const std::string& name_or_path, const std::vector<s
                             " (see docs/model-cards.md)");
   }
   for (const auto& d : dirs) {
-    for (const fs::path& c : {fs::path(d) / name_or_path / (name_or_path + ".card.json"),
-                              fs::path(d) / name_or_path / "card.json",
-                              fs::path(d) / (name_or_path + ".card.json")}) {
+    for (const fs::path& c :
+         {fs::path(d) / name_or_path / (name_or_path + ".card.json"),
+          fs::path(d) / name_or_path / "card.json", fs::path(d) / (name_or_path + ".card.json")}) {
       if (fs::is_regular_file(c, ec)) return found(c);
       tried.push_back(c);
     }
@@ -247,8 +252,9 @@ std::vector<ModelCard> ListModels(const std::vector<std::string>& dirs,
         continue;
       }
       std::string fn = it->path().filename().string();
-      if (it->is_regular_file() && (fn == "card.json" || (fn.size() > 10 &&
-                                    fn.compare(fn.size() - 10, 10, ".card.json") == 0))) {
+      if (it->is_regular_file() &&
+          (fn == "card.json" ||
+           (fn.size() > 10 && fn.compare(fn.size() - 10, 10, ".card.json") == 0))) {
         cards.push_back(it->path());
       }
     }

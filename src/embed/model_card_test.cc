@@ -24,13 +24,21 @@ TEST(ModelCardTest, ParsesFields) {
 }
 
 TEST(ModelCardTest, RejectsBadCardsWithReasons) {
-  EXPECT_NE(ParseModelCard("[1]", "c").status().message().find("not a JSON object"), std::string::npos);
+  EXPECT_NE(ParseModelCard("[1]", "c").status().message().find("not a JSON object"),
+            std::string::npos);
   EXPECT_NE(ParseModelCard(R"({"name":"m","file":"f","feature":{"onnx_tensor":"t","dims":0}})", "c")
-                .status().message().find("dims"),
+                .status()
+                .message()
+                .find("dims"),
             std::string::npos);
-  EXPECT_NE(ParseModelCard(R"({"name":"m","file":"f","preprocess":{"std":[1,0,1]},"feature":{"onnx_tensor":"t","dims":3}})", "c")
-                .status().message().find("std"),
-            std::string::npos);
+  EXPECT_NE(
+      ParseModelCard(
+          R"({"name":"m","file":"f","preprocess":{"std":[1,0,1]},"feature":{"onnx_tensor":"t","dims":3}})",
+          "c")
+          .status()
+          .message()
+          .find("std"),
+      std::string::npos);
   EXPECT_NE(ParseModelCard(R"({"name":"m","file":"f"})", "c").status().message().find("feature"),
             std::string::npos);
   EXPECT_NE(ParseModelCard(R"({"name":7,"file":"f"})", "c").status().message().find("string"),

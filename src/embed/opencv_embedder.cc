@@ -93,8 +93,8 @@ Result<std::unique_ptr<Embedder>> CreateOpenCvEmbedder(const ModelCard& card,
                               ", the model card " + card.card_path + " expects " + card.sha256);
     }
   }
-  int threads = options.threads > 0 ? options.threads
-                                    : static_cast<int>(std::thread::hardware_concurrency());
+  int threads =
+      options.threads > 0 ? options.threads : static_cast<int>(std::thread::hardware_concurrency());
   cv::setNumThreads(std::max(1, threads));
   cv::dnn::Net net;
   try {
@@ -102,11 +102,12 @@ Result<std::unique_ptr<Embedder>> CreateOpenCvEmbedder(const ModelCard& card,
   } catch (const cv::Exception& e) {
     return Status::Corruption("OpenCV cannot load " + card.onnx_path + ": " + e.err);
   }
-  if (net.empty()) return Status::Corruption("OpenCV loaded an empty network from " + card.onnx_path);
+  if (net.empty())
+    return Status::Corruption("OpenCV loaded an empty network from " + card.onnx_path);
   net.setPreferableBackend(cv::dnn::DNN_BACKEND_OPENCV);
   net.setPreferableTarget(cv::dnn::DNN_TARGET_CPU);
-  std::string layer = card.feature_opencv_layer.empty() ? card.feature_onnx_tensor
-                                                        : card.feature_opencv_layer;
+  std::string layer =
+      card.feature_opencv_layer.empty() ? card.feature_onnx_tensor : card.feature_opencv_layer;
   if (net.getLayerId(layer) < 0) {
     // Graph outputs are addressed by their tensor name, which getLayerId does not know.
     bool is_output = false;

@@ -15,9 +15,12 @@ Result<Vote> ParseVote(const std::string& name) {
 
 const char* VoteName(Vote vote) {
   switch (vote) {
-    case Vote::kMajority: return "majority";
-    case Vote::kDistance: return "distance";
-    case Vote::kSoftmax: return "softmax";
+    case Vote::kMajority:
+      return "majority";
+    case Vote::kDistance:
+      return "distance";
+    case Vote::kSoftmax:
+      return "softmax";
   }
   return "?";
 }

@@ -8,14 +8,16 @@ namespace nearlabel {
 namespace {
 
 // Rows: 2-d unit vectors at given angles with label/part/group metadata.
-VectorTable Table(const std::vector<std::tuple<float, std::string, std::string, std::string>>& rows) {
+VectorTable Table(
+    const std::vector<std::tuple<float, std::string, std::string, std::string>>& rows) {
   VectorTable t;
   t.dims = 2;
   int64_t id = 1;
   for (const auto& [angle, label, part, group] : rows) {
     t.ids.push_back(id++);
     t.sources.push_back("img" + std::to_string(id));
-    t.metadata.push_back(R"({"label":")" + label + R"(","part":")" + part + R"(","g":")" + group + "\"}");
+    t.metadata.push_back(R"({"label":")" + label + R"(","part":")" + part + R"(","g":")" + group +
+                         "\"}");
     t.vectors.push_back(std::cos(angle));
     t.vectors.push_back(std::sin(angle));
   }
@@ -23,8 +25,10 @@ VectorTable Table(const std::vector<std::tuple<float, std::string, std::string, 
 }
 
 TEST(EvaluatorTest, PlainLeaveOneOutCountsAndConfusion) {
-  VectorTable t = Table({{0.00f, "ok", "p1", "g1"}, {0.01f, "ok", "p1", "g1"},
-                         {1.00f, "bad", "p1", "g2"}, {1.02f, "bad", "p1", "g2"},
+  VectorTable t = Table({{0.00f, "ok", "p1", "g1"},
+                         {0.01f, "ok", "p1", "g1"},
+                         {1.00f, "bad", "p1", "g2"},
+                         {1.02f, "bad", "p1", "g2"},
                          {0.015f, "bad", "p1", "g3"}});
   EvalOptions o;
   o.label_field = "label";
@@ -35,15 +39,19 @@ TEST(EvaluatorTest, PlainLeaveOneOutCountsAndConfusion) {
   EXPECT_EQ(r->correct, 3u);
   EXPECT_EQ(r->classes, (std::vector<std::string>{"bad", "ok"}));
   size_t total = 0;
-  for (auto& row : r->confusion) for (size_t v : row) total += v;
+  for (auto& row : r->confusion)
+    for (size_t v : row) total += v;
   EXPECT_EQ(total, r->n);
   EXPECT_EQ(r->mismatches.size(), 2u);
 }
 
 TEST(EvaluatorTest, WithinAndGroupRules) {
-  VectorTable t = Table({{0.00f, "ok", "p1", "g1"}, {0.01f, "bad", "p2", "g1"},
-                         {0.50f, "ok", "p1", "g2"}, {0.02f, "ok", "p1", "g1"},
-                         {0.90f, "bad", "p2", "g3"}, {3.0f, "ok", "p3", "g9"}});
+  VectorTable t = Table({{0.00f, "ok", "p1", "g1"},
+                         {0.01f, "bad", "p2", "g1"},
+                         {0.50f, "ok", "p1", "g2"},
+                         {0.02f, "ok", "p1", "g1"},
+                         {0.90f, "bad", "p2", "g3"},
+                         {3.0f, "ok", "p3", "g9"}});
   EvalOptions o;
   o.label_field = "label";
   o.within_field = "part";

@@ -62,8 +62,8 @@ bool PeekDimensions(const std::string& b, const std::string& format, int64_t* w,
         continue;
       }
       uint32_t len = (u8(i + 2) << 8) | u8(i + 3);
-      bool sof = marker >= 0xC0 && marker <= 0xCF && marker != 0xC4 && marker != 0xC8 &&
-                 marker != 0xCC;
+      bool sof =
+          marker >= 0xC0 && marker <= 0xCF && marker != 0xC4 && marker != 0xC8 && marker != 0xCC;
       if (sof) {
         *h = (u8(i + 5) << 8) | u8(i + 6);
         *w = (u8(i + 7) << 8) | u8(i + 8);

@@ -65,7 +65,7 @@ TEST(DecodeTest, RefusesDecompressionBombBeforeDecoding) {
 // An APP1 Exif segment carrying only an Orientation tag.
 std::string ExifOrientation(uint16_t value) {
   std::string tiff = std::string("MM\0*\0\0\0\x08", 8) + std::string("\0\x01", 2) +  // 1 entry
-                     std::string("\x01\x12\0\x03\0\0\0\x01", 8) +                  // 0x0112 SHORT x1
+                     std::string("\x01\x12\0\x03\0\0\0\x01", 8) +  // 0x0112 SHORT x1
                      std::string(1, '\0') + std::string(1, static_cast<char>(value)) +
                      std::string("\0\0", 2) + std::string("\0\0\0\0", 4);
   std::string payload = std::string("Exif\0\0", 6) + tiff;

@@ -15,7 +15,7 @@ namespace {
 
 // One image after the preparation stage.
 struct Prepared {
-  size_t index = 0;          // into the input list
+  size_t index = 0;  // into the input list
   Status status;
   std::string sha256;
   bool already_stored = false;
@@ -142,8 +142,8 @@ Result<IngestReport> Ingest(const DatasetListing& listing, Embedder& embedder, S
       } else if (auto [it, fresh] = seen.emplace(p.sha256, p.index); !fresh) {
         ++rep.duplicates;
         rep.problems.push_back(
-            {paths[p.index], "same content as " + listing.items[it->second].relative_path +
-                                 ", skipped"});
+            {paths[p.index],
+             "same content as " + listing.items[it->second].relative_path + ", skipped"});
       } else {
         which.push_back(i);
       }

@@ -130,23 +130,24 @@ class SqliteStore : public Store {
     if (current) {
       if (current->model != info.model || current->model_sha256 != info.model_sha256 ||
           current->dims != info.dims) {
-        return Status::Mismatch(
-            "store " + path_ + " holds embeddings of model '" + current->model + "' (" +
-            std::to_string(current->dims) + "-d, sha256 " + current->model_sha256.substr(0, 12) +
-            "...), not of '" + info.model + "' (" + std::to_string(info.dims) + "-d, sha256 " +
-            info.model_sha256.substr(0, 12) + "...): use --model " + current->model +
-            " or a new store");
+        return Status::Mismatch("store " + path_ + " holds embeddings of model '" + current->model +
+                                "' (" + std::to_string(current->dims) + "-d, sha256 " +
+                                current->model_sha256.substr(0, 12) + "...), not of '" +
+                                info.model + "' (" + std::to_string(info.dims) + "-d, sha256 " +
+                                info.model_sha256.substr(0, 12) + "...): use --model " +
+                                current->model + " or a new store");
       }
       return Status::OK();
     }
     NL_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
     Status st = Status::OK();
-    const std::pair<const char*, std::string> kv[] = {{"model", info.model},
-                                                      {"model_sha256", info.model_sha256},
-                                                      {"dims", std::to_string(info.dims)},
-                                                      {"metric", info.metric},
-                                                      {"label_field", info.label_field},
-                                                      {"created_by", "nearlabel " NEARLABEL_VERSION}};
+    const std::pair<const char*, std::string> kv[] = {
+        {"model", info.model},
+        {"model_sha256", info.model_sha256},
+        {"dims", std::to_string(info.dims)},
+        {"metric", info.metric},
+        {"label_field", info.label_field},
+        {"created_by", "nearlabel " NEARLABEL_VERSION}};
     for (const auto& [k, v] : kv) {
       auto s = Prepare("INSERT INTO collection(key, value) VALUES(?, ?)");
       if (!s.ok()) {
@@ -240,8 +241,8 @@ class SqliteStore : public Store {
 
   Result<ItemRecord> GetItem(int64_t id) override {
     if (!initialised_) return Status::NotFound("no item " + std::to_string(id));
-    NL_ASSIGN_OR_RETURN(Stmt s,
-                        Prepare("SELECT source, sha256, metadata, embedding FROM items WHERE id = ?"));
+    NL_ASSIGN_OR_RETURN(
+        Stmt s, Prepare("SELECT source, sha256, metadata, embedding FROM items WHERE id = ?"));
     sqlite3_bind_int64(s.get(), 1, id);
     int rc = sqlite3_step(s.get());
     if (rc == SQLITE_DONE) return Status::NotFound("no item " + std::to_string(id));
@@ -281,8 +282,10 @@ class SqliteStore : public Store {
       r.sql.assign(p, tail ? static_cast<size_t>(tail - p) : std::string::npos);
       p = tail;
       if (mode_ == Mode::kReadOnly && !sqlite3_stmt_readonly(raw)) {
-        return Status::InvalidArgument("the store is open read-only and this statement writes "
-                                       "(pass --write to allow it): " + r.sql);
+        return Status::InvalidArgument(
+            "the store is open read-only and this statement writes "
+            "(pass --write to allow it): " +
+            r.sql);
       }
       const int ncol = sqlite3_column_count(raw);
       for (int c = 0; c < ncol; ++c) r.columns.push_back(sqlite3_column_name(raw, c));
@@ -291,15 +294,22 @@ class SqliteStore : public Store {
         std::vector<SqlValue> row;
         for (int c = 0; c < ncol; ++c) {
           switch (sqlite3_column_type(raw, c)) {
-            case SQLITE_INTEGER: row.emplace_back(int64_t{sqlite3_column_int64(raw, c)}); break;
-            case SQLITE_FLOAT: row.emplace_back(sqlite3_column_double(raw, c)); break;
-            case SQLITE_TEXT: row.emplace_back(Text(raw, c)); break;
+            case SQLITE_INTEGER:
+              row.emplace_back(int64_t{sqlite3_column_int64(raw, c)});
+              break;
+            case SQLITE_FLOAT:
+              row.emplace_back(sqlite3_column_double(raw, c));
+              break;
+            case SQLITE_TEXT:
+              row.emplace_back(Text(raw, c));
+              break;
             case SQLITE_BLOB: {
               auto b = static_cast<const uint8_t*>(sqlite3_column_blob(raw, c));
               row.emplace_back(std::vector<uint8_t>(b, b + sqlite3_column_bytes(raw, c)));
               break;
             }
-            default: row.emplace_back(std::monostate{});
+            default:
+              row.emplace_back(std::monostate{});
           }
         }
         r.rows.push_back(std::move(row));
@@ -347,7 +357,8 @@ class SqliteStore : public Store {
   }
 
   Status RequireWritable() const {
-    if (mode_ != Mode::kReadWrite) return Status::InvalidArgument("store " + path_ + " is open read-only");
+    if (mode_ != Mode::kReadWrite)
+      return Status::InvalidArgument("store " + path_ + " is open read-only");
     return Status::OK();
   }
 
@@ -384,15 +395,19 @@ class SqliteStore : public Store {
   Status ErrorFromCode(int code, const std::string& msg) const {
     switch (code & 0xff) {
       case SQLITE_NOTADB:
-      case SQLITE_CORRUPT: return Status::Corruption(path_ + ": " + msg);
+      case SQLITE_CORRUPT:
+        return Status::Corruption(path_ + ": " + msg);
       case SQLITE_FULL:
       case SQLITE_IOERR:
-      case SQLITE_CANTOPEN: return Status::IOError(path_ + ": " + msg);
+      case SQLITE_CANTOPEN:
+        return Status::IOError(path_ + ": " + msg);
       case SQLITE_BUSY:
       case SQLITE_LOCKED:
         return Status::IOError(path_ + " is locked by another writer (" + msg + ")");
-      case SQLITE_READONLY: return Status::IOError(path_ + " is read-only: " + msg);
-      default: return Status::Internal(path_ + ": " + msg);
+      case SQLITE_READONLY:
+        return Status::IOError(path_ + " is read-only: " + msg);
+      default:
+        return Status::Internal(path_ + ": " + msg);
     }
   }
 

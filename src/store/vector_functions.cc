@@ -30,11 +30,16 @@ Result<Metric> ParseMetric(const std::string& name) {
 
 const char* MetricName(Metric metric) {
   switch (metric) {
-    case Metric::kCosine: return "COSINE";
-    case Metric::kEuclidean: return "EUCLIDEAN";
-    case Metric::kEuclideanSquared: return "EUCLIDEAN_SQUARED";
-    case Metric::kDot: return "DOT";
-    case Metric::kManhattan: return "MANHATTAN";
+    case Metric::kCosine:
+      return "COSINE";
+    case Metric::kEuclidean:
+      return "EUCLIDEAN";
+    case Metric::kEuclideanSquared:
+      return "EUCLIDEAN_SQUARED";
+    case Metric::kDot:
+      return "DOT";
+    case Metric::kManhattan:
+      return "MANHATTAN";
   }
   return "?";
 }
@@ -183,8 +188,8 @@ void SqlVectorDistance(sqlite3_context* ctx, int argc, sqlite3_value** argv) {
   if (!ArgVector(ctx, argv[0], "vector_distance", &a)) return;
   if (!ArgVector(ctx, argv[1], "vector_distance", &b)) return;
   if (a.size() != b.size()) {
-    std::string msg = "vector_distance: dimension mismatch (" + std::to_string(a.size()) +
-                      " vs " + std::to_string(b.size()) + ")";
+    std::string msg = "vector_distance: dimension mismatch (" + std::to_string(a.size()) + " vs " +
+                      std::to_string(b.size()) + ")";
     sqlite3_result_error(ctx, msg.c_str(), -1);
     return;
   }
@@ -252,9 +257,12 @@ Status RegisterVectorFunctions(sqlite3* db) {
     void (*fn)(sqlite3_context*, int, sqlite3_value**);
   };
   const Fn fns[] = {
-      {"vector_distance", 2, SqlVectorDistance}, {"vector_distance", 3, SqlVectorDistance},
-      {"to_vector", 1, SqlToVector},             {"from_vector", 1, SqlFromVector},
-      {"vector_dims", 1, SqlVectorDims},         {"vector_norm", 1, SqlVectorNorm},
+      {"vector_distance", 2, SqlVectorDistance},
+      {"vector_distance", 3, SqlVectorDistance},
+      {"to_vector", 1, SqlToVector},
+      {"from_vector", 1, SqlFromVector},
+      {"vector_dims", 1, SqlVectorDims},
+      {"vector_norm", 1, SqlVectorNorm},
       {"field", 2, SqlField},
   };
   for (const Fn& f : fns) {

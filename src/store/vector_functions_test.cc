@@ -37,7 +37,8 @@ TEST(VectorTest, DistancesMatchNaiveReferences) {
     l2 += (a[i] - b[i]) * (a[i] - b[i]);
     l1 += std::fabs(a[i] - b[i]);
   }
-  EXPECT_NEAR(VectorDistance(a.data(), b.data(), 37, Metric::kCosine), 1 - dot / std::sqrt(na * nb), 1e-5);
+  EXPECT_NEAR(VectorDistance(a.data(), b.data(), 37, Metric::kCosine), 1 - dot / std::sqrt(na * nb),
+              1e-5);
   EXPECT_NEAR(VectorDistance(a.data(), b.data(), 37, Metric::kEuclidean), std::sqrt(l2), 1e-4);
   EXPECT_NEAR(VectorDistance(a.data(), b.data(), 37, Metric::kEuclideanSquared), l2, 1e-3);
   EXPECT_NEAR(VectorDistance(a.data(), b.data(), 37, Metric::kDot), -dot, 1e-4);
@@ -69,9 +70,12 @@ class SqlFunctionsTest : public ::testing::Test {
 
 TEST_F(SqlFunctionsTest, Functions) {
   EXPECT_NEAR(std::get<double>(One("vector_distance('[1,0]', '[0,1]')")), 1.0, 1e-9);
-  EXPECT_NEAR(std::get<double>(One("vector_distance(to_vector('[1,2]'), to_vector('[2,4]'), 'COSINE')")), 0, 1e-9);
+  EXPECT_NEAR(
+      std::get<double>(One("vector_distance(to_vector('[1,2]'), to_vector('[2,4]'), 'COSINE')")), 0,
+      1e-9);
   EXPECT_NEAR(std::get<double>(One("vector_distance('[1,2]', '[4,6]', 'EUCLIDEAN')")), 5, 1e-9);
-  EXPECT_NEAR(std::get<double>(One("vector_distance('[1,2]', '[4,6]', 'euclidean_squared')")), 25, 1e-9);
+  EXPECT_NEAR(std::get<double>(One("vector_distance('[1,2]', '[4,6]', 'euclidean_squared')")), 25,
+              1e-9);
   EXPECT_NEAR(std::get<double>(One("vector_distance('[1,2]', '[4,6]', 'DOT')")), -16, 1e-9);
   EXPECT_NEAR(std::get<double>(One("vector_distance('[1,2]', '[4,6]', 'MANHATTAN')")), 7, 1e-9);
   EXPECT_EQ(std::get<std::string>(One("from_vector(to_vector('[1.5, -2]'))")), "[1.5,-2]");
@@ -79,14 +83,19 @@ TEST_F(SqlFunctionsTest, Functions) {
   EXPECT_NEAR(std::get<double>(One("vector_norm('[3,4]')")), 5, 1e-9);
   EXPECT_TRUE(std::holds_alternative<std::monostate>(One("vector_distance(NULL, '[1]')")));
   EXPECT_TRUE(std::holds_alternative<std::monostate>(One("vector_distance('[0,0]', '[1,1]')")));
-  EXPECT_EQ(std::get<std::string>(One("field('{\"annotations\":[{\"attributes\":{\"part\":\"p\"}}]}', 'part')")), "p");
+  EXPECT_EQ(std::get<std::string>(
+                One("field('{\"annotations\":[{\"attributes\":{\"part\":\"p\"}}]}', 'part')")),
+            "p");
 }
 
 TEST_F(SqlFunctionsTest, BadInputIsAnSqlError) {
-  EXPECT_NE(Error("vector_distance('[1,2]', '[1,2,3]')").find("dimension mismatch (2 vs 3)"), std::string::npos);
+  EXPECT_NE(Error("vector_distance('[1,2]', '[1,2,3]')").find("dimension mismatch (2 vs 3)"),
+            std::string::npos);
   EXPECT_NE(Error("to_vector('[1,')").find("to_vector"), std::string::npos);
-  EXPECT_NE(Error("vector_dims(x'010203')").find("not a non-empty array of float32"), std::string::npos);
-  EXPECT_NE(Error("vector_distance('[1]', '[2]', 'HAMMINGX')").find("unknown distance metric"), std::string::npos);
+  EXPECT_NE(Error("vector_dims(x'010203')").find("not a non-empty array of float32"),
+            std::string::npos);
+  EXPECT_NE(Error("vector_distance('[1]', '[2]', 'HAMMINGX')").find("unknown distance metric"),
+            std::string::npos);
   EXPECT_NE(Error("vector_norm(42)").find("expected a vector"), std::string::npos);
 }
 
