@@ -71,17 +71,16 @@ std::string JoinWhere(const std::vector<std::string>& parts) {
 }
 
 // Loads the store's model (or `model_arg` when given) and checks it matches the store.
-Result<std::unique_ptr<Embedder>> OpenEmbedderForStore(Store& store, const std::string& model_arg,
+Result<std::unique_ptr<Embedder>> OpenEmbedderForStore(const std::string& location,
+                                                       const CollectionInfo* info,
+                                                       const std::string& model_arg,
                                                        const Global& g) {
-  NL_ASSIGN_OR_RETURN(auto info, store.GetCollection());
-  if (!info)
-    return Status::InvalidArgument("store " + store.location() + " is empty: ingest first");
   std::string name = model_arg.empty() ? info->model : model_arg;
   NL_ASSIGN_OR_RETURN(ModelCard card, FindModel(name, ModelSearchDirs(g.model_dirs)));
   NL_ASSIGN_OR_RETURN(std::string sha, Sha256File(card.onnx_path));
   if (card.name != info->model || sha != info->model_sha256 || card.dims != info->dims) {
-    return Status::Mismatch("store " + store.location() + " was built with model '" + info->model +
-                            "' (" + std::to_string(info->dims) + "-d), not '" + card.name + "' (" +
+    return Status::Mismatch("store " + location + " was built with model '" + info->model + "' (" +
+                            std::to_string(info->dims) + "-d), not '" + card.name + "' (" +
                             std::to_string(card.dims) + "-d" +
                             (sha != info->model_sha256 ? ", different ONNX file" : "") + ")");
   }
@@ -191,6 +190,24 @@ int RunIngest(const IngestArgs& a, const Global& g) {
   return 0;
 }
 
+// A store that has been ingested into, opened read-only, with its collection info, and the
+// parsed --vote: what classify, search and eval start from.
+struct Ingested {
+  std::unique_ptr<Store> store;
+  CollectionInfo info;
+  Vote vote = Vote::kMajority;
+};
+
+Result<Ingested> OpenIngested(const std::string& path, const std::string& vote_name) {
+  Ingested r;
+  NL_ASSIGN_OR_RETURN(r.vote, ParseVote(vote_name));
+  NL_ASSIGN_OR_RETURN(r.store, OpenStore(path, Store::Mode::kReadOnly));
+  NL_ASSIGN_OR_RETURN(auto info, r.store->GetCollection());
+  if (!info) return Status::InvalidArgument("store " + path + " is empty: ingest first");
+  r.info = *info;
+  return r;
+}
+
 // ---------------------------------------------------------------- classify / search
 struct QueryArgs {
   std::string store, model, within, where, vote = "majority", label;
@@ -209,26 +226,24 @@ json NeighborJson(const VectorTable& t, const Neighbor& nb, const std::string& l
 
 int RunQuery(const QueryArgs& a, const Global& g, bool classify) {
   const auto t_open = std::chrono::steady_clock::now();
-  auto store = OpenStore(a.store, Store::Mode::kReadOnly);
-  if (!store.ok()) return Fail(store.status());
-  auto info = (*store)->GetCollection();
-  if (!info.ok()) return Fail(info.status());
-  if (!*info) return Fail(Status::InvalidArgument("store " + a.store + " is empty: ingest first"));
-  auto vote = ParseVote(a.vote);
-  if (!vote.ok()) return Fail(vote.status());
+  auto opened = OpenIngested(a.store, a.vote);
+  if (!opened.ok()) return Fail(opened.status());
+  auto& store = opened->store;
+  const CollectionInfo& info = opened->info;
+  const Vote vote = opened->vote;
   std::string within_sql;
   if (!a.within.empty()) {
     auto w = WithinToSql(a.within);
     if (!w.ok()) return Fail(w.status());
     within_sql = *w;
   }
-  auto table = (*store)->LoadVectors(JoinWhere({within_sql, a.where}));
+  auto table = store->LoadVectors(JoinWhere({within_sql, a.where}));
   if (!table.ok()) return Fail(table.status());
-  auto embedder = OpenEmbedderForStore(**store, a.model, g);
+  auto embedder = OpenEmbedderForStore(a.store, &info, a.model, g);
   if (!embedder.ok()) return Fail(embedder.status());
-  const std::string label_field = !a.label.empty()               ? a.label
-                                  : (*info)->label_field.empty() ? "label"
-                                                                 : (*info)->label_field;
+  const std::string label_field = !a.label.empty()           ? a.label
+                                  : info.label_field.empty() ? "label"
+                                                             : info.label_field;
   std::vector<std::string> labels;
   for (const auto& m : table->metadata) labels.push_back(MetadataField(ParseMeta(m), label_field));
   const int k = a.k > 0 ? a.k : (classify ? 5 : 10);
@@ -251,7 +266,7 @@ int RunQuery(const QueryArgs& a, const Global& g, bool classify) {
     for (const auto& nb : nbs) r["neighbors"].push_back(NeighborJson(*table, nb, label_field));
     Prediction p;
     if (classify) {
-      p = VoteLabel(nbs, labels, *vote);
+      p = VoteLabel(nbs, labels, vote);
       r["label"] = p.label;
       r["confidence"] = p.confidence;
       r["scores"] = json::object();
@@ -264,7 +279,7 @@ int RunQuery(const QueryArgs& a, const Global& g, bool classify) {
     if (classify) {
       std::printf("%s: %s = %s (confidence %.3f, k=%d, %s vote)\n", f.path.c_str(),
                   label_field.c_str(), p.label.empty() ? "(none)" : p.label.c_str(), p.confidence,
-                  k, VoteName(*vote));
+                  k, VoteName(vote));
     } else {
       std::printf("%s: %zu nearest of %zu rows\n", f.path.c_str(), nbs.size(), table->size());
     }
@@ -296,21 +311,19 @@ struct EvalArgs {
 };
 
 int RunEval(const EvalArgs& a, const Global& g) {
-  auto store = OpenStore(a.store, Store::Mode::kReadOnly);
-  if (!store.ok()) return Fail(store.status());
-  auto info = (*store)->GetCollection();
-  if (!info.ok()) return Fail(info.status());
-  if (!*info) return Fail(Status::InvalidArgument("store " + a.store + " is empty: ingest first"));
-  auto vote = ParseVote(a.vote);
-  if (!vote.ok()) return Fail(vote.status());
-  auto table = (*store)->LoadVectors(a.where);
+  auto opened = OpenIngested(a.store, a.vote);
+  if (!opened.ok()) return Fail(opened.status());
+  auto& store = opened->store;
+  const CollectionInfo& info = opened->info;
+  const Vote vote = opened->vote;
+  auto table = store->LoadVectors(a.where);
   if (!table.ok()) return Fail(table.status());
   EvalOptions opt;
-  opt.label_field = !a.label.empty() ? a.label : (*info)->label_field;
+  opt.label_field = !a.label.empty() ? a.label : info.label_field;
   opt.within_field = a.within;
   opt.group_field = a.group_by;
   opt.k = a.k;
-  opt.vote = *vote;
+  opt.vote = vote;
   ProgressBar bar("eval");
   bar.Update(0, table->size());
   auto rep = LeaveOneOut(*table, opt);
@@ -337,7 +350,7 @@ int RunEval(const EvalArgs& a, const Global& g) {
               {"within", a.within},
               {"group_by", a.group_by},
               {"k", a.k},
-              {"vote", VoteName(*vote)},
+              {"vote", VoteName(vote)},
               {"rows", rep->rows},
               {"n", rep->n},
               {"correct", rep->correct},
@@ -360,7 +373,7 @@ int RunEval(const EvalArgs& a, const Global& g) {
     return 0;
   }
   std::printf("%s, %d-NN (%s vote), cosine distance, label '%s'%s\n", protocol.c_str(), a.k,
-              VoteName(*vote), opt.label_field.c_str(), rule.c_str());
+              VoteName(vote), opt.label_field.c_str(), rule.c_str());
   std::printf("N = %zu, correct = %zu, accuracy = %.2f%%  (%zu of %zu correct)\n", rep->n,
               rep->correct, 100 * rep->accuracy, rep->correct, rep->n);
   if (rep->no_label || rep->no_candidate) {
