@@ -55,6 +55,8 @@ check "model mismatch exits 1 with a reason" "[ $rc -eq 1 ] && grep -q 'holds em
 # 4. Exit codes: usage errors are 2, missing store is 1.
 "$NL" eval > /dev/null 2>&1; check "usage error exits 2" "[ $? -eq 2 ]"
 "$NL" info "$T/none.db" > /dev/null 2>&1; check "missing store exits 1" "[ $? -eq 1 ]"
+"$NL" ingest "$T/never.db" "$T/small" --model no-such-model > /dev/null 2>&1; rc=$?
+check "ingest with an unknown model exits 1 and creates no store" "[ $rc -eq 1 ] && [ ! -e '$T/never.db' ]"
 
 # 5. Kill -9 mid-ingest, then resume: exactly one row per image.
 mkdir -p "$T/big"

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <csignal>
 #include <cstdio>
+#include <filesystem>
 #include <iostream>
 #include <iterator>
 #include <map>
@@ -94,16 +95,9 @@ struct IngestArgs {
 };
 
 int RunIngest(const IngestArgs& a, const Global& g) {
+  // Everything that can fail on the arguments is checked before the store file is created.
   auto layout = ParseDatasetLayout(a.layout);
   if (!layout.ok()) return Fail(layout.status());
-  auto store = OpenStore(a.store, Store::Mode::kReadWrite);
-  if (!store.ok()) return Fail(store.status());
-  auto existing = (*store)->GetCollection();
-  if (!existing.ok()) return Fail(existing.status());
-  std::string model = a.model;
-  if (model.empty()) model = *existing ? (*existing)->model : kDefaultModel;
-  auto card = FindModel(model, ModelSearchDirs(g.model_dirs));
-  if (!card.ok()) return Fail(card.status());
   auto listing = ListDataset(a.dataset, *layout);
   if (!listing.ok()) return Fail(listing.status());
   if (listing->items.empty()) {
@@ -113,10 +107,24 @@ int RunIngest(const IngestArgs& a, const Global& g) {
     return Fail(Status::NotFound("no images found in " + a.dataset + " (layout " +
                                  DatasetLayoutName(listing->layout) + ")"));
   }
+  std::string model = a.model;
+  std::error_code ec;
+  if (model.empty() && std::filesystem::exists(a.store, ec)) {
+    auto existing = OpenStore(a.store, Store::Mode::kReadOnly);
+    if (!existing.ok()) return Fail(existing.status());
+    auto info = (*existing)->GetCollection();
+    if (!info.ok()) return Fail(info.status());
+    if (*info) model = (*info)->model;
+  }
+  if (model.empty()) model = kDefaultModel;
+  auto card = FindModel(model, ModelSearchDirs(g.model_dirs));
+  if (!card.ok()) return Fail(card.status());
   auto embedder = CreateOpenCvEmbedder(*card, {});
   if (!embedder.ok()) return Fail(embedder.status());
   auto sha = Sha256File(card->onnx_path);
   if (!sha.ok()) return Fail(sha.status());
+  auto store = OpenStore(a.store, Store::Mode::kReadWrite);
+  if (!store.ok()) return Fail(store.status());
   CollectionInfo info;
   info.model = card->name;
   info.model_sha256 = *sha;
