@@ -1,7 +1,8 @@
 // Leave-one-out accuracy on the shared datasets (NEARLABEL_DATASETS) with the default model,
 // against the reference pipeline's figures (../shared/REFERENCE.md), and the reference SQL.
-// NEARLABEL_ACCURACY_DATASETS (comma-separated) picks the folder datasets; default: the two
-// fastest, as CI runs on a 2-core machine; "all" runs the six.
+// The folder datasets run on ONNX Runtime (NEARLABEL_ACCURACY_DATASETS, comma-separated, picks
+// them; default "all", the six); neu-surface-defects also runs on OpenCV DNN, so both
+// backends are held to the reference.
 #include <filesystem>
 #include <map>
 #include <sstream>
@@ -26,11 +27,13 @@ struct Built {
   IngestReport report;
 };
 
-Built IngestDataset(const std::string& dataset, const std::string& store_path) {
+Built IngestDataset(const std::string& dataset, const std::string& store_path, Backend backend) {
   Built b;
   auto card = FindModel("mobilenetv2-12-int8", ModelSearchDirs({}));
   EXPECT_TRUE(card.ok()) << card.status().ToString();
-  auto emb = CreateOpenCvEmbedder(*card, {});
+  EmbedderOptions eo;
+  eo.backend = backend;
+  auto emb = CreateEmbedder(*card, eo, nullptr);
   EXPECT_TRUE(emb.ok()) << emb.status().ToString();
   auto listing = ListDataset(dataset, DatasetLayout::kAuto);
   EXPECT_TRUE(listing.ok()) << listing.status().ToString();
@@ -52,7 +55,7 @@ Built IngestDataset(const std::string& dataset, const std::string& store_path) {
 }
 
 std::vector<std::string> SelectedDatasets() {
-  std::string sel = testing::EnvOr("NEARLABEL_ACCURACY_DATASETS", "neu-surface-defects");
+  std::string sel = testing::EnvOr("NEARLABEL_ACCURACY_DATASETS", "all");
   std::vector<std::string> out;
   if (sel == "all") {
     for (const auto& [name, acc] : kReference) out.push_back(name);
@@ -63,36 +66,49 @@ std::vector<std::string> SelectedDatasets() {
   return out;
 }
 
-TEST(AccuracyTest, FolderDatasetsWithinOneAndAHalfPointsOfReference) {
-  const std::string root = testing::EnvOr("NEARLABEL_DATASETS");
-  if (root.empty() || testing::EnvOr("NEARLABEL_MODELS").empty()) {
-    GTEST_SKIP() << "NEARLABEL_DATASETS / NEARLABEL_MODELS unset";
+// Ingests `name` with `backend` and checks leave-one-out 1-NN against the reference.
+void CheckFolderDataset(const std::string& root, const std::string& name, Backend backend,
+                        const testing::TempDir& tmp) {
+  ASSERT_TRUE(kReference.count(name)) << "no reference figure for " << name;
+  Built b = IngestDataset(root + "/" + name, tmp.Join(name + "-" + BackendName(backend) + ".db"),
+                          backend);
+  auto table = b.store->LoadVectors("");
+  ASSERT_TRUE(table.ok());
+  EvalOptions o;
+  o.label_field = "label";
+  auto rep = LeaveOneOut(*table, o);
+  ASSERT_TRUE(rep.ok());
+  const double acc = 100 * rep->accuracy;
+  std::printf("[accuracy] %s on %s: %zu/%zu = %.2f%% (reference %.2f%%)\n", name.c_str(),
+              BackendName(backend), rep->correct, rep->n, acc, kReference.at(name));
+  EXPECT_NEAR(acc, kReference.at(name), 0.5) << name << " on " << BackendName(backend);
+  EXPECT_EQ(b.report.failed, 0u) << name;
+}
+
+#define REQUIRE_DATA()                                              \
+  const std::string root = testing::EnvOr("NEARLABEL_DATASETS");    \
+  if (root.empty() || testing::EnvOr("NEARLABEL_MODELS").empty()) { \
+    GTEST_SKIP() << "NEARLABEL_DATASETS / NEARLABEL_MODELS unset";  \
   }
+
+TEST(AccuracyTest, FolderDatasetsOnOnnxRuntimeWithinHalfAPointOfReference) {
+  REQUIRE_DATA();
   testing::TempDir tmp;
   for (const std::string& name : SelectedDatasets()) {
-    ASSERT_TRUE(kReference.count(name)) << "no reference figure for " << name;
-    Built b = IngestDataset(root + "/" + name, tmp.Join(name + ".db"));
-    auto table = b.store->LoadVectors("");
-    ASSERT_TRUE(table.ok());
-    EvalOptions o;
-    o.label_field = "label";
-    auto rep = LeaveOneOut(*table, o);
-    ASSERT_TRUE(rep.ok());
-    const double acc = 100 * rep->accuracy;
-    std::printf("[accuracy] %s: %zu/%zu = %.2f%% (reference %.2f%%)\n", name.c_str(), rep->correct,
-                rep->n, acc, kReference.at(name));
-    EXPECT_NEAR(acc, kReference.at(name), 1.5) << name;
-    EXPECT_EQ(b.report.failed, 0u) << name;
+    CheckFolderDataset(root, name, Backend::kOnnxRuntime, tmp);
   }
 }
 
-TEST(AccuracyTest, AiHubEvalWithinPartEqualsReferenceSql) {
-  const std::string root = testing::EnvOr("NEARLABEL_DATASETS");
-  if (root.empty() || testing::EnvOr("NEARLABEL_MODELS").empty()) {
-    GTEST_SKIP() << "NEARLABEL_DATASETS / NEARLABEL_MODELS unset";
-  }
+TEST(AccuracyTest, OpenCvBackendWithinHalfAPointOfReference) {
+  REQUIRE_DATA();
   testing::TempDir tmp;
-  Built b = IngestDataset(root + "/magnetic-tile-aihub", tmp.Join("aihub.db"));
+  CheckFolderDataset(root, "neu-surface-defects", Backend::kOpenCv, tmp);
+}
+
+TEST(AccuracyTest, AiHubEvalWithinPartEqualsReferenceSql) {
+  REQUIRE_DATA();
+  testing::TempDir tmp;
+  Built b = IngestDataset(root + "/magnetic-tile-aihub", tmp.Join("aihub.db"), Backend::kAuto);
   EXPECT_EQ(b.report.inserted, 350u);
   auto table = b.store->LoadVectors("");
   ASSERT_TRUE(table.ok());

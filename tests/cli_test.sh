@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # End-to-end tests of the nearlabel CLI on small copies of the shared datasets:
 # idempotent ingest, kill -9 and resume, bad inputs reported per file, model mismatch,
-# classify/search/sql/info, exit codes. Usage: cli_test.sh path/to/nearlabel
+# classify/search/sql/info, exit codes, ONNX Runtime loading and fallback.
+# Usage: cli_test.sh path/to/nearlabel [path/to/libfake_onnxruntime_old.so]
 set -u
-NL=${1:?usage: cli_test.sh NEARLABEL_BINARY}
+NL=${1:?usage: cli_test.sh NEARLABEL_BINARY [FAKE_OLD_ORT_LIB]}
+FAKE_ORT=${2:-}
 DATA=${NEARLABEL_DATASETS:-}
 if [ -z "$DATA" ] || [ -z "${NEARLABEL_MODELS:-}" ]; then
   echo "cli_test: NEARLABEL_DATASETS / NEARLABEL_MODELS unset: skipped"; exit 0
@@ -64,7 +66,8 @@ for c in "$DATA"/neu-surface-defects/*/; do
   name=$(basename "$c"); mkdir -p "$T/big/$name"
   ls "$c" | tail -25 | while read -r f; do cp "$c/$f" "$T/big/$name/"; done
 done
-"$NL" ingest "$T/k.db" "$T/big" --batch 8 > /dev/null 2>&1 &
+# The slow backend on one thread keeps the ingest running long enough to be killed mid-way.
+"$NL" --backend opencv --infer-threads 1 ingest "$T/k.db" "$T/big" --batch 8 > /dev/null 2>&1 &
 pid=$!
 for i in $(seq 1 600); do
   n=$("$NL" sql "$T/k.db" "SELECT count(*) FROM items" 2>/dev/null | tail -1)
@@ -107,6 +110,25 @@ check "non-image file reported" "grep -q 'notes.txt: not an image' '$T/badout'"
 check "the good images were ingested" "[ \"$(rows "$T/bad.db")\" = '4 4' ]"
 "$NL" sql "$T/bad.db" "SELECT quality, category1, category2 FROM aihub_labels LIMIT 1" > "$T/view" 2>&1
 check "aihub_labels view exposes quality and categories" "grep -q 'good  *양품  *exp1' '$T/view'"
+
+# 7. ONNX Runtime: the default backend, the fallback when the library is missing, an explicit
+#    request that cannot be met, a library outside the supported versions, many images at once.
+"$NL" -v classify "$T/a.db" "$img" > "$T/ort" 2>&1
+check "default backend is onnxruntime and -v prints timings" \
+  "grep -q 'on onnxruntime' '$T/ort' && grep -q 'answer (read, decode' '$T/ort'"
+ONNXRUNTIME_LIB=/nonexistent/libonnxruntime.so.1 "$NL" classify "$T/a.db" "$img" --k 3 > "$T/fb" 2>&1; rc=$?
+check "missing ORT library: one-line notice, OpenCV answers" \
+  "[ $rc -eq 0 ] && [ \$(grep -c 'notice: ONNX Runtime not found' '$T/fb') -eq 1 ] && grep -q 'label = scratches' '$T/fb'"
+ONNXRUNTIME_LIB=/nonexistent/libonnxruntime.so.1 "$NL" --backend onnxruntime classify "$T/a.db" "$img" > "$T/fb2" 2>&1; rc=$?
+check "--backend onnxruntime without the library exits 1" "[ $rc -eq 1 ] && grep -q 'ONNX Runtime library not found' '$T/fb2'"
+if [ -n "$FAKE_ORT" ]; then
+  ONNXRUNTIME_LIB="$FAKE_ORT" "$NL" classify "$T/a.db" "$img" > "$T/old" 2>&1; rc=$?
+  check "ORT 1.2.0 is refused with the supported range" \
+    "[ $rc -eq 1 ] && grep -q 'ONNX Runtime 1.2.0 at .* is outside the supported range' '$T/old'"
+fi
+"$NL" --json classify "$T/a.db" "$T"/small/*/* > "$T/many" 2>&1
+check "classify of 60 images at once labels them all" \
+  "/usr/bin/python3 -c 'import json,sys; r=json.load(open(\"$T/many\")); sys.exit(0 if len(r)==60 and all(x[\"label\"] for x in r) else 1)'"
 
 echo "cli: $pass passed, $fail failed"
 [ $fail -eq 0 ]

@@ -1,4 +1,5 @@
 // Embedders on the real shared models (NEARLABEL_MODELS).
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 
@@ -23,14 +24,22 @@ double Cosine(const std::vector<float>& a, const std::vector<float>& b) {
   return d;
 }
 
-class EmbedderTest : public ::testing::TestWithParam<std::pair<const char*, int>> {};
+struct ModelCase {
+  const char* name;
+  int dims;
+  Backend backend;
+};
+
+class EmbedderTest : public ::testing::TestWithParam<ModelCase> {};
 
 TEST_P(EmbedderTest, UnitVectorsDeterministicAndBatchIndependent) {
   REQUIRE_SHARED();
-  auto [name, dims] = GetParam();
+  auto [name, dims, backend] = GetParam();
   auto card = FindModel(name, Dirs());
   ASSERT_TRUE(card.ok()) << card.status().ToString();
-  auto emb = CreateOpenCvEmbedder(*card, {});
+  EmbedderOptions eo;
+  eo.backend = backend;
+  auto emb = CreateEmbedder(*card, eo, nullptr);
   ASSERT_TRUE(emb.ok()) << emb.status().ToString();
   EXPECT_EQ((*emb)->dims(), dims);
   testing::TempDir d;
@@ -49,10 +58,112 @@ TEST_P(EmbedderTest, UnitVectorsDeterministicAndBatchIndependent) {
   EXPECT_LT(Cosine(batch[0].embedding, batch[2].embedding), 0.9999);  // different images differ
 }
 
-INSTANTIATE_TEST_SUITE_P(SharedModels, EmbedderTest,
-                         ::testing::Values(std::make_pair("mobilenetv2-12-int8", 1280),
-                                           std::make_pair("squeezenet1.1", 512),
-                                           std::make_pair("densenet121-untrained", 1024)));
+INSTANTIATE_TEST_SUITE_P(
+    SharedModels, EmbedderTest,
+    ::testing::Values(ModelCase{"mobilenetv2-12-int8", 1280, Backend::kOpenCv},
+                      ModelCase{"squeezenet1.1", 512, Backend::kOpenCv},
+                      ModelCase{"densenet121-untrained", 1024, Backend::kOpenCv},
+                      ModelCase{"mobilenetv2-12-int8", 1280, Backend::kOnnxRuntime},
+                      ModelCase{"squeezenet1.1", 512, Backend::kOnnxRuntime},
+                      ModelCase{"densenet121-untrained", 1024, Backend::kOnnxRuntime}));
+
+// Real images from several shared datasets (two per dataset), or none without them.
+std::vector<std::string> SampleImages() {
+  std::vector<std::string> out;
+  const std::string root = testing::EnvOr("NEARLABEL_DATASETS");
+  if (root.empty()) return out;
+  for (const char* ds : {"caltech-101", "casting", "neu-surface-defects", "magnetic-tile",
+                         "cifar-10", "fashion-mnist"}) {
+    std::vector<std::string> files;
+    std::error_code ec;
+    for (auto it = std::filesystem::recursive_directory_iterator(root + "/" + ds, ec);
+         !ec && it != std::filesystem::recursive_directory_iterator(); it.increment(ec)) {
+      const auto ext = it->path().extension().string();
+      if (ext == ".jpg" || ext == ".png") files.push_back(it->path().string());
+    }
+    std::sort(files.begin(), files.end());
+    for (size_t i = 0; i < files.size() && i < 2; ++i) {
+      out.push_back(files[i * (files.size() / 2)]);
+    }
+  }
+  return out;
+}
+
+class BackendAgreementTest : public ::testing::TestWithParam<const char*> {};
+
+// The acceptance rule of the ORT backend: the same card gives the same features on both
+// engines, cosine >= 0.999 for every image.
+TEST_P(BackendAgreementTest, SameCardSameFeaturesOnBothBackends) {
+  REQUIRE_SHARED();
+  const auto images = SampleImages();
+  if (images.empty()) GTEST_SKIP() << "NEARLABEL_DATASETS unset";
+  auto card = FindModel(GetParam(), Dirs());
+  ASSERT_TRUE(card.ok()) << card.status().ToString();
+  auto ocv = CreateOpenCvEmbedder(*card, {});
+  auto ort = CreateOnnxRuntimeEmbedder(*card, {});
+  ASSERT_TRUE(ocv.ok()) << ocv.status().ToString();
+  ASSERT_TRUE(ort.ok()) << ort.status().ToString();
+  auto a = EmbedFiles(images, **ocv);
+  auto b = EmbedFiles(images, **ort);
+  double worst = 1;
+  for (size_t i = 0; i < images.size(); ++i) {
+    ASSERT_TRUE(a[i].status.ok() && b[i].status.ok()) << images[i];
+    const double c = Cosine(a[i].embedding, b[i].embedding);
+    worst = std::min(worst, c);
+    EXPECT_GE(c, 0.999) << images[i];
+  }
+  std::printf("[agreement] %s: %zu images, lowest cosine 1 - %.2g\n", GetParam(), images.size(),
+              1 - worst);
+}
+
+INSTANTIATE_TEST_SUITE_P(SharedModels, BackendAgreementTest,
+                         ::testing::Values("mobilenetv2-12-int8", "squeezenet1.1",
+                                           "densenet121-untrained"));
+
+TEST(OnnxRuntimeErrorsTest, CardMistakesAreClear) {
+  REQUIRE_SHARED();
+  auto card = FindModel("mobilenetv2-12-int8", Dirs());
+  ASSERT_TRUE(card.ok());
+  ModelCard wrong_sum = *card;
+  wrong_sum.sha256 = std::string(64, '0');
+  auto e1 = CreateOnnxRuntimeEmbedder(wrong_sum, {});
+  EXPECT_EQ(e1.status().code(), Status::Code::kMismatch);
+  EXPECT_NE(e1.status().message().find("checksum"), std::string::npos);
+  ModelCard wrong_tensor = *card;
+  wrong_tensor.feature_onnx_tensor = "no_such_tensor";
+  auto e2 = CreateOnnxRuntimeEmbedder(wrong_tensor, {});
+  EXPECT_EQ(e2.status().code(), Status::Code::kNotFound);
+  EXPECT_NE(e2.status().message().find("no_such_tensor"), std::string::npos);
+  ModelCard wrong_dims = *card;
+  wrong_dims.dims = 77;
+  auto e3 = CreateOnnxRuntimeEmbedder(wrong_dims, {});
+  EXPECT_EQ(e3.status().code(), Status::Code::kMismatch);
+  EXPECT_NE(e3.status().message().find("1280 channels"), std::string::npos);
+  ModelCard wrong_input = *card;
+  wrong_input.input_name = "pixels";
+  auto e4 = CreateOnnxRuntimeEmbedder(wrong_input, {});
+  EXPECT_EQ(e4.status().code(), Status::Code::kNotFound);
+  EXPECT_NE(e4.status().message().find("has: input"), std::string::npos) << e4.status().message();
+  ModelCard wrong_size = *card;
+  wrong_size.preprocess.width = wrong_size.preprocess.height = 299;
+  auto e5 = CreateOnnxRuntimeEmbedder(wrong_size, {});
+  if (!e5.ok()) {  // a dynamic-size input accepts 299; a fixed one must say why not
+    EXPECT_EQ(e5.status().code(), Status::Code::kMismatch) << e5.status().message();
+  }
+}
+
+TEST(OnnxRuntimeErrorsTest, FixedBatchModelLimitsTheBatch) {
+  REQUIRE_SHARED();
+  auto card = FindModel("squeezenet1.1", Dirs());  // its card says max_batch 1
+  ASSERT_TRUE(card.ok());
+  EmbedderOptions eo;
+  eo.max_batch = 16;
+  auto e = CreateOnnxRuntimeEmbedder(*card, eo);
+  ASSERT_TRUE(e.ok()) << e.status().ToString();
+  EXPECT_EQ((*e)->max_batch(), 1);
+  std::vector<float> in(2 * 3 * 224 * 224, 0.f), out(2 * 512);
+  EXPECT_EQ((*e)->Embed(in.data(), 2, out.data()).code(), Status::Code::kInvalidArgument);
+}
 
 TEST(EmbedderErrorsTest, ChecksumAndLayerMismatchesAreClear) {
   REQUIRE_SHARED();

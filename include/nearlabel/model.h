@@ -77,13 +77,57 @@ class Embedder {
   virtual Status Embed(const float* input, int count, float* output) = 0;
 };
 
-struct EmbedderOptions {
-  int threads = 0;  // 0: the number of cores
+// Inference engines. Both read the same model card and give the same features (cosine
+// >= 0.999 per image on the shared models; a test checks it).
+enum class Backend {
+  kAuto,         // ONNX Runtime when its library loads, else OpenCV DNN (with a notice)
+  kOnnxRuntime,  // ONNX Runtime, loaded at run time; fails when the library is missing
+  kOpenCv,       // OpenCV DNN
 };
+const char* BackendName(Backend b);
+// "auto", "onnxruntime" (or "ort"), "opencv". InvalidArgument otherwise.
+Result<Backend> ParseBackend(const std::string& name);
+
+struct EmbedderOptions {
+  Backend backend = Backend::kAuto;
+  int threads = 0;  // inference threads; 0: the number of cores
+  // ONNX Runtime only: sessions that run parts of a batch in parallel, threads / sessions
+  // threads each; 0: one session per thread.
+  int sessions = 0;
+  int max_batch = 0;  // largest batch per run; 0: the backend's default (model limits apply)
+  // ONNX Runtime only: let idle worker threads spin between operators. Slightly faster when
+  // inference runs alone; in the ingest pipeline spinning takes the cores decoding needs.
+  bool spin_wait = false;
+};
+
+// Creates the embedder `options.backend` asks for. With kAuto and no ONNX Runtime library,
+// falls back to OpenCV DNN and sets *notice (may be null) to a one-line explanation. Any
+// other failure (checksum, missing feature tensor, dims, an ORT version outside the supported
+// range) is an error, never a silent fallback.
+Result<std::unique_ptr<Embedder>> CreateEmbedder(const ModelCard& card,
+                                                 const EmbedderOptions& options,
+                                                 std::string* notice);
 
 // OpenCV DNN backend. Checks the ONNX checksum when the card has one, loads the network and
 // runs one probe image to verify that the feature layer exists and has `dims` channels.
 Result<std::unique_ptr<Embedder>> CreateOpenCvEmbedder(const ModelCard& card,
                                                        const EmbedderOptions& options);
+
+// ONNX Runtime backend. Loads the library (see OnnxRuntimeInfo), checks the checksum, makes
+// the card's feature tensor the graph's only output (pruning the rest), checks the input
+// name, type and size against the card, and runs a probe image to check dims.
+Result<std::unique_ptr<Embedder>> CreateOnnxRuntimeEmbedder(const ModelCard& card,
+                                                            const EmbedderOptions& options);
+
+// The ONNX Runtime library this process uses: $ONNXRUNTIME_LIB when set, else the copy the
+// build found (the npm package onnxruntime-node installed by scripts/setup.sh), else
+// libonnxruntime.so.1 on the loader's path. Loaded once; thread-safe. Fails with NotFound
+// when no library loads and Unsupported when its version is outside [kOrtMinVersion, 2.0).
+struct OnnxRuntimeInfo {
+  std::string path;
+  std::string version;
+};
+Result<OnnxRuntimeInfo> LoadOnnxRuntime();
+constexpr const char* kOrtMinVersion = "1.14.0";
 
 }  // namespace nearlabel

@@ -1,6 +1,5 @@
 // OpenCV DNN backend of Embedder: reads the ONNX file, runs the network up to the card's
 // feature layer, mean-pools spatial positions and L2-normalises.
-#include <cmath>
 #include <thread>
 
 #include <opencv2/core/utility.hpp>
@@ -8,6 +7,7 @@
 
 #include "common/fs.h"
 #include "common/sha256.h"
+#include "embed/pooling.h"
 #include "nearlabel/model.h"
 
 namespace nearlabel {
@@ -58,20 +58,7 @@ class OpenCvEmbedder : public Embedder {
     if (card_.pooling == "none" && spatial != 1) {
       return Status::Mismatch("feature layer " + layer_ + " is spatial but pooling is none");
     }
-    const float* src = out.ptr<float>();
-    for (int n = 0; n < count; ++n) {
-      float* v = output + static_cast<size_t>(n) * channels;
-      double norm2 = 0;
-      for (int c = 0; c < channels; ++c) {
-        const float* s = src + (static_cast<size_t>(n) * channels + c) * spatial;
-        double acc = 0;
-        for (size_t k = 0; k < spatial; ++k) acc += s[k];
-        v[c] = static_cast<float>(acc / static_cast<double>(spatial));
-        norm2 += static_cast<double>(v[c]) * v[c];
-      }
-      const float inv = norm2 > 0 ? static_cast<float>(1.0 / std::sqrt(norm2)) : 0.f;
-      for (int c = 0; c < channels; ++c) v[c] *= inv;
-    }
+    MeanPoolAndNormalize(out.ptr<float>(), count, channels, spatial, output);
     return Status::OK();
   }
 

@@ -44,17 +44,18 @@ void PreprocessInto(const cv::Mat& bgr, const PreprocessSpec& spec, float* dst) 
     a[c] = spec.scale / spec.std[c];
     b[c] = -spec.mean[c] / spec.std[c];
   }
+  // Pixels are BGR; the tensor's first plane is R for RGB models. Choosing the source byte
+  // offsets once keeps the inner loop branch-free so the compiler vectorises it.
+  const int first = spec.rgb ? 2 : 0, last = spec.rgb ? 0 : 2;
   for (int yy = 0; yy < spec.height; ++yy) {
     const uint8_t* row = img.ptr<uint8_t>(yy);
     float* d0 = dst + yy * spec.width;
     float* d1 = d0 + plane;
     float* d2 = d1 + plane;
     for (int xx = 0; xx < spec.width; ++xx) {
-      const uint8_t B = row[3 * xx], G = row[3 * xx + 1], R = row[3 * xx + 2];
-      const float c0 = spec.rgb ? R : B, c2 = spec.rgb ? B : R;
-      d0[xx] = c0 * a[0] + b[0];
-      d1[xx] = G * a[1] + b[1];
-      d2[xx] = c2 * a[2] + b[2];
+      d0[xx] = row[3 * xx + first] * a[0] + b[0];
+      d1[xx] = row[3 * xx + 1] * a[1] + b[1];
+      d2[xx] = row[3 * xx + last] * a[2] + b[2];
     }
   }
 }

@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <chrono>
-#include <future>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
 #include <thread>
 #include <unordered_map>
 
@@ -13,6 +15,9 @@
 namespace nearlabel {
 namespace {
 
+constexpr int kPrepRing = 3;       // batch buffers between decoding and inference
+constexpr size_t kWriteQueue = 2;  // batches of rows between inference and the store
+
 // One image after the preparation stage.
 struct Prepared {
   size_t index = 0;  // into the input list
@@ -21,64 +26,146 @@ struct Prepared {
   bool already_stored = false;
 };
 
-// A batch of prepared images; tensor holds one 3xHxW slot per item (slot i for item i).
-struct Batch {
-  std::vector<Prepared> items;
-  std::vector<float> tensor;
-};
-
 int DefaultThreads(int requested) {
   if (requested > 0) return requested;
   return std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
 }
 
-// Reads, hashes, decodes and preprocesses paths[begin, end) on `threads` threads.
-// Items whose sha256 is in `skip` are not decoded.
-Batch PrepareBatch(const std::vector<std::string>& paths, size_t begin, size_t end,
-                   const PreprocessSpec& spec, int threads,
-                   const std::unordered_set<std::string>* skip) {
-  Batch b;
-  const size_t n = end - begin;
-  const size_t slot = static_cast<size_t>(3) * spec.width * spec.height;
-  b.items.resize(n);
-  b.tensor.resize(n * slot);
-  std::atomic<size_t> next{0};
-  auto work = [&] {
-    for (size_t i; (i = next.fetch_add(1)) < n;) {
-      Prepared& p = b.items[i];
-      p.index = begin + i;
-      auto bytes = ReadFileToString(paths[p.index], 1ull << 30);
-      if (!bytes.ok()) {
-        p.status = bytes.status();
-        continue;
-      }
-      p.sha256 = Sha256Hex(*bytes);
-      if (skip && skip->count(p.sha256)) {
-        p.already_stored = true;
-        continue;
-      }
-      auto img = DecodeImage(*bytes);
-      if (!img.ok()) {
-        p.status = img.status();
-        continue;
-      }
-      PreprocessInto(*img, spec, b.tensor.data() + i * slot);
-    }
+// The preparation stage: `threads` workers read, hash, decode and preprocess the paths in
+// order into a ring of `ring` batch buffers, so at most ring x batch_size tensors exist at
+// any time whatever the dataset size. The consumer takes batches in order (0, 1, ...) and
+// releases each one for reuse. Items whose sha256 is in `skip` are not decoded.
+//
+// Why it cannot deadlock: a worker only waits for the buffer of its own batch, and the
+// lowest unfinished batch always has its buffer, so some worker can always proceed.
+class PrepStage {
+ public:
+  struct Batch {
+    size_t number = 0;   // which batch this buffer holds now
+    size_t pending = 0;  // items not yet prepared
+    std::vector<Prepared> items;
+    std::vector<float> tensor;  // one 3 x height x width slot per item
   };
-  const int t = std::min<int>(threads, static_cast<int>(n));
-  std::vector<std::thread> pool;
-  for (int i = 1; i < t; ++i) pool.emplace_back(work);
-  work();
-  for (auto& th : pool) th.join();
-  return b;
-}
 
-// Embeds the OK, not-skipped items of `b` (packing their slots densely), in chunks of the
-// embedder's max batch. Writes vectors for those items into `out` (index into b.items).
-Status EmbedBatch(Batch& b, Embedder& embedder, const std::vector<size_t>& which,
-                  std::vector<std::vector<float>>* out) {
-  const auto& spec = embedder.card().preprocess;
-  const size_t slot = static_cast<size_t>(3) * spec.width * spec.height;
+  PrepStage(const std::vector<std::string>& paths, const PreprocessSpec& spec, size_t batch_size,
+            int threads, int ring, const std::unordered_set<std::string>* skip)
+      : paths_(paths),
+        spec_(spec),
+        bs_(std::max<size_t>(1, batch_size)),
+        slot_(static_cast<size_t>(3) * spec.width * spec.height),
+        skip_(skip),
+        ring_(std::max(1, ring)) {
+    for (size_t k = 0; k < ring_.size(); ++k) Assign(ring_[k], k);
+    const int t = std::min<int>(threads, static_cast<int>(std::max<size_t>(1, paths.size())));
+    for (int i = 0; i < t; ++i) workers_.emplace_back([this] { Work(); });
+  }
+  ~PrepStage() {
+    Stop();
+    for (auto& w : workers_) w.join();
+  }
+  PrepStage(const PrepStage&) = delete;
+  PrepStage& operator=(const PrepStage&) = delete;
+
+  size_t batches() const { return (paths_.size() + bs_ - 1) / bs_; }
+  size_t slot_floats() const { return slot_; }
+
+  // Blocks until batch `number` is prepared. Call in order, Release before taking number+ring.
+  Batch& Take(size_t number) {
+    Batch& b = ring_[number % ring_.size()];
+    std::unique_lock<std::mutex> lock(mu_);
+    ready_.wait(lock, [&] { return b.number == number && b.pending == 0; });
+    return b;
+  }
+
+  // Hands the buffer of `b` to batch b.number + ring.
+  void Release(Batch& b) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      Assign(b, b.number + ring_.size());
+    }
+    free_.notify_all();
+  }
+
+  void Stop() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    free_.notify_all();
+  }
+
+ private:
+  // Caller holds mu_ (or is the constructor).
+  void Assign(Batch& b, size_t number) {
+    b.number = number;
+    const size_t begin = std::min(number * bs_, paths_.size());
+    const size_t n = std::min(bs_, paths_.size() - begin);
+    b.pending = n;
+    b.items.assign(n, Prepared{});
+    b.tensor.resize(n * slot_);
+  }
+
+  void Work() {
+    for (;;) {
+      const size_t i = next_.fetch_add(1);
+      if (i >= paths_.size()) return;
+      const size_t number = i / bs_;
+      Batch& b = ring_[number % ring_.size()];
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        free_.wait(lock, [&] { return stop_ || b.number == number; });
+        if (stop_) return;
+      }
+      const size_t j = i - number * bs_;
+      Prepare(i, &b.items[j], b.tensor.data() + j * slot_);
+      bool done;
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        done = --b.pending == 0;
+      }
+      if (done) ready_.notify_all();
+    }
+  }
+
+  void Prepare(size_t index, Prepared* p, float* tensor) const {
+    p->index = index;
+    auto bytes = ReadFileToString(paths_[index], 1ull << 30);
+    if (!bytes.ok()) {
+      p->status = bytes.status();
+      return;
+    }
+    p->sha256 = Sha256Hex(*bytes);
+    if (skip_ && skip_->count(p->sha256)) {
+      p->already_stored = true;
+      return;
+    }
+    auto img = DecodeImage(*bytes);
+    if (!img.ok()) {
+      p->status = img.status();
+      return;
+    }
+    PreprocessInto(*img, spec_, tensor);
+  }
+
+  const std::vector<std::string>& paths_;
+  const PreprocessSpec spec_;
+  const size_t bs_;
+  const size_t slot_;
+  const std::unordered_set<std::string>* skip_;
+  std::vector<Batch> ring_;
+  std::atomic<size_t> next_{0};
+  std::mutex mu_;
+  std::condition_variable ready_;  // a batch finished preparing
+  std::condition_variable free_;   // a buffer was released (or stop)
+  bool stop_ = false;
+  std::vector<std::thread> workers_;
+};
+
+// Embeds the items `which` (indices into b.items) of a prepared batch, packing their slots
+// densely, in chunks of the embedder's max batch. Writes their vectors into `out`
+// (indexed like b.items).
+Status EmbedBatch(PrepStage::Batch& b, size_t slot, Embedder& embedder,
+                  const std::vector<size_t>& which, std::vector<std::vector<float>>* out) {
   const int dims = embedder.dims();
   // Pack selected slots to the front, in order (slot i only ever moves down).
   for (size_t j = 0; j < which.size(); ++j) {
@@ -101,6 +188,93 @@ Status EmbedBatch(Batch& b, Embedder& embedder, const std::vector<size_t>& which
   return Status::OK();
 }
 
+// The store stage: one thread commits each batch of rows in its own transaction, in order,
+// while the caller embeds the next one. At most `capacity` batches wait in the queue.
+class WriteStage {
+ public:
+  WriteStage(Store& store, const ProgressFn& progress, size_t total, size_t capacity)
+      : store_(store), progress_(progress), total_(total), capacity_(capacity) {
+    thread_ = std::thread([this] { Run(); });
+  }
+  ~WriteStage() { Finish(); }
+  WriteStage(const WriteStage&) = delete;
+  WriteStage& operator=(const WriteStage&) = delete;
+
+  // Queues rows (possibly none) that complete the first `done` listed images. Blocks while
+  // the queue is full. Returns false once a write has failed.
+  bool Push(std::vector<NewItem> rows, size_t done) {
+    std::unique_lock<std::mutex> lock(mu_);
+    space_.wait(lock, [&] { return queue_.size() < capacity_ || !status_.ok(); });
+    if (!status_.ok()) return false;
+    queue_.push_back({std::move(rows), done});
+    work_.notify_one();
+    return true;
+  }
+
+  bool failed() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return !status_.ok();
+  }
+
+  // Commits everything queued, stops the thread and returns the first error.
+  Status Finish() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      closed_ = true;
+    }
+    work_.notify_one();
+    if (thread_.joinable()) thread_.join();
+    return status_;
+  }
+
+  size_t inserted = 0;    // read after Finish
+  size_t duplicates = 0;  // rows another process stored meanwhile
+
+ private:
+  struct Job {
+    std::vector<NewItem> rows;
+    size_t done;
+  };
+
+  void Run() {
+    for (;;) {
+      Job job;
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        work_.wait(lock, [&] { return !queue_.empty() || closed_; });
+        if (queue_.empty()) return;
+        job = std::move(queue_.front());
+        queue_.pop_front();
+      }
+      space_.notify_one();
+      if (!job.rows.empty()) {
+        auto ins = store_.InsertBatch(job.rows);
+        if (!ins.ok()) {
+          std::lock_guard<std::mutex> lock(mu_);
+          status_ = ins.status();
+          queue_.clear();
+          space_.notify_all();
+          return;
+        }
+        inserted += ins->inserted;
+        duplicates += ins->duplicates;
+      }
+      if (progress_) progress_(job.done, total_);
+    }
+  }
+
+  Store& store_;
+  const ProgressFn& progress_;
+  const size_t total_;
+  const size_t capacity_;
+  std::mutex mu_;
+  std::condition_variable work_, space_;
+  std::deque<Job> queue_;
+  bool closed_ = false;
+  Status status_;
+  std::thread thread_;
+};
+
 std::string DumpJson(const nlohmann::json& j) {
   return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
@@ -120,17 +294,13 @@ Result<IngestReport> Ingest(const DatasetListing& listing, Embedder& embedder, S
 
   const int threads = DefaultThreads(options.prep_threads);
   const size_t bs = static_cast<size_t>(std::max(1, options.batch_size));
-  const PreprocessSpec spec = embedder.card().preprocess;
   std::unordered_map<std::string, size_t> seen;  // sha256 -> first index in this run
 
-  auto prepare = [&](size_t begin) {
-    return PrepareBatch(paths, begin, std::min(begin + bs, paths.size()), spec, threads, &stored);
-  };
-  std::future<Batch> next;
-  if (!paths.empty()) next = std::async(std::launch::async, prepare, 0);
-  for (size_t begin = 0; begin < paths.size(); begin += bs) {
-    Batch batch = next.get();
-    if (begin + bs < paths.size()) next = std::async(std::launch::async, prepare, begin + bs);
+  PrepStage prep(paths, embedder.card().preprocess, bs, threads, kPrepRing, &stored);
+  WriteStage writer(store, progress, paths.size(), kWriteQueue);
+  Status failure;
+  for (size_t number = 0; number < prep.batches(); ++number) {
+    PrepStage::Batch& batch = prep.Take(number);
     std::vector<size_t> which;
     for (size_t i = 0; i < batch.items.size(); ++i) {
       const Prepared& p = batch.items[i];
@@ -149,33 +319,28 @@ Result<IngestReport> Ingest(const DatasetListing& listing, Embedder& embedder, S
       }
     }
     std::vector<std::vector<float>> vecs;
-    Status st = EmbedBatch(batch, embedder, which, &vecs);
-    if (!st.ok()) {
-      if (next.valid()) next.wait();
-      return st;
-    }
+    failure = EmbedBatch(batch, prep.slot_floats(), embedder, which, &vecs);
+    if (!failure.ok()) break;
     std::vector<NewItem> rows;
     for (size_t i : which) {
       const Prepared& p = batch.items[i];
       const DatasetItem& item = listing.items[p.index];
       rows.push_back({item.image_path, p.sha256, DumpJson(item.metadata), std::move(vecs[i])});
     }
-    if (!rows.empty()) {
-      auto ins = store.InsertBatch(rows);
-      if (!ins.ok()) {
-        if (next.valid()) next.wait();
-        return ins.status();
-      }
-      rep.inserted += ins->inserted;
-      rep.already_stored += ins->duplicates;  // another process stored them meanwhile
-    }
-    if (progress) progress(std::min(begin + bs, paths.size()), paths.size());
+    const size_t done = std::min((number + 1) * bs, paths.size());
+    prep.Release(batch);
+    if (!writer.Push(std::move(rows), done)) break;
     if (stop && stop->load()) {
-      rep.interrupted = begin + bs < paths.size();
-      if (next.valid()) next.wait();
+      rep.interrupted = number + 1 < prep.batches();
       break;
     }
   }
+  prep.Stop();
+  Status written = writer.Finish();
+  rep.inserted = writer.inserted;
+  rep.already_stored += writer.duplicates;  // another process stored them meanwhile
+  NL_RETURN_IF_ERROR(written);
+  NL_RETURN_IF_ERROR(failure);
   rep.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return rep;
 }
@@ -184,10 +349,10 @@ std::vector<EmbeddedFile> EmbedFiles(const std::vector<std::string>& paths, Embe
                                      int prep_threads) {
   std::vector<EmbeddedFile> out(paths.size());
   const size_t bs = static_cast<size_t>(std::max(1, embedder.max_batch()));
-  const int threads = DefaultThreads(prep_threads);
-  for (size_t begin = 0; begin < paths.size(); begin += bs) {
-    Batch b = PrepareBatch(paths, begin, std::min(begin + bs, paths.size()),
-                           embedder.card().preprocess, threads, nullptr);
+  PrepStage prep(paths, embedder.card().preprocess, bs, DefaultThreads(prep_threads), kPrepRing,
+                 nullptr);
+  for (size_t number = 0; number < prep.batches(); ++number) {
+    PrepStage::Batch& b = prep.Take(number);
     std::vector<size_t> which;
     for (size_t i = 0; i < b.items.size(); ++i) {
       EmbeddedFile& f = out[b.items[i].index];
@@ -197,7 +362,7 @@ std::vector<EmbeddedFile> EmbedFiles(const std::vector<std::string>& paths, Embe
       if (f.status.ok()) which.push_back(i);
     }
     std::vector<std::vector<float>> vecs;
-    Status st = EmbedBatch(b, embedder, which, &vecs);
+    Status st = EmbedBatch(b, prep.slot_floats(), embedder, which, &vecs);
     for (size_t i : which) {
       EmbeddedFile& f = out[b.items[i].index];
       if (!st.ok()) {
@@ -206,6 +371,7 @@ std::vector<EmbeddedFile> EmbedFiles(const std::vector<std::string>& paths, Embe
         f.embedding = std::move(vecs[i]);
       }
     }
+    prep.Release(b);
   }
   return out;
 }
