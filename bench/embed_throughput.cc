@@ -238,12 +238,13 @@ int Main(int argc, char** argv) {
     std::printf("  pass %d: ORT pure %.1f, end to end %.1f images/s (ratio %.3f)\n", r + 1, pure,
                 e2e, e2e / pure);
   }
+  std::printf("  first round (picks the baseline):\n");
   for (const auto& c : configs) {
     char config[64];
     std::snprintf(config, sizeof config, "%d session(s) x %d thread(s), batch %d, spin %s",
                   c.sessions, cores / c.sessions, c.batch, c.spin ? "on" : "off");
     std::printf("  (a) ONNX Runtime pure, %-42s %8.1f images/s%s\n", config,
-                &c == base ? base_best : c.best, &c == base ? "  <- baseline" : "");
+                &c == base ? base_best : c.best, &c == base ? "  <- baseline (best alternating pass)" : "");
   }
   std::sort(ratios.begin(), ratios.end());
   const double ort_best = base_best;

@@ -56,6 +56,10 @@ std::string BuiltinCardsDir();
 // <dir>/<name>/<file> or <dir>/<file>). Fails with NotFound listing where it looked.
 Result<ModelCard> FindModel(const std::string& name_or_path, const std::vector<std::string>& dirs);
 
+// The bytes of the card's ONNX file, checked against the card's sha256 when it has one
+// (Mismatch names both checksums). NotFound when the card has no resolved file.
+Result<std::string> ReadModelFile(const ModelCard& card);
+
 // All cards in the search dirs (a name found twice is listed once, first wins).
 std::vector<ModelCard> ListModels(const std::vector<std::string>& dirs,
                                   std::vector<std::string>* errors);

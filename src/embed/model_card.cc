@@ -7,6 +7,7 @@
 #include <opencv2/imgproc.hpp>
 
 #include "common/fs.h"
+#include "common/sha256.h"
 #include "nearlabel/model.h"
 
 namespace fs = std::filesystem;
@@ -269,6 +270,19 @@ std::vector<ModelCard> ListModels(const std::vector<std::string>& dirs,
     }
   }
   return out;
+}
+
+Result<std::string> ReadModelFile(const ModelCard& card) {
+  if (card.onnx_path.empty()) return Status::NotFound("model " + card.name + " has no ONNX file");
+  NL_ASSIGN_OR_RETURN(std::string bytes, ReadFileToString(card.onnx_path));
+  if (!card.sha256.empty()) {
+    const std::string actual = Sha256Hex(bytes);
+    if (actual != card.sha256) {
+      return Status::Mismatch("checksum of " + card.onnx_path + " is " + actual +
+                              ", the model card " + card.card_path + " expects " + card.sha256);
+    }
+  }
+  return bytes;
 }
 
 }  // namespace nearlabel

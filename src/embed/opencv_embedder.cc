@@ -6,7 +6,6 @@
 #include <opencv2/dnn.hpp>
 
 #include "common/fs.h"
-#include "common/sha256.h"
 #include "embed/pooling.h"
 #include "nearlabel/model.h"
 
@@ -71,15 +70,7 @@ class OpenCvEmbedder : public Embedder {
 
 Result<std::unique_ptr<Embedder>> CreateOpenCvEmbedder(const ModelCard& card,
                                                        const EmbedderOptions& options) {
-  if (card.onnx_path.empty()) return Status::NotFound("model " + card.name + " has no ONNX file");
-  NL_ASSIGN_OR_RETURN(std::string bytes, ReadFileToString(card.onnx_path));
-  if (!card.sha256.empty()) {
-    std::string actual = Sha256Hex(bytes);
-    if (actual != card.sha256) {
-      return Status::Mismatch("checksum of " + card.onnx_path + " is " + actual +
-                              ", the model card " + card.card_path + " expects " + card.sha256);
-    }
-  }
+  NL_ASSIGN_OR_RETURN(std::string bytes, ReadModelFile(card));
   int threads =
       options.threads > 0 ? options.threads : static_cast<int>(std::thread::hardware_concurrency());
   cv::setNumThreads(std::max(1, threads));

@@ -15,7 +15,6 @@
 #include <vector>
 
 #include "common/fs.h"
-#include "common/sha256.h"
 #include "embed/onnx_graph.h"
 #include "embed/ort_api.h"
 #include "embed/pooling.h"
@@ -387,19 +386,11 @@ Result<std::unique_ptr<Embedder>> CreateOnnxRuntimeEmbedder(const ModelCard& car
                                                             const EmbedderOptions& options) {
   const auto& rt = GetRuntime();
   if (!rt.ok()) return rt.status();
-  if (card.onnx_path.empty()) return Status::NotFound("model " + card.name + " has no ONNX file");
   if (card.feature_onnx_tensor.empty()) {
     return Status::InvalidArgument("model card " + card.card_path +
                                    " has no feature.onnx_tensor, which ONNX Runtime needs");
   }
-  NL_ASSIGN_OR_RETURN(std::string bytes, ReadFileToString(card.onnx_path));
-  if (!card.sha256.empty()) {
-    std::string actual = Sha256Hex(bytes);
-    if (actual != card.sha256) {
-      return Status::Mismatch("checksum of " + card.onnx_path + " is " + actual +
-                              ", the model card " + card.card_path + " expects " + card.sha256);
-    }
-  }
+  NL_ASSIGN_OR_RETURN(std::string bytes, ReadModelFile(card));
   NL_ASSIGN_OR_RETURN(std::string graph,
                       ExtractFeatureGraph(bytes, card.feature_onnx_tensor, card.onnx_path));
   bytes.clear();
