@@ -1,8 +1,9 @@
 // Ingest: dataset listing -> read + checksum -> decode + preprocess -> embed -> store.
 //
-// Threading: `prep_threads` workers read, hash, decode and preprocess the next batch while
-// the calling thread embeds the current one and commits it in one transaction, so at most
-// two batches of tensors are in memory. Items already in the store (same sha256) are skipped
+// Threading (a three-stage pipeline, see ARCHITECTURE.md): `prep_threads` workers read, hash,
+// decode and preprocess images in listing order into a ring of 3 batch buffers; the calling
+// thread embeds each batch; a writer thread commits each batch in one transaction. Memory is
+// bounded by the ring, not the dataset. Items already in the store (same sha256) are skipped
 // before decoding, which makes a re-run after a crash or Ctrl-C resume where it stopped.
 #pragma once
 
@@ -51,8 +52,9 @@ struct EmbeddedFile {
   std::vector<float> embedding;  // dims() floats when status is OK
 };
 
-// Reads, decodes, preprocesses and embeds `paths` in batches. Per-file failures are
-// reported in the results, not as an error.
+// Reads, decodes, preprocesses and embeds `paths` in batches (the ingest pipeline's prepare
+// stage feeding the embedder), results in input order. Per-file failures are reported in the
+// results, not as an error. `prep_threads` 0: one per core.
 std::vector<EmbeddedFile> EmbedFiles(const std::vector<std::string>& paths, Embedder& embedder,
                                      int prep_threads = 0);
 
