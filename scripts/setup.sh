@@ -8,7 +8,8 @@ cd "$(dirname "$0")/.."
 PKGS=(build-essential cmake ninja-build pkg-config python3
       libopencv-core-dev libopencv-imgproc-dev libopencv-imgcodecs-dev libopencv-dnn-dev
       libsqlite3-dev nlohmann-json3-dev libcli11-dev libopenblas-dev libssl-dev libgtest-dev
-      libonnx-dev libprotobuf-dev)
+      libonnx-dev libprotobuf-dev libhnswlib-dev
+      libfaiss-dev python3-hnswlib python3-numpy)  # the last three: baselines for bench/search
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")

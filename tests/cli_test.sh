@@ -130,5 +130,44 @@ fi
 check "classify of 60 images at once labels them all" \
   "/usr/bin/python3 -c 'import json,sys; r=json.load(open(\"$T/many\")); sys.exit(0 if len(r)==60 and all(x[\"label\"] for x in r) else 1)'"
 
+# 8. The HNSW index: build, check, search through it (same answer as --exact), delete, and a
+#    save killed at every step leaves a usable store.
+cp "$T/a.db" "$T/x.db"
+"$NL" index build "$T/x.db" --m 8 --ef-construction 64 > "$T/ib" 2>&1; rc=$?
+check "index build exits 0 and names the file" "[ $rc -eq 0 ] && grep -q 'index built over 60 rows' '$T/ib' && [ -f '$T/x.db.hnsw-1' ]"
+"$NL" index check "$T/x.db" --k 5 > "$T/ic2" 2>&1
+check "index check reports recall 1 on 60 rows" "grep -q 'recall@5 = 1.0000' '$T/ic2'"
+"$NL" --json search "$T/x.db" "$img" --k 5 > "$T/s_idx" 2>&1
+"$NL" --json search "$T/x.db" "$img" --k 5 --exact > "$T/s_ex" 2>&1
+ids() { /usr/bin/python3 -c 'import json,sys; print(" ".join(str(n["id"]) for n in json.load(open(sys.argv[1]))[0]["neighbors"]))' "$1"; }
+check "search through the index equals --exact" "[ -n \"\$(ids '$T/s_idx')\" ] && [ \"\$(ids '$T/s_idx')\" = \"\$(ids '$T/s_ex')\" ]"
+"$NL" -v search "$T/x.db" "$img" --k 3 --within label=crazing > "$T/s_f" 2>&1
+check "filtered search returns k rows of the filter through the index" \
+  "grep -q 'HNSW index' '$T/s_f' && [ \$(grep -c ' crazing ' '$T/s_f') -eq 3 ]"
+first=$(ids "$T/s_ex" | cut -d' ' -f1)
+"$NL" delete "$T/x.db" --where "id = $first" > "$T/d1" 2>&1; rc=$?
+check "delete removes the row and updates the index" "[ $rc -eq 0 ] && grep -q 'deleted 1 rows' '$T/d1' && grep -q 'removed 1 rows' '$T/d1'"
+"$NL" --json search "$T/x.db" "$img" --k 5 > "$T/s_d" 2>&1
+check "a deleted row is never returned" "! ids '$T/s_d' | grep -qw '$first' && [ \$(ids '$T/s_d' | wc -w) -eq 5 ]"
+"$NL" delete "$T/x.db" > /dev/null 2>&1; check "delete without --where is a usage error" "[ $? -eq 2 ]"
+"$NL" delete "$T/x.db" --where "1=1; DROP TABLE items" > /dev/null 2>&1; rc=$?
+check "delete --where runs no second statement" "[ $rc -eq 1 ] && [ \"\$(rows '$T/x.db')\" = '59 59' ]"
+for point in index-save:written index-save:synced index-save:renamed index-save:committed; do
+  NEARLABEL_CRASH_POINT=$point "$NL" index build "$T/x.db" > /dev/null 2>&1; rc=$?
+  "$NL" index check "$T/x.db" --k 5 > "$T/ck" 2>&1; rc2=$?
+  "$NL" --json search "$T/x.db" "$img" --k 5 > "$T/s_k" 2>&1; rc3=$?
+  check "killed at $point (rc $rc): the store and its index still answer" \
+    "[ $rc -eq 137 ] && [ $rc2 -eq 0 ] && grep -q 'recall@5 = 1.0000' '$T/ck' && [ $rc3 -eq 0 ] && [ \$(ids '$T/s_k' | wc -w) -eq 5 ]"
+done
+"$NL" index build "$T/x.db" > /dev/null 2>&1
+check "the next save removes files left by killed saves" \
+  "[ \$(ls -a '$T' | grep -c 'x.db.hnsw-') -eq 1 ]"
+truncate -s 1000 "$(ls "$T"/x.db.hnsw-*)"
+"$NL" search "$T/x.db" "$img" --k 3 > "$T/s_c" 2>&1; rc=$?
+check "a damaged index file: search says so and answers exactly" \
+  "[ $rc -eq 0 ] && grep -q 'notice: searching exactly: index file .* checksum' '$T/s_c' && grep -q '3 nearest' '$T/s_c'"
+"$NL" ingest "$T/x.db" "$T/small" > "$T/ri" 2>&1
+check "the next ingest rebuilds a damaged index" "grep -q 'index: built over 60 rows' '$T/ri'"
+
 echo "cli: $pass passed, $fail failed"
 [ $fail -eq 0 ]

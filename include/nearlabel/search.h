@@ -14,6 +14,7 @@ namespace nearlabel {
 struct Neighbor {
   size_t row = 0;  // row in the VectorTable searched
   float distance = 0;
+  bool operator==(const Neighbor& o) const { return row == o.row && distance == o.distance; }
 };
 
 // Per-query parameters.
@@ -28,12 +29,20 @@ struct SearchParams {
 std::vector<Neighbor> ExactSearch(const VectorTable& table, const float* query,
                                   const SearchParams& params);
 
+// ExactSearch for nq queries (row-major nq x dims) at once: blocked sgemm of query blocks
+// against row blocks, the per-query top k kept across blocks. Thread-safe (read-only).
+std::vector<std::vector<Neighbor>> ExactSearchBatch(const VectorTable& table, const float* queries,
+                                                    size_t nq, const SearchParams& params);
+
 // Leave-one-out neighbours: for every row i, the k nearest rows j != i with
 // partition[j] == partition[i] and (group[i] < 0 or group[j] != group[i]).
 // `partition` and `group` are per-row integer keys (empty vectors: one partition / no groups).
-// Computes the similarity matrix in tiles with sgemm within each partition, never N scans.
+// Computes the similarity matrix in tiles with sgemm within each partition, never N scans,
+// and only the tiles on and above the diagonal (the matrix is symmetric): half the N*N*d*2
+// FLOPs of a full product. `tile`: rows per sgemm tile (4096: 64 MB of similarities).
 std::vector<std::vector<Neighbor>> LeaveOneOutNeighbors(const VectorTable& table, int k,
                                                         const std::vector<int>& partition,
-                                                        const std::vector<int>& group);
+                                                        const std::vector<int>& group,
+                                                        size_t tile = 4096);
 
 }  // namespace nearlabel

@@ -8,6 +8,7 @@
 #include <optional>
 #include <string>
 #include <unordered_set>
+#include <utility>
 #include <variant>
 #include <vector>
 
@@ -84,6 +85,16 @@ class Store {
   // "field(metadata,'part') = 'exp1'"; "" for all), ordered by id. The expression runs
   // read-only: anything that would write is refused.
   virtual Result<VectorTable> LoadVectors(const std::string& where_sql) = 0;
+  // Ids of the rows matching `where_sql` (as for LoadVectors), ascending.
+  virtual Result<std::vector<int64_t>> SelectIds(const std::string& where_sql) = 0;
+  // Deletes the rows matching `where_sql` (required: "" is refused) in one transaction and
+  // returns their ids. Ids are never reused: a later insert gets an id above every id ever
+  // deleted, so a vector index keyed by id can never mistake a new row for a deleted one.
+  virtual Result<std::vector<int64_t>> Delete(const std::string& where_sql) = 0;
+  // Store-level settings (e.g. the vector index's state): key/value text, "" when unset.
+  virtual Result<std::string> GetSetting(const std::string& key) = 0;
+  // Writes all `values` in one transaction ("" deletes a key).
+  virtual Status PutSettings(const std::vector<std::pair<std::string, std::string>>& values) = 0;
   virtual Result<ItemRecord> GetItem(int64_t id) = 0;
   virtual Result<int64_t> Count() = 0;
   // Runs one or more SQL statements; returns one result per statement. In read-only mode a

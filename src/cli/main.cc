@@ -9,6 +9,7 @@
 #include <iostream>
 #include <iterator>
 #include <map>
+#include <set>
 
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
@@ -17,6 +18,7 @@
 #include "common/sha256.h"
 #include "nearlabel/classify.h"
 #include "nearlabel/dataset.h"
+#include "nearlabel/index.h"
 #include "nearlabel/ingest.h"
 #include "nearlabel/model.h"
 #include "nearlabel/search.h"
@@ -115,9 +117,11 @@ Result<std::unique_ptr<Embedder>> OpenEmbedderForStore(const std::string& locati
 struct IngestArgs {
   std::string store, dataset, model, layout = "auto";
   int batch = 32, threads = 0;
+  bool index = false;
+  IndexBuildParams index_params;
 };
 
-int RunIngest(const IngestArgs& a, const Global& g) {
+int RunIngest(IngestArgs a, const Global& g) {
   // Everything that can fail on the arguments is checked before the store file is created.
   auto layout = ParseDatasetLayout(a.layout);
   if (!layout.ok()) return Fail(layout.status());
@@ -179,6 +183,14 @@ int RunIngest(const IngestArgs& a, const Global& g) {
       [&](size_t done, size_t total) { bar.Update(done, total); }, &g_stop);
   bar.Finish();
   if (!rep.ok()) return Fail(rep.status());
+  // An existing index follows every ingest; --index creates one.
+  std::string index_summary;
+  if (!rep->interrupted) {
+    a.index_params.threads = a.threads;
+    auto summary = UpdateStoreIndex(**store, a.index, a.index_params);
+    if (!summary.ok()) return Fail(summary.status().WithContext("rows stored, index not updated"));
+    index_summary = *summary;
+  }
   auto rows = (*store)->Count();
   if (g.json) {
     json j = {{"store", a.store},
@@ -194,7 +206,8 @@ int RunIngest(const IngestArgs& a, const Global& g) {
               {"problems", json::array()},
               {"rows", rows.ok() ? *rows : -1},
               {"seconds", rep->seconds},
-              {"interrupted", rep->interrupted}};
+              {"interrupted", rep->interrupted},
+              {"index", index_summary}};
     for (const auto& p : rep->problems)
       j["problems"].push_back({{"path", p.path}, {"reason", p.reason}});
     PrintJson(j);
@@ -211,6 +224,7 @@ int RunIngest(const IngestArgs& a, const Global& g) {
         card->name.c_str(), rep->listed, rep->inserted, rep->already_stored, rep->duplicates,
         rep->failed, rep->problems.size() - rep->failed - rep->duplicates, rep->seconds, rate,
         static_cast<long long>(rows.ok() ? *rows : -1));
+    if (!index_summary.empty()) std::printf("  %s\n", index_summary.c_str());
   }
   if (rep->interrupted) {
     std::fprintf(stderr,
@@ -244,16 +258,101 @@ struct QueryArgs {
   std::string store, model, within, where, vote = "majority", label;
   std::vector<std::string> images;
   int k = 0;
+  int ef = 0;
+  bool exact = false;
 };
 
-json NeighborJson(const VectorTable& t, const Neighbor& nb, const std::string& label_field) {
-  json meta = ParseMeta(t.metadata[nb.row]);
-  return {{"id", t.ids[nb.row]},
-          {"distance", nb.distance},
-          {"label", MetadataField(meta, label_field)},
-          {"source", t.sources[nb.row]},
-          {"metadata", meta}};
-}
+// A row shown in an answer.
+struct ShownRow {
+  std::string source;
+  json metadata;
+};
+
+// Answers k-NN queries for classify and search: through the store's HNSW index when it has
+// one (filters become an IndexFilter from the ids the SQL selects), else by an exact scan of
+// the rows loaded from the store.
+class QueryPlan {
+ public:
+  // Opens the plan; notices (index unusable, searching exactly) go to stderr.
+  Status Open(Store& store, const std::string& where, const QueryArgs& a) {
+    store_ = &store;
+    ef_ = a.ef;
+    if (!a.exact) {
+      NL_ASSIGN_OR_RETURN(StoreIndexState state, ReadIndexState(store));
+      if (state.exists) {
+        // A read-only command adds at most this many missing rows in memory; more means the
+        // index is far behind, and an exact scan answers sooner than a catch-up.
+        constexpr size_t kMaxCatchUp = 2000;
+        auto index = OpenStoreIndex(store, kMaxCatchUp);
+        if (index.ok()) {
+          index_ = std::move(*index);
+        } else {
+          std::fprintf(stderr, "nearlabel: notice: searching exactly: %s\n",
+                       index.status().message().c_str());
+        }
+      }
+    }
+    if (index_) {
+      if (!where.empty()) {
+        NL_ASSIGN_OR_RETURN(std::vector<int64_t> ids, store.SelectIds(where));
+        filter_ = index_->MakeFilter(ids);
+        filtered_ = true;
+      }
+      return Status::OK();
+    }
+    NL_ASSIGN_OR_RETURN(table_, store.LoadVectors(where));
+    return Status::OK();
+  }
+
+  size_t candidates() const {
+    return index_ ? (filtered_ ? filter_.count : index_->size()) : table_.size();
+  }
+  std::string Describe() const {
+    return index_ ? "HNSW index (m=" + std::to_string(index_->params().m) + ")" : "exact scan";
+  }
+
+  std::vector<IdNeighbor> Search(const float* query, int k, IndexSearchStats* stats) {
+    if (index_) {
+      IndexSearchParams p;
+      p.k = k;
+      p.ef = ef_;
+      p.filter = filtered_ ? &filter_ : nullptr;
+      return index_->Search(query, p, stats);
+    }
+    SearchParams p;
+    p.k = k;
+    std::vector<IdNeighbor> out;
+    for (const Neighbor& nb : ExactSearch(table_, query, p)) {
+      out.push_back({table_.ids[nb.row], nb.distance});
+    }
+    if (stats) stats->plan = IndexSearchStats::Plan::kExact;
+    return out;
+  }
+
+  Result<ShownRow> Row(int64_t id) {
+    auto cached = rows_.find(id);
+    if (cached != rows_.end()) return cached->second;
+    ShownRow r;
+    auto pos = std::lower_bound(table_.ids.begin(), table_.ids.end(), id);
+    if (pos != table_.ids.end() && *pos == id) {
+      const size_t i = static_cast<size_t>(pos - table_.ids.begin());
+      r = {table_.sources[i], ParseMeta(table_.metadata[i])};
+    } else {
+      NL_ASSIGN_OR_RETURN(ItemRecord item, store_->GetItem(id));
+      r = {item.source, ParseMeta(item.metadata_json)};
+    }
+    return rows_[id] = r;
+  }
+
+ private:
+  Store* store_ = nullptr;
+  int ef_ = 0;
+  std::unique_ptr<HnswIndex> index_;
+  IndexFilter filter_;
+  bool filtered_ = false;
+  VectorTable table_;
+  std::map<int64_t, ShownRow> rows_;
+};
 
 int RunQuery(const QueryArgs& a, const Global& g, bool classify) {
   const auto t_open = std::chrono::steady_clock::now();
@@ -268,16 +367,15 @@ int RunQuery(const QueryArgs& a, const Global& g, bool classify) {
     if (!w.ok()) return Fail(w.status());
     within_sql = *w;
   }
-  auto table = store->LoadVectors(JoinWhere({within_sql, a.where}));
-  if (!table.ok()) return Fail(table.status());
+  QueryPlan plan;
+  Status st = plan.Open(*store, JoinWhere({within_sql, a.where}), a);
+  if (!st.ok()) return Fail(st);
   const auto t_model = std::chrono::steady_clock::now();
   auto embedder = OpenEmbedderForStore(a.store, &info, a.model, g, a.images.size() < 8);
   if (!embedder.ok()) return Fail(embedder.status());
   const std::string label_field = !a.label.empty()           ? a.label
                                   : info.label_field.empty() ? "label"
                                                              : info.label_field;
-  std::vector<std::string> labels;
-  for (const auto& m : table->metadata) labels.push_back(MetadataField(ParseMeta(m), label_field));
   const int k = a.k > 0 ? a.k : (classify ? 5 : 10);
 
   const auto t_query = std::chrono::steady_clock::now();
@@ -291,11 +389,26 @@ int RunQuery(const QueryArgs& a, const Global& g, bool classify) {
       ++failures;
       continue;
     }
-    SearchParams params;
-    params.k = k;
-    auto nbs = ExactSearch(*table, f.embedding.data(), params);
+    IndexSearchStats stats;
+    const std::vector<IdNeighbor> found = plan.Search(f.embedding.data(), k, &stats);
+    // VoteLabel counts by position: neighbour i has labels[i].
+    std::vector<Neighbor> nbs;
+    std::vector<std::string> labels;
+    std::vector<std::vector<std::string>> rows;
     json r = {{"image", f.path}, {"neighbors", json::array()}};
-    for (const auto& nb : nbs) r["neighbors"].push_back(NeighborJson(*table, nb, label_field));
+    for (const IdNeighbor& nb : found) {
+      auto row = plan.Row(nb.id);
+      if (!row.ok()) return Fail(row.status());
+      labels.push_back(MetadataField(row->metadata, label_field));
+      nbs.push_back({nbs.size(), nb.distance});
+      r["neighbors"].push_back({{"id", nb.id},
+                                {"distance", nb.distance},
+                                {"label", labels.back()},
+                                {"source", row->source},
+                                {"metadata", row->metadata}});
+      rows.push_back({std::to_string(rows.size() + 1), std::to_string(nb.id),
+                      FormatDouble(nb.distance, 4), labels.back(), row->source});
+    }
     Prediction p;
     if (classify) {
       p = VoteLabel(nbs, labels, vote);
@@ -303,6 +416,10 @@ int RunQuery(const QueryArgs& a, const Global& g, bool classify) {
       r["confidence"] = p.confidence;
       r["scores"] = json::object();
       for (const auto& [l, s] : p.scores) r["scores"][l] = s;
+    }
+    if (g.verbose) {
+      std::fprintf(stderr, "%s: %s, plan %s, ef %d, %zu distances\n", f.path.c_str(),
+                   plan.Describe().c_str(), PlanName(stats.plan), stats.ef_used, stats.distances);
     }
     if (g.json) {
       out.push_back(r);
@@ -313,13 +430,7 @@ int RunQuery(const QueryArgs& a, const Global& g, bool classify) {
                   label_field.c_str(), p.label.empty() ? "(none)" : p.label.c_str(), p.confidence,
                   k, VoteName(vote));
     } else {
-      std::printf("%s: %zu nearest of %zu rows\n", f.path.c_str(), nbs.size(), table->size());
-    }
-    std::vector<std::vector<std::string>> rows;
-    for (size_t i = 0; i < nbs.size(); ++i) {
-      rows.push_back({std::to_string(i + 1), std::to_string(table->ids[nbs[i].row]),
-                      FormatDouble(nbs[i].distance, 4), labels[nbs[i].row],
-                      table->sources[nbs[i].row]});
+      std::printf("%s: %zu nearest of %zu rows\n", f.path.c_str(), found.size(), plan.candidates());
     }
     PrintTable({"rank", "id", "distance", label_field, "source"}, rows);
   }
@@ -330,12 +441,118 @@ int RunQuery(const QueryArgs& a, const Global& g, bool classify) {
     };
     const auto now = std::chrono::steady_clock::now();
     std::fprintf(stderr,
-                 "timing: store open + %zu vectors loaded %.1f ms; model loaded %.1f ms; "
+                 "timing: store open + %zu vectors loaded (%s) %.1f ms; model loaded %.1f ms; "
                  "answer (read, decode, embed, search, print) for %zu image(s) %.1f ms\n",
-                 table->size(), ms(t_open, t_model), ms(t_model, t_query), a.images.size(),
-                 ms(t_query, now));
+                 plan.candidates(), plan.Describe().c_str(), ms(t_open, t_model),
+                 ms(t_model, t_query), a.images.size(), ms(t_query, now));
   }
   return failures ? 1 : 0;
+}
+
+// ---------------------------------------------------------------- index / delete
+struct IndexArgs {
+  std::string store;
+  IndexBuildParams params;
+  int sample = 200, k = 10, ef = 0;
+};
+
+int RunIndexBuild(const IndexArgs& a, const Global& g) {
+  auto store = OpenStore(a.store, Store::Mode::kReadWrite);
+  if (!store.ok()) return Fail(store.status());
+  const auto t0 = std::chrono::steady_clock::now();
+  auto index = BuildStoreIndex(**store, a.params);
+  if (!index.ok()) return Fail(index.status());
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  auto state = ReadIndexState(**store);
+  if (!state.ok()) return Fail(state.status());
+  if (g.json) {
+    PrintJson({{"store", a.store},
+               {"file", state->file},
+               {"rows", (*index)->size()},
+               {"m", a.params.m},
+               {"ef_construction", a.params.ef_construction},
+               {"seconds", s},
+               {"memory_bytes", (*index)->MemoryBytes()}});
+  } else {
+    std::printf("index built over %zu rows in %.1f s (m=%d, ef-construction=%d): %s, %.1f MB\n",
+                (*index)->size(), s, a.params.m, a.params.ef_construction, state->file.c_str(),
+                static_cast<double>((*index)->MemoryBytes()) / 1e6);
+  }
+  return 0;
+}
+
+// Recall@k of the index against exact search, on a sample of stored rows used as queries
+// (the query row itself counts: it is its own nearest neighbour in both).
+int RunIndexCheck(const IndexArgs& a, const Global& g) {
+  auto store = OpenStore(a.store, Store::Mode::kReadOnly);
+  if (!store.ok()) return Fail(store.status());
+  IndexCatchUp cu;
+  auto index = OpenStoreIndex(**store, SIZE_MAX, &cu);
+  if (!index.ok()) return Fail(index.status());
+  auto table = (*store)->LoadVectors("");
+  if (!table.ok()) return Fail(table.status());
+  const size_t n = table->size();
+  const size_t sample = std::min<size_t>(static_cast<size_t>(a.sample), n);
+  size_t found = 0, total = 0;
+  double graph_ms = 0, exact_ms = 0;
+  for (size_t s = 0; s < sample; ++s) {
+    const float* q = table->row(s * n / std::max<size_t>(sample, 1));
+    SearchParams sp;
+    sp.k = a.k;
+    auto t0 = std::chrono::steady_clock::now();
+    auto exact = ExactSearch(*table, q, sp);
+    auto t1 = std::chrono::steady_clock::now();
+    IndexSearchParams ip;
+    ip.k = a.k;
+    ip.ef = a.ef;
+    auto got = (*index)->Search(q, ip);
+    auto t2 = std::chrono::steady_clock::now();
+    exact_ms += std::chrono::duration<double, std::milli>(t1 - t0).count();
+    graph_ms += std::chrono::duration<double, std::milli>(t2 - t1).count();
+    std::set<int64_t> want;
+    for (auto& nb : exact) want.insert(table->ids[nb.row]);
+    for (auto& nb : got) found += want.count(nb.id);
+    total += exact.size();
+  }
+  const double recall = total ? static_cast<double>(found) / static_cast<double>(total) : 1.0;
+  const int ef = std::max(a.k, a.ef > 0 ? a.ef : IndexSearchParams::kDefaultEf);
+  if (g.json) {
+    PrintJson({{"store", a.store},
+               {"rows", (*index)->size()},
+               {"added_since_save", cu.added},
+               {"removed_since_save", cu.removed},
+               {"sample", sample},
+               {"k", a.k},
+               {"ef", ef},
+               {"recall", recall},
+               {"index_ms_per_query", sample ? graph_ms / sample : 0},
+               {"exact_ms_per_query", sample ? exact_ms / sample : 0}});
+  } else {
+    std::printf(
+        "index of %s: %zu rows (%zu added, %zu removed since it was saved)\n"
+        "recall@%d = %.4f on %zu sample queries at ef=%d; %.3f ms/query (exact scan %.3f ms)\n",
+        a.store.c_str(), (*index)->size(), cu.added, cu.removed, a.k, recall, sample, ef,
+        sample ? graph_ms / sample : 0, sample ? exact_ms / sample : 0);
+  }
+  return 0;
+}
+
+int RunDelete(const std::string& location, const std::string& where, const Global& g) {
+  auto store = OpenStore(location, Store::Mode::kReadWrite);
+  if (!store.ok()) return Fail(store.status());
+  auto ids = (*store)->Delete(where);
+  if (!ids.ok()) return Fail(ids.status());
+  // The rows are gone once Delete returns; the index follows (and catches up on its next
+  // open should this step be interrupted).
+  auto summary = UpdateStoreIndex(**store, false, IndexBuildParams());
+  if (!summary.ok()) return Fail(summary.status().WithContext("rows deleted, index not updated"));
+  if (g.json) {
+    PrintJson({{"store", location}, {"deleted", ids->size()}, {"ids", *ids}, {"index", *summary}});
+  } else {
+    std::printf("deleted %zu rows from %s\n", ids->size(), location.c_str());
+    if (!summary->empty()) std::printf("%s\n", summary->c_str());
+  }
+  return 0;
 }
 
 // ---------------------------------------------------------------- eval
@@ -538,11 +755,25 @@ int RunInfo(const std::string& path, const Global& g) {
     }
     j["labels"] = label_counts;
   }
+  auto state = ReadIndexState(**store);
+  if (!state.ok()) return Fail(state.status());
+  std::string index_line = "none (nearlabel index build " + path + ")";
+  if (state->exists) {
+    j["index"] = {{"file", state->file},
+                  {"rows", state->rows},
+                  {"last_row_id", state->last_row_id},
+                  {"m", state->params.m},
+                  {"ef_construction", state->params.ef_construction}};
+    index_line = "HNSW m=" + std::to_string(state->params.m) +
+                 ", ef-construction=" + std::to_string(state->params.ef_construction) + ", " +
+                 std::to_string(state->rows) + " rows when saved, " + state->file;
+  }
   if (g.json) {
     PrintJson(j);
     return 0;
   }
-  std::printf("store        %s\nrows         %lld\n", path.c_str(), static_cast<long long>(*count));
+  std::printf("store        %s\nrows         %lld\nindex        %s\n", path.c_str(),
+              static_cast<long long>(*count), index_line.c_str());
   if (*info) {
     std::printf("model        %s (%d-d, %s, sha256 %s)\nlabel field  %s\n", (*info)->model.c_str(),
                 (*info)->dims, (*info)->metric.c_str(), (*info)->model_sha256.c_str(),
@@ -641,6 +872,17 @@ int Main(int argc, char** argv) {
   ingest->add_option("--threads", ia.threads, "Decode threads (0: one per core)")
       ->capture_default_str()
       ->check(CLI::Range(0, 256));
+  ingest->add_flag("--index", ia.index,
+                   "Build an HNSW index after the ingest (a store's existing index is always "
+                   "kept up to date)");
+  ingest->add_option("--m", ia.index_params.m, "HNSW degree for --index")
+      ->capture_default_str()
+      ->check(CLI::Range(4, 128));
+  ingest
+      ->add_option("--ef-construction", ia.index_params.ef_construction,
+                   "HNSW build candidate list for --index")
+      ->capture_default_str()
+      ->check(CLI::Range(8, 4096));
 
   QueryArgs ca;
   auto* classify = app.add_subcommand("classify", "Label new images by their k nearest neighbours");
@@ -656,6 +898,11 @@ int Main(int argc, char** argv) {
       "SQL condition on items, e.g. \"field(metadata,'part') IN ('exp1','exp2')\"");
   classify->add_option("--label", ca.label, "Field to predict (default: the store's label field)");
   classify->add_option("--model", ca.model, "Model (default: the store's)");
+  classify->add_flag("--exact", ca.exact, "Scan every row instead of using the store's index");
+  classify
+      ->add_option("--ef", ca.ef,
+                   "HNSW candidate list (default 128): higher finds more true neighbours, slower")
+      ->check(CLI::Range(1, 100000));
 
   QueryArgs sa;
   auto* search = app.add_subcommand("search", "List the stored images nearest to an image");
@@ -667,6 +914,11 @@ int Main(int argc, char** argv) {
   search->add_option("--where", sa.where, "SQL condition on items");
   search->add_option("--label", sa.label, "Field shown as the label");
   search->add_option("--model", sa.model, "Model (default: the store's)");
+  search->add_flag("--exact", sa.exact, "Scan every row instead of using the store's index");
+  search
+      ->add_option("--ef", sa.ef,
+                   "HNSW candidate list (default 128): higher finds more true neighbours, slower")
+      ->check(CLI::Range(1, 100000));
 
   EvalArgs ea;
   auto* eval = app.add_subcommand(
@@ -698,6 +950,46 @@ int Main(int argc, char** argv) {
   sql->add_option("query", sql_query, "SQL statement(s)");
   sql->add_flag("--write", sql_write, "Allow statements that write");
 
+  IndexArgs xa;
+  auto* index = app.add_subcommand(
+      "index",
+      "Manage a store's HNSW vector index (a file next to the store; classify and search use it "
+      "when present, --exact to bypass it)");
+  index->require_subcommand(1);
+  auto* index_build = index->add_subcommand(
+      "build", "Build (or rebuild) the index over every row; later ingests keep it up to date");
+  index_build->add_option("store", xa.store, "Store file")->required();
+  index_build->add_option("--m", xa.params.m, "Graph degree: higher = better recall, more memory")
+      ->capture_default_str()
+      ->check(CLI::Range(4, 128));
+  index_build
+      ->add_option("--ef-construction", xa.params.ef_construction,
+                   "Candidate list while building: higher = better graph, slower build")
+      ->capture_default_str()
+      ->check(CLI::Range(8, 4096));
+  index_build->add_option("--threads", xa.params.threads, "Build threads (0: one per core)")
+      ->check(CLI::Range(0, 256));
+  auto* index_check = index->add_subcommand(
+      "check", "Report the index's recall@k against exact search on a sample of stored rows");
+  index_check->add_option("store", xa.store, "Store file")->required();
+  index_check->add_option("--sample", xa.sample, "Rows used as queries")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1000000));
+  index_check->add_option("-k,--k", xa.k, "Neighbours compared")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 10000));
+  index_check->add_option("--ef", xa.ef, "HNSW candidate list (default 128)")
+      ->check(CLI::Range(1, 100000));
+
+  std::string delete_store, delete_where;
+  auto* del = app.add_subcommand("delete",
+                                 "Delete rows (and their index entries) matching an SQL condition");
+  del->add_option("store", delete_store, "Store file")->required();
+  del->add_option("--where", delete_where,
+                  "SQL condition on items, e.g. \"field(metadata,'label') = 'scratch'\" or "
+                  "\"id IN (4, 7)\"")
+      ->required();
+
   std::string info_store;
   auto* info = app.add_subcommand("info", "Show a store's model, size and label counts");
   info->add_option("store", info_store, "Store file")->required();
@@ -716,6 +1008,9 @@ int Main(int argc, char** argv) {
   if (eval->parsed()) return RunEval(ea, g);
   if (sql->parsed()) return RunSql(sql_store, sql_query, sql_write, g);
   if (info->parsed()) return RunInfo(info_store, g);
+  if (index_build->parsed()) return RunIndexBuild(xa, g);
+  if (index_check->parsed()) return RunIndexCheck(xa, g);
+  if (del->parsed()) return RunDelete(delete_store, delete_where, g);
   if (models->parsed()) return RunModels(g);
   return 2;
 }

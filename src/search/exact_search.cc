@@ -4,6 +4,7 @@
 #include <limits>
 #include <map>
 #include <queue>
+#include <thread>
 
 #include "nearlabel/search.h"
 
@@ -48,6 +49,26 @@ class TopK {
   std::priority_queue<Entry, std::vector<Entry>, Cmp> heap_;  // max-heap: worst on top
 };
 
+// Runs fn(begin, end) over [0, n) split across the cores (fn must be thread-safe for disjoint
+// ranges). Small n runs inline.
+template <typename Fn>
+void ParallelFor(size_t n, const Fn& fn) {
+  const size_t workers = std::min<size_t>(std::max(1u, std::thread::hardware_concurrency()),
+                                          std::max<size_t>(1, n / 64));
+  if (workers <= 1) {
+    fn(size_t{0}, n);
+    return;
+  }
+  std::vector<std::thread> pool;
+  const size_t per = (n + workers - 1) / workers;
+  for (size_t w = 1; w < workers; ++w) {
+    const size_t b = std::min(n, w * per), e = std::min(n, (w + 1) * per);
+    pool.emplace_back([&fn, b, e] { fn(b, e); });
+  }
+  fn(size_t{0}, std::min(n, per));
+  for (auto& t : pool) t.join();
+}
+
 }  // namespace
 
 std::vector<Neighbor> ExactSearch(const VectorTable& table, const float* query,
@@ -67,9 +88,45 @@ std::vector<Neighbor> ExactSearch(const VectorTable& table, const float* query,
   return top.Take();
 }
 
+std::vector<std::vector<Neighbor>> ExactSearchBatch(const VectorTable& table, const float* queries,
+                                                    size_t nq, const SearchParams& params) {
+  const size_t n = table.size();
+  const int d = table.dims;
+  std::vector<std::vector<Neighbor>> result(nq);
+  if (n == 0 || nq == 0 || params.k <= 0) return result;
+  std::vector<TopK> tops(nq, TopK(params.k));
+  const bool filtered = !params.allowed.empty();
+  // 1024 queries x 4096 rows per sgemm: large enough for BLAS speed, 16 MB of similarities.
+  const size_t qblock = 1024, rblock = 4096;
+  std::vector<float> sims(std::min(qblock, nq) * std::min(rblock, n));
+  for (size_t r0 = 0; r0 < n; r0 += rblock) {
+    const size_t nr = std::min(rblock, n - r0);
+    for (size_t q0 = 0; q0 < nq; q0 += qblock) {
+      const size_t nqb = std::min(qblock, nq - q0);
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(nqb),
+                  static_cast<int>(nr), d, 1.0f, queries + q0 * d, d, table.row(r0), d, 0.0f,
+                  sims.data(), static_cast<int>(nr));
+      ParallelFor(nqb, [&](size_t begin, size_t end) {
+        for (size_t qi = begin; qi < end; ++qi) {
+          TopK& top = tops[q0 + qi];
+          const float* s = sims.data() + qi * nr;
+          for (size_t j = 0; j < nr; ++j) {
+            const float dist = 1.0f - s[j];
+            if (dist <= top.Bound() && (!filtered || params.allowed[r0 + j]))
+              top.Push(dist, r0 + j);
+          }
+        }
+      });
+    }
+  }
+  for (size_t q = 0; q < nq; ++q) result[q] = tops[q].Take();
+  return result;
+}
+
 std::vector<std::vector<Neighbor>> LeaveOneOutNeighbors(const VectorTable& table, int k,
                                                         const std::vector<int>& partition,
-                                                        const std::vector<int>& group) {
+                                                        const std::vector<int>& group,
+                                                        size_t tile) {
   const size_t n = table.size();
   const int d = table.dims;
   std::vector<std::vector<Neighbor>> result(n);
@@ -85,28 +142,53 @@ std::vector<std::vector<Neighbor>> LeaveOneOutNeighbors(const VectorTable& table
     for (size_t r = 0; r < m; ++r) {
       std::copy(table.row(rows[r]), table.row(rows[r]) + d, block.data() + r * d);
     }
-    // Query tile height: keep the tile x m similarity block near 64 MB.
-    const size_t tile = std::clamp<size_t>((16u << 20) / std::max<size_t>(m, 1), 16, 1024);
-    sims.resize(std::min(tile, m) * m);
-    for (size_t q0 = 0; q0 < m; q0 += tile) {
-      const size_t tq = std::min(tile, m - q0);
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(tq),
-                  static_cast<int>(m), d, 1.0f, block.data() + q0 * d, d, block.data(), d, 0.0f,
-                  sims.data(), static_cast<int>(m));
-      for (size_t qi = 0; qi < tq; ++qi) {
-        const size_t self = q0 + qi;
-        const int g = group.empty() ? -1 : group[rows[self]];
-        const float* s = sims.data() + qi * m;
-        TopK top(k);
-        for (size_t j = 0; j < m; ++j) {
-          if (j == self) continue;
-          if (g >= 0 && group[rows[j]] == g) continue;
-          const float dist = 1.0f - s[j];
-          if (dist <= top.Bound()) top.Push(dist, rows[j]);
+    std::vector<TopK> tops(m, TopK(k));
+    // Offers row b (partition index) to row a's list unless the rules exclude it.
+    auto offer = [&](size_t a, size_t b, float dist) {
+      if (dist > tops[a].Bound()) return;
+      if (!group.empty() && group[rows[a]] >= 0 && group[rows[a]] == group[rows[b]]) return;
+      tops[a].Push(dist, rows[b]);
+    };
+    // The similarity matrix is symmetric: compute only the tiles on and above the diagonal
+    // (half the FLOPs of the full N x N product) and let each off-diagonal tile feed both
+    // its rows' and its columns' lists. Tiles of 4096 x 4096 (64 MB) keep sgemm at full speed.
+    tile = std::max<size_t>(tile, 1);
+    sims.resize(std::min(tile, m) * std::min(tile, m));
+    for (size_t i0 = 0; i0 < m; i0 += tile) {
+      const size_t ni = std::min(tile, m - i0);
+      for (size_t j0 = i0; j0 < m; j0 += tile) {
+        const size_t nj = std::min(tile, m - j0);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(ni),
+                    static_cast<int>(nj), d, 1.0f, block.data() + i0 * d, d, block.data() + j0 * d,
+                    d, 0.0f, sims.data(), static_cast<int>(nj));
+        const bool diagonal = i0 == j0;
+        // Two workers: one feeds the tile's rows, the other its columns (disjoint lists off
+        // the diagonal); on the diagonal both feed rows, split in halves.
+        auto rows_side = [&](size_t begin, size_t end) {
+          for (size_t i = begin; i < end; ++i) {
+            const float* s = sims.data() + i * nj;
+            for (size_t j = 0; j < nj; ++j) {
+              if (diagonal && i == j) continue;
+              offer(i0 + i, j0 + j, 1.0f - s[j]);
+            }
+          }
+        };
+        auto columns_side = [&] {
+          for (size_t i = 0; i < ni; ++i) {
+            const float* s = sims.data() + i * nj;
+            for (size_t j = 0; j < nj; ++j) offer(j0 + j, i0 + i, 1.0f - s[j]);
+          }
+        };
+        if (diagonal) {
+          ParallelFor(ni, rows_side);
+        } else {
+          std::thread columns(columns_side);
+          rows_side(0, ni);
+          columns.join();
         }
-        result[rows[self]] = top.Take();
       }
     }
+    for (size_t r = 0; r < m; ++r) result[rows[r]] = tops[r].Take();
   }
   return result;
 }

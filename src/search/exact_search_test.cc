@@ -78,8 +78,9 @@ TEST(ExactSearchTest, LeaveOneOutMatchesNaiveWithPartitionsAndGroups) {
     part[i] = i % 3;
     group[i] = (i / 3) % 7;
   }
-  auto got = LeaveOneOutNeighbors(t, 3, part, group);
-  for (size_t i = 0; i < 300; i += 17) {
+  // Tiles of 32 rows: diagonal and off-diagonal tiles, both sides of the symmetric product.
+  auto got = LeaveOneOutNeighbors(t, 3, part, group, 32);
+  for (size_t i = 0; i < 300; i += 1) {
     // Naive: same partition, different group, not itself.
     std::vector<std::pair<double, size_t>> all;
     for (size_t j = 0; j < 300; ++j) {
@@ -95,8 +96,27 @@ TEST(ExactSearchTest, LeaveOneOutMatchesNaiveWithPartitionsAndGroups) {
       EXPECT_NEAR(got[i][r].distance, all[r].first, 1e-5);
     }
   }
-  auto plain = LeaveOneOutNeighbors(t, 1, {}, {});
-  for (size_t i = 0; i < 300; i += 29) EXPECT_EQ(plain[i][0].row, Naive(t, t.row(i), 1, i)[0]);
+  auto plain = LeaveOneOutNeighbors(t, 1, {}, {}, 64);
+  for (size_t i = 0; i < 300; ++i) EXPECT_EQ(plain[i][0].row, Naive(t, t.row(i), 1, i)[0]);
+}
+
+TEST(ExactSearchTest, BatchEqualsOneQueryAtATime) {
+  VectorTable t = RandomTable(5000, 32, 21);  // more rows than one 4096-row block
+  VectorTable q = RandomTable(70, 32, 22);
+  SearchParams p;
+  p.k = 7;
+  p.allowed.assign(t.size(), 1);
+  for (size_t i = 0; i < t.size(); i += 3) p.allowed[i] = 0;
+  auto batch = ExactSearchBatch(t, q.vectors.data(), q.size(), p);
+  ASSERT_EQ(batch.size(), q.size());
+  for (size_t i = 0; i < q.size(); ++i) {
+    auto one = ExactSearch(t, q.row(i), p);
+    ASSERT_EQ(batch[i].size(), one.size());
+    for (size_t r = 0; r < one.size(); ++r) {
+      EXPECT_EQ(batch[i][r].row, one[r].row) << "query " << i << " rank " << r;
+      EXPECT_NEAR(batch[i][r].distance, one[r].distance, 1e-5);
+    }
+  }
 }
 
 }  // namespace

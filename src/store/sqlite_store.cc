@@ -7,6 +7,7 @@
 // with fsync runs when the store is closed after writing).
 #include <sqlite3.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <memory>
 
@@ -19,6 +20,8 @@ namespace {
 
 constexpr int kApplicationId = 0x4E4C4231;  // "NLB1"
 constexpr int kFormatVersion = 1;
+// Collection key holding the highest id ever deleted (ids are never reused).
+constexpr const char* kIdFloorKey = "deleted_id_floor";
 
 const char* const kSchema = R"sql(
 CREATE TABLE collection (
@@ -111,9 +114,8 @@ class SqliteStore : public Store {
     bool any = false;
     int rc;
     while ((rc = sqlite3_step(s.get())) == SQLITE_ROW) {
-      any = true;
       std::string key = Text(s.get(), 0), value = Text(s.get(), 1);
-      if (key == "model") info.model = value;
+      if (key == "model") info.model = value, any = true;
       if (key == "model_sha256") info.model_sha256 = value;
       if (key == "dims") info.dims = std::atoi(value.c_str());
       if (key == "metric") info.metric = value;
@@ -207,19 +209,8 @@ class SqliteStore : public Store {
     NL_ASSIGN_OR_RETURN(auto info, GetCollection());
     if (!info) return t;
     t.dims = info->dims;
-    std::string sql = "SELECT id, source, metadata, embedding FROM items";
-    if (!where_sql.empty()) sql += " WHERE (" + where_sql + "\n)";
-    sql += " ORDER BY id";
-    sqlite3_stmt* raw = nullptr;
-    const char* tail = nullptr;
-    if (sqlite3_prepare_v2(db_, sql.c_str(), -1, &raw, &tail) != SQLITE_OK) {
-      return Status::InvalidArgument("bad --where expression: " + std::string(sqlite3_errmsg(db_)));
-    }
-    Stmt s(raw);
-    while (tail && *tail && std::isspace(static_cast<unsigned char>(*tail))) ++tail;
-    if ((tail && *tail) || !sqlite3_stmt_readonly(raw)) {
-      return Status::InvalidArgument("--where must be a single read-only expression");
-    }
+    NL_ASSIGN_OR_RETURN(Stmt s, PrepareWhere("id, source, metadata, embedding", where_sql));
+    sqlite3_stmt* raw = s.get();
     int rc;
     while ((rc = sqlite3_step(raw)) == SQLITE_ROW) {
       const void* blob = sqlite3_column_blob(raw, 3);
@@ -237,6 +228,56 @@ class SqliteStore : public Store {
     }
     if (rc != SQLITE_DONE) return Error("reading vectors");
     return t;
+  }
+
+  Result<std::vector<int64_t>> SelectIds(const std::string& where_sql) override {
+    std::vector<int64_t> ids;
+    if (!initialised_) return ids;
+    NL_ASSIGN_OR_RETURN(Stmt s, PrepareWhere("id", where_sql));
+    int rc;
+    while ((rc = sqlite3_step(s.get())) == SQLITE_ROW)
+      ids.push_back(sqlite3_column_int64(s.get(), 0));
+    if (rc != SQLITE_DONE) return Error("selecting rows");
+    return ids;
+  }
+
+  Result<std::vector<int64_t>> Delete(const std::string& where_sql) override {
+    NL_RETURN_IF_ERROR(RequireWritable());
+    if (where_sql.empty()) return Status::InvalidArgument("delete needs a --where condition");
+    NL_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
+    auto ids = SelectIds(where_sql);
+    Status st = ids.status();
+    if (st.ok() && !ids->empty()) st = DeleteIds(*ids);
+    if (!st.ok()) {
+      Exec("ROLLBACK");
+      return st;
+    }
+    NL_RETURN_IF_ERROR(Exec("COMMIT"));
+    wrote_ = true;
+    return ids;
+  }
+
+  Result<std::string> GetSetting(const std::string& key) override {
+    if (!initialised_) return std::string();
+    NL_ASSIGN_OR_RETURN(Stmt s, Prepare("SELECT value FROM collection WHERE key = ?"));
+    sqlite3_bind_text(s.get(), 1, key.c_str(), -1, SQLITE_TRANSIENT);
+    int rc = sqlite3_step(s.get());
+    if (rc == SQLITE_DONE) return std::string();
+    if (rc != SQLITE_ROW) return Error("reading setting " + key);
+    return Text(s.get(), 0);
+  }
+
+  Status PutSettings(const std::vector<std::pair<std::string, std::string>>& values) override {
+    NL_RETURN_IF_ERROR(RequireWritable());
+    NL_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
+    Status st = PutAll(values);
+    if (!st.ok()) {
+      Exec("ROLLBACK");
+      return st;
+    }
+    NL_RETURN_IF_ERROR(Exec("COMMIT"));
+    wrote_ = true;
+    return Status::OK();
   }
 
   Result<ItemRecord> GetItem(int64_t id) override {
@@ -329,21 +370,80 @@ class SqliteStore : public Store {
   }
 
  private:
+  // Prepares "SELECT <columns> FROM items [WHERE (<where_sql>)] ORDER BY id", refusing an
+  // expression that is not a single read-only one (so --where can never write).
+  Result<Stmt> PrepareWhere(const std::string& columns, const std::string& where_sql) {
+    std::string sql = "SELECT " + columns + " FROM items";
+    if (!where_sql.empty()) sql += " WHERE (" + where_sql + "\n)";
+    sql += " ORDER BY id";
+    sqlite3_stmt* raw = nullptr;
+    const char* tail = nullptr;
+    if (sqlite3_prepare_v2(db_, sql.c_str(), -1, &raw, &tail) != SQLITE_OK) {
+      return Status::InvalidArgument("bad --where expression: " + std::string(sqlite3_errmsg(db_)));
+    }
+    Stmt s(raw);
+    while (tail && *tail && std::isspace(static_cast<unsigned char>(*tail))) ++tail;
+    if ((tail && *tail) || !sqlite3_stmt_readonly(raw)) {
+      return Status::InvalidArgument("--where must be a single read-only expression");
+    }
+    return s;
+  }
+
+  // Within a transaction: deletes `ids` and raises the id floor above them.
+  Status DeleteIds(const std::vector<int64_t>& ids) {
+    NL_ASSIGN_OR_RETURN(Stmt del, Prepare("DELETE FROM items WHERE id = ?"));
+    for (int64_t id : ids) {
+      sqlite3_reset(del.get());
+      sqlite3_bind_int64(del.get(), 1, id);
+      if (sqlite3_step(del.get()) != SQLITE_DONE)
+        return Error("deleting row " + std::to_string(id));
+    }
+    NL_ASSIGN_OR_RETURN(std::string floor, GetSetting(kIdFloorKey));
+    int64_t highest = std::max<int64_t>(floor.empty() ? 0 : std::stoll(floor), ids.back());
+    return PutAll({{kIdFloorKey, std::to_string(highest)}});
+  }
+
+  Status PutAll(const std::vector<std::pair<std::string, std::string>>& values) {
+    NL_ASSIGN_OR_RETURN(Stmt put,
+                        Prepare("INSERT OR REPLACE INTO collection(key, value) VALUES(?, ?)"));
+    NL_ASSIGN_OR_RETURN(Stmt del, Prepare("DELETE FROM collection WHERE key = ?"));
+    for (const auto& [k, v] : values) {
+      sqlite3_stmt* s = v.empty() ? del.get() : put.get();
+      sqlite3_reset(s);
+      sqlite3_bind_text(s, 1, k.c_str(), -1, SQLITE_TRANSIENT);
+      if (!v.empty()) sqlite3_bind_text(s, 2, v.c_str(), -1, SQLITE_TRANSIENT);
+      if (sqlite3_step(s) != SQLITE_DONE) return Error("writing setting " + k);
+    }
+    return Status::OK();
+  }
+
   Status InsertAll(const std::vector<NewItem>& items, InsertResult* result) {
-    NL_ASSIGN_OR_RETURN(
-        Stmt ins, Prepare("INSERT INTO items(source, sha256, metadata, embedding) VALUES(?,?,?,?) "
-                          "ON CONFLICT(sha256) DO NOTHING"));
+    // Explicit ids above both the highest row and the highest id ever deleted: SQLite would
+    // otherwise reuse the id of a deleted last row.
+    NL_ASSIGN_OR_RETURN(std::string floor, GetSetting(kIdFloorKey));
+    int64_t next_id = 0;
+    {
+      NL_ASSIGN_OR_RETURN(Stmt mx, Prepare("SELECT coalesce(max(id), 0) FROM items"));
+      if (sqlite3_step(mx.get()) != SQLITE_ROW) return Error("reading the highest id");
+      next_id = std::max<int64_t>(sqlite3_column_int64(mx.get(), 0),
+                                  floor.empty() ? 0 : std::stoll(floor)) +
+                1;
+    }
+    NL_ASSIGN_OR_RETURN(Stmt ins,
+                        Prepare("INSERT INTO items(id, source, sha256, metadata, embedding) "
+                                "VALUES(?,?,?,?,?) ON CONFLICT(sha256) DO NOTHING"));
     NL_ASSIGN_OR_RETURN(Stmt find, Prepare("SELECT id FROM items WHERE sha256 = ?"));
     for (const NewItem& it : items) {
       sqlite3_reset(ins.get());
-      sqlite3_bind_text(ins.get(), 1, it.source.c_str(), -1, SQLITE_STATIC);
-      sqlite3_bind_text(ins.get(), 2, it.sha256.c_str(), -1, SQLITE_STATIC);
-      sqlite3_bind_text(ins.get(), 3, it.metadata_json.c_str(), -1, SQLITE_STATIC);
-      sqlite3_bind_blob(ins.get(), 4, it.embedding.data(),
+      sqlite3_bind_int64(ins.get(), 1, next_id);
+      sqlite3_bind_text(ins.get(), 2, it.source.c_str(), -1, SQLITE_STATIC);
+      sqlite3_bind_text(ins.get(), 3, it.sha256.c_str(), -1, SQLITE_STATIC);
+      sqlite3_bind_text(ins.get(), 4, it.metadata_json.c_str(), -1, SQLITE_STATIC);
+      sqlite3_bind_blob(ins.get(), 5, it.embedding.data(),
                         static_cast<int>(it.embedding.size() * sizeof(float)), SQLITE_STATIC);
       if (sqlite3_step(ins.get()) != SQLITE_DONE) return Error("inserting " + it.source);
       if (sqlite3_changes(db_) == 1) {
-        result->ids.push_back(sqlite3_last_insert_rowid(db_));
+        result->ids.push_back(next_id++);
         ++result->inserted;
         continue;
       }

@@ -113,5 +113,29 @@ TEST(SqliteStoreTest, ForeignFilesAreRefusedAndLeftUntouched) {
   EXPECT_NE(newer.status().message().find("newer"), std::string::npos);
 }
 
+TEST(SqliteStoreTest, DeleteNeverReusesIdsAndRefusesNoCondition) {
+  testing::TempDir d;
+  auto s = OpenSqliteStore(d.Join("s.db"), Store::Mode::kReadWrite);
+  ASSERT_TRUE(s.ok());
+  ASSERT_TRUE((*s)->EnsureCollection(Info()).ok());
+  auto r = (*s)->InsertBatch({Item("a", {1, 0, 0}), Item("b", {0, 1, 0}), Item("c", {0, 0, 1})});
+  ASSERT_TRUE(r.ok());
+  EXPECT_FALSE((*s)->Delete("").ok());
+  EXPECT_FALSE((*s)->Delete("1; DROP TABLE items").ok());
+  auto del = (*s)->Delete("field(metadata, 'label') IN ('b', 'c')");
+  ASSERT_TRUE(del.ok()) << del.status().ToString();
+  EXPECT_EQ(*del, std::vector<int64_t>({r->ids[1], r->ids[2]}));
+  EXPECT_EQ(*(*s)->Count(), 1);
+  // The highest id (c's) was deleted: a new row must not get it again.
+  auto next = (*s)->InsertBatch({Item("d", {1, 1, 0})});
+  ASSERT_TRUE(next.ok());
+  EXPECT_GT(next->ids[0], r->ids[2]);
+  EXPECT_EQ(*(*s)->SelectIds(""), std::vector<int64_t>({r->ids[0], next->ids[0]}));
+  ASSERT_TRUE((*s)->PutSettings({{"index.file", "x"}}).ok());
+  EXPECT_EQ(*(*s)->GetSetting("index.file"), "x");
+  ASSERT_TRUE((*s)->PutSettings({{"index.file", ""}}).ok());
+  EXPECT_EQ(*(*s)->GetSetting("index.file"), "");
+}
+
 }  // namespace
 }  // namespace nearlabel

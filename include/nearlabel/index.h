@@ -1,0 +1,141 @@
+// The approximate vector index: an HNSW graph (Debian's hnswlib builds and stores it) over a
+// store's rows, keyed by row id, with a filtered walk of our own and an atomic, checksummed
+// file next to the store. See ARCHITECTURE.md ("Vector index") for the file layout and the
+// query plan.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "nearlabel/status.h"
+#include "nearlabel/store.h"
+
+namespace nearlabel {
+
+struct IndexBuildParams {
+  int m = 16;                 // graph degree (2m links per node on the base layer)
+  int ef_construction = 200;  // candidate list while inserting: higher builds slower, better
+  int threads = 0;            // insert threads (0: one per core)
+};
+
+// A neighbour by store row id.
+struct IdNeighbor {
+  int64_t id = 0;
+  float distance = 0;  // cosine distance, 1 - dot product
+};
+
+// Rows a filtered search may return, prepared once per filter (HnswIndex::MakeFilter).
+struct IndexFilter {
+  std::vector<uint8_t> allowed;  // per internal node
+  size_t count = 0;              // live rows allowed
+};
+
+// Per-query parameters.
+struct IndexSearchParams {
+  int k = 10;
+  int ef = 0;  // candidate list of the walk; 0: max(k, kDefaultEf). Higher: better recall, slower
+  const IndexFilter* filter = nullptr;  // null: every live row
+  bool exact = false;                   // scan instead of walking the graph
+  static constexpr int kDefaultEf = 128;
+};
+
+// How a query was answered (for `-v`, `index check` and the benchmark).
+struct IndexSearchStats {
+  enum class Plan { kGraph, kGraphWidened, kExactFiltered, kExact } plan = Plan::kGraph;
+  int ef_used = 0;
+  size_t distances = 0;  // distance computations
+};
+const char* PlanName(IndexSearchStats::Plan plan);
+
+class HnswIndex {
+ public:
+  ~HnswIndex();
+  HnswIndex(const HnswIndex&) = delete;
+  HnswIndex& operator=(const HnswIndex&) = delete;
+
+  // An empty index for unit vectors of `dims` floats.
+  static std::unique_ptr<HnswIndex> Create(int dims, const IndexBuildParams& params);
+
+  // Adds rows (ids must not be in the index yet; vectors are n x dims, unit length), using
+  // params.threads threads. Not thread-safe with searches or other writes.
+  Status Add(const int64_t* ids, const float* vectors, size_t n, int threads = 0);
+  // Marks rows deleted: they are never returned again. Returns how many were present.
+  size_t Remove(const std::vector<int64_t>& ids);
+
+  // The k nearest live rows to `query` (dims floats, unit length), nearest first. With a
+  // filter it returns min(k, rows allowed) rows: the walk skips rows the filter rejects,
+  // widens ef when too few pass, and scans the allowed rows exactly when the filter is so
+  // selective that a scan is cheaper than the walk. Thread-safe with other searches.
+  std::vector<IdNeighbor> Search(const float* query, const IndexSearchParams& params,
+                                 IndexSearchStats* stats = nullptr) const;
+
+  // A filter allowing `ids` (ids not in the index are ignored). Thread-safe.
+  IndexFilter MakeFilter(const std::vector<int64_t>& ids) const;
+
+  // Live row ids, ascending.
+  std::vector<int64_t> Ids() const;
+  size_t size() const;  // live rows
+  int dims() const { return dims_; }
+  const IndexBuildParams& params() const { return params_; }
+  // Bytes of memory the graph and its vector copy use.
+  size_t MemoryBytes() const;
+
+  // Writes the index to `path` atomically: a temporary file in the same directory, fsync,
+  // checked size, rename, fsync of the directory. Returns the file's sha256.
+  Result<std::string> Save(const std::string& path) const;
+  // Reads an index written by Save; `sha256` (when non-empty) must match the file.
+  static Result<std::unique_ptr<HnswIndex>> Load(const std::string& path, int dims,
+                                                 const IndexBuildParams& params,
+                                                 const std::string& sha256);
+
+ private:
+  struct Impl;
+  HnswIndex(int dims, const IndexBuildParams& params);
+  int dims_;
+  IndexBuildParams params_;
+  std::unique_ptr<Impl> impl_;
+};
+
+// ---- The index of a store ----
+// A store's index lives in "<store>.hnsw-<generation>"; the store's settings record which
+// generation is current, its sha256, its parameters and the highest row id it covers. A save
+// writes a new generation, commits the settings, then removes the old file, so a process
+// killed at any point leaves either the old index or the new one, never a torn one.
+
+struct StoreIndexState {
+  bool exists = false;  // the store has an index
+  std::string file;     // current index file
+  std::string sha256;
+  IndexBuildParams params;
+  int64_t last_row_id = 0;  // highest row id covered when saved
+  size_t rows = 0;          // live rows when saved
+};
+Result<StoreIndexState> ReadIndexState(Store& store);
+
+// How OpenStoreIndex brought the index up to date with the table.
+struct IndexCatchUp {
+  size_t added = 0;    // rows in the table the saved index lacked
+  size_t removed = 0;  // rows deleted from the table since the save
+};
+
+// Loads the store's index and catches it up with the table (adds missing rows, drops deleted
+// ones) in memory. Fails with NotFound when the store has no index, Corruption when the file
+// is missing or its checksum differs (the caller may rebuild or search exactly), and
+// InvalidArgument when more than `max_catch_up` rows would have to be added.
+Result<std::unique_ptr<HnswIndex>> OpenStoreIndex(Store& store, size_t max_catch_up,
+                                                  IndexCatchUp* catch_up = nullptr);
+
+// Builds a new index over every row of the store and saves it (store open read-write).
+Result<std::unique_ptr<HnswIndex>> BuildStoreIndex(Store& store, const IndexBuildParams& params);
+
+// Saves `index` as the store's new current generation (see above).
+Status SaveStoreIndex(Store& store, const HnswIndex& index);
+
+// Brings the store's index (if it has one, or `create` is set) up to date and saves it when
+// it changed: used after ingest and delete. A missing or damaged index file is rebuilt.
+// Returns a one-line summary for the user ("" when the store has no index and !create).
+Result<std::string> UpdateStoreIndex(Store& store, bool create, const IndexBuildParams& params);
+
+}  // namespace nearlabel

@@ -1,0 +1,425 @@
+// HnswIndex: Debian's hnswlib (0.6.2) holds the graph, inserts (its heuristic neighbour
+// selection, concurrent addPoint) and its file format. Ours are:
+//  - the distance: 1 - dot product with the AVX-512 kernel chosen at run time (hnswlib's own
+//    is compiled for the build machine's baseline, SSE in Debian's binaries);
+//  - the search walk: hnswlib 0.6.2 cannot filter, so the base-layer walk is written here
+//    (the algorithm of its searchBaseLayerST) with the filter inside it, prefetching a node's
+//    unvisited neighbours before computing their distances;
+//  - the save: hnswlib writes through an unchecked ofstream, so the file is written to a
+//    temporary name, its size checked against what the graph must occupy, fsynced, hashed
+//    and renamed.
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <functional>
+#include <queue>
+#include <thread>
+
+#include <hnswlib/hnswlib.h>
+
+#include "common/crash_point.h"
+#include "common/sha256.h"
+#include "nearlabel/index.h"
+#include "search/simd.h"
+
+namespace nearlabel {
+namespace {
+
+using Graph = hnswlib::HierarchicalNSW<float>;
+using hnswlib::tableint;
+
+// Cosine distance of unit vectors for hnswlib.
+class UnitInnerProductSpace : public hnswlib::SpaceInterface<float> {
+ public:
+  explicit UnitInnerProductSpace(size_t dims) : dims_(dims) {}
+  size_t get_data_size() override { return dims_ * sizeof(float); }
+  hnswlib::DISTFUNC<float> get_dist_func() override { return &Distance; }
+  void* get_dist_func_param() override { return &dims_; }
+
+ private:
+  static float Distance(const void* a, const void* b, const void* dims) {
+    return 1.0f - InnerProduct(static_cast<const float*>(a), static_cast<const float*>(b),
+                               *static_cast<const size_t*>(dims));
+  }
+  size_t dims_;
+};
+
+int DefaultThreads(int threads) {
+  if (threads > 0) return threads;
+  return static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+}
+
+// A walk visits about this many nodes per unit of ef on the base layer (measured by
+// bench/search on M=16 graphs); used to decide between walking and scanning under a filter.
+constexpr double kWalkDistancesPerEf = 16.0;
+
+using Candidate = std::pair<float, tableint>;  // (distance, internal id)
+using MaxHeap = std::priority_queue<Candidate>;
+using MinHeap = std::priority_queue<Candidate, std::vector<Candidate>, std::greater<Candidate>>;
+
+}  // namespace
+
+const char* PlanName(IndexSearchStats::Plan plan) {
+  switch (plan) {
+    case IndexSearchStats::Plan::kGraph:
+      return "graph";
+    case IndexSearchStats::Plan::kGraphWidened:
+      return "graph (ef widened)";
+    case IndexSearchStats::Plan::kExactFiltered:
+      return "exact scan of the filtered rows";
+    case IndexSearchStats::Plan::kExact:
+      return "exact scan";
+  }
+  return "?";
+}
+
+struct HnswIndex::Impl {
+  explicit Impl(int dims) : space(static_cast<size_t>(dims)) {}
+  UnitInnerProductSpace space;
+  std::unique_ptr<Graph> graph;
+
+  float Distance(const float* q, tableint id) const {
+    return 1.0f - InnerProduct(q, reinterpret_cast<const float*>(graph->getDataByInternalId(id)),
+                               graph->data_size_ / sizeof(float));
+  }
+  bool Passes(tableint id, const IndexFilter* f) const {
+    return !graph->isMarkedDeleted(id) && (f == nullptr || f->allowed[id]);
+  }
+
+  // Greedy descent through the upper layers to the base layer's entry point.
+  tableint Descend(const float* q, size_t* distances) const {
+    tableint cur = graph->enterpoint_node_;
+    float cur_dist = Distance(q, cur);
+    ++*distances;
+    for (int level = graph->maxlevel_; level > 0; --level) {
+      for (bool changed = true; changed;) {
+        changed = false;
+        const unsigned* list = graph->get_linklist(cur, level);
+        const int size = graph->getListCount(const_cast<unsigned*>(list));
+        const tableint* links = reinterpret_cast<const tableint*>(list + 1);
+        for (int i = 0; i < size; ++i) {
+          const float d = Distance(q, links[i]);
+          ++*distances;
+          if (d < cur_dist) cur_dist = d, cur = links[i], changed = true;
+        }
+      }
+    }
+    return cur;
+  }
+
+  // Best-first walk of the base layer keeping the `ef` nearest nodes that pass the filter.
+  // Nodes that fail it are still walked through (they connect the graph) but never kept.
+  MaxHeap WalkBaseLayer(const float* q, tableint entry, size_t ef, const IndexFilter* filter,
+                        size_t* distances) const {
+    hnswlib::VisitedList* vl = graph->visited_list_pool_->getFreeVisitedList();
+    hnswlib::vl_type* visited = vl->mass;
+    const hnswlib::vl_type tag = vl->curV;
+    MinHeap candidates;
+    MaxHeap kept;
+    const float d0 = Distance(q, entry);
+    ++*distances;
+    visited[entry] = tag;
+    candidates.emplace(d0, entry);
+    if (Passes(entry, filter)) kept.emplace(d0, entry);
+    tableint fresh[2048];
+    while (!candidates.empty()) {
+      const Candidate c = candidates.top();
+      if (kept.size() >= ef && c.first > kept.top().first) break;
+      candidates.pop();
+      const unsigned* list = graph->get_linklist0(c.second);
+      const size_t size = std::min<size_t>(graph->getListCount(const_cast<unsigned*>(list)), 2048);
+      const tableint* links = reinterpret_cast<const tableint*>(list + 1);
+      size_t n = 0;
+      for (size_t i = 0; i < size; ++i) {
+        const tableint id = links[i];
+        if (visited[id] == tag) continue;
+        visited[id] = tag;
+        fresh[n++] = id;
+        _mm_prefetch(graph->getDataByInternalId(id), _MM_HINT_T0);
+      }
+      *distances += n;
+      for (size_t i = 0; i < n; ++i) {
+        const float d = Distance(q, fresh[i]);
+        if (kept.size() < ef || d < kept.top().first) {
+          candidates.emplace(d, fresh[i]);
+          if (Passes(fresh[i], filter)) {
+            kept.emplace(d, fresh[i]);
+            if (kept.size() > ef) kept.pop();
+          }
+        }
+      }
+    }
+    graph->visited_list_pool_->releaseVisitedList(vl);
+    return kept;
+  }
+
+  MaxHeap Scan(const float* q, size_t k, const IndexFilter* filter, size_t* distances) const {
+    MaxHeap kept;
+    for (tableint id = 0; id < graph->cur_element_count; ++id) {
+      if (!Passes(id, filter)) continue;
+      const float d = Distance(q, id);
+      ++*distances;
+      if (kept.size() < k) {
+        kept.emplace(d, id);
+      } else if (d < kept.top().first) {
+        kept.pop();
+        kept.emplace(d, id);
+      }
+    }
+    return kept;
+  }
+};
+
+HnswIndex::HnswIndex(int dims, const IndexBuildParams& params)
+    : dims_(dims), params_(params), impl_(std::make_unique<Impl>(dims)) {}
+HnswIndex::~HnswIndex() = default;
+
+std::unique_ptr<HnswIndex> HnswIndex::Create(int dims, const IndexBuildParams& params) {
+  std::unique_ptr<HnswIndex> index(new HnswIndex(dims, params));
+  index->impl_->graph =
+      std::make_unique<Graph>(&index->impl_->space, 1024, params.m, params.ef_construction);
+  return index;
+}
+
+Status HnswIndex::Add(const int64_t* ids, const float* vectors, size_t n, int threads) {
+  Graph& g = *impl_->graph;
+  if (g.cur_element_count + n > g.max_elements_) {
+    try {
+      g.resizeIndex(std::max(g.cur_element_count + n, g.max_elements_ * 3 / 2));
+    } catch (const std::exception& e) {
+      return Status::Internal(std::string("growing the index: ") + e.what());
+    }
+  }
+  std::atomic<size_t> next{0};
+  std::atomic<bool> failed{false};
+  std::string error;
+  std::mutex error_mu;
+  auto work = [&] {
+    for (size_t i; !failed && (i = next++) < n;) {
+      try {
+        g.addPoint(vectors + i * static_cast<size_t>(dims_), static_cast<size_t>(ids[i]));
+      } catch (const std::exception& e) {
+        std::lock_guard<std::mutex> lock(error_mu);
+        error = "adding row " + std::to_string(ids[i]) + " to the index: " + e.what();
+        failed = true;
+      }
+    }
+  };
+  // The first insert sets the entry point; start the workers after it.
+  const int nthreads = std::min<int>(DefaultThreads(threads), static_cast<int>(n));
+  std::vector<std::thread> pool;
+  for (int t = 1; t < nthreads; ++t) pool.emplace_back(work);
+  work();
+  for (auto& t : pool) t.join();
+  if (failed) return Status::Internal(error);
+  return Status::OK();
+}
+
+size_t HnswIndex::Remove(const std::vector<int64_t>& ids) {
+  size_t removed = 0;
+  for (int64_t id : ids) {
+    auto it = impl_->graph->label_lookup_.find(static_cast<size_t>(id));
+    if (it == impl_->graph->label_lookup_.end() || impl_->graph->isMarkedDeleted(it->second)) {
+      continue;
+    }
+    impl_->graph->markDeletedInternal(it->second);
+    ++removed;
+  }
+  return removed;
+}
+
+IndexFilter HnswIndex::MakeFilter(const std::vector<int64_t>& ids) const {
+  const Graph& g = *impl_->graph;
+  IndexFilter f;
+  f.allowed.assign(g.cur_element_count, 0);
+  for (int64_t id : ids) {
+    auto it = g.label_lookup_.find(static_cast<size_t>(id));
+    if (it == g.label_lookup_.end() || g.isMarkedDeleted(it->second) || f.allowed[it->second]) {
+      continue;
+    }
+    f.allowed[it->second] = 1;
+    ++f.count;
+  }
+  return f;
+}
+
+std::vector<IdNeighbor> HnswIndex::Search(const float* query, const IndexSearchParams& params,
+                                          IndexSearchStats* stats) const {
+  IndexSearchStats local;
+  IndexSearchStats& st = stats ? *stats : local;
+  st = IndexSearchStats();
+  const Graph& g = *impl_->graph;
+  const size_t live = size();
+  const size_t allowed = params.filter ? params.filter->count : live;
+  if (params.k <= 0 || allowed == 0) return {};
+  const size_t k = static_cast<size_t>(params.k);
+  size_t ef = std::max<size_t>(k, params.ef > 0 ? params.ef : IndexSearchParams::kDefaultEf);
+  st.ef_used = static_cast<int>(ef);
+
+  MaxHeap kept;
+  // Under a filter the walk visits about ef/selectivity nodes; scanning visits `allowed`.
+  const double selectivity = static_cast<double>(allowed) / static_cast<double>(live);
+  const bool scan = params.exact ||
+                    (params.filter != nullptr && static_cast<double>(allowed) * selectivity <=
+                                                     kWalkDistancesPerEf * static_cast<double>(ef));
+  if (scan) {
+    st.plan =
+        params.filter ? IndexSearchStats::Plan::kExactFiltered : IndexSearchStats::Plan::kExact;
+    kept = impl_->Scan(query, k, params.filter, &st.distances);
+  } else {
+    const tableint entry = impl_->Descend(query, &st.distances);
+    for (;;) {
+      kept = impl_->WalkBaseLayer(query, entry, ef, params.filter, &st.distances);
+      if (kept.size() >= std::min(k, allowed)) break;
+      // Too few rows passed (a filter whose rows the walk cannot reach): widen, and in the
+      // end scan, so that k rows come back whenever k rows are allowed.
+      if (ef >= live) {
+        st.plan = IndexSearchStats::Plan::kExactFiltered;
+        kept = impl_->Scan(query, k, params.filter, &st.distances);
+        break;
+      }
+      ef = std::min(live, ef * 4);
+      st.ef_used = static_cast<int>(ef);
+      st.plan = IndexSearchStats::Plan::kGraphWidened;
+    }
+  }
+  while (kept.size() > k) kept.pop();
+  std::vector<IdNeighbor> out(kept.size());
+  for (size_t i = out.size(); i-- > 0;) {
+    out[i] = {static_cast<int64_t>(g.getExternalLabel(kept.top().second)), kept.top().first};
+    kept.pop();
+  }
+  return out;
+}
+
+std::vector<int64_t> HnswIndex::Ids() const {
+  const Graph& g = *impl_->graph;
+  std::vector<int64_t> ids;
+  ids.reserve(size());
+  for (tableint i = 0; i < g.cur_element_count; ++i) {
+    if (!g.isMarkedDeleted(i)) ids.push_back(static_cast<int64_t>(g.getExternalLabel(i)));
+  }
+  std::sort(ids.begin(), ids.end());
+  return ids;
+}
+
+size_t HnswIndex::size() const {
+  return impl_->graph->cur_element_count - impl_->graph->num_deleted_;
+}
+
+size_t HnswIndex::MemoryBytes() const {
+  const Graph& g = *impl_->graph;
+  size_t bytes = g.max_elements_ * (g.size_data_per_element_ + sizeof(void*) + sizeof(int) +
+                                    sizeof(hnswlib::vl_type) + sizeof(std::mutex));
+  for (tableint i = 0; i < g.cur_element_count; ++i) {
+    bytes += static_cast<size_t>(g.element_levels_[i]) * g.size_links_per_element_;
+  }
+  // label_lookup_: an unordered_map node and bucket per row.
+  bytes += g.label_lookup_.size() * (sizeof(void*) * 2 + 16) +
+           g.label_lookup_.bucket_count() * sizeof(void*);
+  return bytes;
+}
+
+namespace {
+
+// The size hnswlib's saveIndex must produce for `g` (its header is 13 fixed fields).
+uint64_t ExpectedFileSize(const Graph& g) {
+  uint64_t size = 6 * sizeof(size_t) + sizeof(int) + sizeof(tableint) + 3 * sizeof(size_t) +
+                  sizeof(double) + sizeof(size_t);
+  size += static_cast<uint64_t>(g.cur_element_count) * g.size_data_per_element_;
+  for (tableint i = 0; i < g.cur_element_count; ++i) {
+    size += sizeof(unsigned) +
+            (g.element_levels_[i] > 0 ? g.size_links_per_element_ * g.element_levels_[i] : 0);
+  }
+  return size;
+}
+
+Status SyncPath(const std::string& path, bool directory) {
+  const int fd = ::open(path.c_str(), directory ? (O_RDONLY | O_DIRECTORY) : O_RDONLY);
+  if (fd < 0) return Status::IOError("cannot open " + path + " to sync it");
+  const int rc = ::fsync(fd);
+  ::close(fd);
+  if (rc != 0) return Status::IOError("fsync of " + path + " failed");
+  return Status::OK();
+}
+
+}  // namespace
+
+Result<std::string> HnswIndex::Save(const std::string& path) const {
+  namespace fs = std::filesystem;
+  const Graph& g = *impl_->graph;
+  const fs::path target(path);
+  const std::string dir = target.has_parent_path() ? target.parent_path().string() : ".";
+  const std::string tmp =
+      dir + "/." + target.filename().string() + ".tmp-" + std::to_string(::getpid());
+  auto fail = [&](Status st) {
+    std::error_code ec;
+    fs::remove(tmp, ec);
+    return st;
+  };
+  try {
+    const_cast<Graph&>(g).saveIndex(tmp);
+  } catch (const std::exception& e) {
+    return fail(Status::IOError("writing index " + tmp + ": " + e.what()));
+  }
+  CrashPoint("index-save:written");
+  std::error_code ec;
+  const uint64_t size = fs::file_size(tmp, ec);
+  const uint64_t expected = ExpectedFileSize(g);
+  if (ec || size != expected) {
+    return fail(Status::IOError("writing index " + tmp + " stopped at " + std::to_string(size) +
+                                " of " + std::to_string(expected) + " bytes (disk full?)"));
+  }
+  Status st = SyncPath(tmp, false);
+  if (!st.ok()) return fail(st);
+  auto sha = Sha256File(tmp);
+  if (!sha.ok()) return fail(sha.status());
+  CrashPoint("index-save:synced");
+  fs::rename(tmp, target, ec);
+  if (ec) return fail(Status::IOError("renaming " + tmp + " to " + path + ": " + ec.message()));
+  NL_RETURN_IF_ERROR(SyncPath(dir, true));
+  return *sha;
+}
+
+Result<std::unique_ptr<HnswIndex>> HnswIndex::Load(const std::string& path, int dims,
+                                                   const IndexBuildParams& params,
+                                                   const std::string& sha256) {
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(path, ec)) {
+    return Status::Corruption("index file " + path + " is missing");
+  }
+  if (!sha256.empty()) {
+    NL_ASSIGN_OR_RETURN(std::string actual, Sha256File(path));
+    if (actual != sha256) {
+      return Status::Corruption("index file " + path + " does not match its checksum (sha256 " +
+                                actual.substr(0, 12) + "..., expected " + sha256.substr(0, 12) +
+                                "...)");
+    }
+  }
+  std::unique_ptr<HnswIndex> index(new HnswIndex(dims, params));
+  try {
+    index->impl_->graph = std::make_unique<Graph>(&index->impl_->space, path, false, 0);
+  } catch (const std::exception& e) {
+    return Status::Corruption("index file " + path + " cannot be read: " + e.what());
+  }
+  Graph& g = *index->impl_->graph;
+  // hnswlib 0.6.2's loading constructor leaves num_deleted_ uninitialised before counting
+  // into it: count again.
+  g.num_deleted_ = 0;
+  for (tableint i = 0; i < g.cur_element_count; ++i) g.num_deleted_ += g.isMarkedDeleted(i);
+  if (g.size_data_per_element_ !=
+      g.size_links_level0_ + static_cast<size_t>(dims) * sizeof(float) + sizeof(size_t)) {
+    return Status::Mismatch("index file " + path + " does not hold " + std::to_string(dims) +
+                            "-d vectors");
+  }
+  index->params_.m = static_cast<int>(g.M_);
+  index->params_.ef_construction = static_cast<int>(g.ef_construction_);
+  return index;
+}
+
+}  // namespace nearlabel
