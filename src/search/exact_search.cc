@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <limits>
 #include <map>
+#include <mutex>
 #include <queue>
 #include <thread>
 
@@ -27,6 +28,12 @@ class TopK {
   // Worst distance kept, or +inf until k are kept: a cheap pre-check before Push.
   float Bound() const {
     return heap_.size() < k_ ? std::numeric_limits<float>::infinity() : heap_.top().first;
+  }
+  // A similarity below which nothing can enter (-inf until k are kept): lets scans compare the
+  // raw sgemm output and call Push only for the few candidates (slack covers 1 - s rounding).
+  float SimilarityBound() const {
+    return heap_.size() < k_ ? -std::numeric_limits<float>::infinity()
+                             : 1.0f - heap_.top().first - 1e-6f;
   }
   std::vector<Neighbor> Take() {
     std::vector<Neighbor> out(heap_.size());
@@ -69,6 +76,16 @@ void ParallelFor(size_t n, const Fn& fn) {
   for (auto& t : pool) t.join();
 }
 
+// Whether any of s[0, n) is >= bound. Branch-free, so the compiler vectorises it: scans check
+// a chunk of similarities this way and look at single values only in the rare chunk that
+// holds a candidate.
+constexpr size_t kChunk = 256;
+inline bool AnyAtLeast(const float* s, size_t n, float bound) {
+  bool any = false;
+  for (size_t j = 0; j < n; ++j) any |= s[j] >= bound;
+  return any;
+}
+
 }  // namespace
 
 std::vector<Neighbor> ExactSearch(const VectorTable& table, const float* query,
@@ -96,27 +113,37 @@ std::vector<std::vector<Neighbor>> ExactSearchBatch(const VectorTable& table, co
   if (n == 0 || nq == 0 || params.k <= 0) return result;
   std::vector<TopK> tops(nq, TopK(params.k));
   const bool filtered = !params.allowed.empty();
-  // 1024 queries x 4096 rows per sgemm: large enough for BLAS speed, 16 MB of similarities.
-  const size_t qblock = 1024, rblock = 4096;
+  // Blocks of up to 4096 queries x 4096 rows (at most 64 MB of similarities): one
+  // multi-threaded sgemm each at BLAS speed, then a scan that compares chunks of similarities
+  // against the query's current k-th best with vector instructions. Measured in bench/search:
+  // 1024-row blocks ran 5% slower (more sgemm calls, each waking OpenBLAS's threads), and
+  // per-core single-thread sgemms on L2-sized blocks 20% slower.
+  const size_t qblock = 4096, rblock = 4096;
   std::vector<float> sims(std::min(qblock, nq) * std::min(rblock, n));
-  for (size_t r0 = 0; r0 < n; r0 += rblock) {
-    const size_t nr = std::min(rblock, n - r0);
-    for (size_t q0 = 0; q0 < nq; q0 += qblock) {
-      const size_t nqb = std::min(qblock, nq - q0);
+  for (size_t q0 = 0; q0 < nq; q0 += qblock) {
+    const size_t nqb = std::min(qblock, nq - q0);
+    for (size_t r0 = 0; r0 < n; r0 += rblock) {
+      const size_t nr = std::min(rblock, n - r0);
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(nqb),
                   static_cast<int>(nr), d, 1.0f, queries + q0 * d, d, table.row(r0), d, 0.0f,
                   sims.data(), static_cast<int>(nr));
-      ParallelFor(nqb, [&](size_t begin, size_t end) {
-        for (size_t qi = begin; qi < end; ++qi) {
+      {
+        for (size_t qi = 0; qi < nqb; ++qi) {
           TopK& top = tops[q0 + qi];
           const float* s = sims.data() + qi * nr;
-          for (size_t j = 0; j < nr; ++j) {
-            const float dist = 1.0f - s[j];
-            if (dist <= top.Bound() && (!filtered || params.allowed[r0 + j]))
-              top.Push(dist, r0 + j);
+          float bound = top.SimilarityBound();
+          for (size_t c0 = 0; c0 < nr; c0 += kChunk) {
+            const size_t c1 = std::min(nr, c0 + kChunk);
+            if (!AnyAtLeast(s + c0, c1 - c0, bound)) continue;  // the common case
+            for (size_t j = c0; j < c1; ++j) {
+              if (s[j] < bound) continue;
+              if (filtered && !params.allowed[r0 + j]) continue;
+              top.Push(1.0f - s[j], r0 + j);
+              bound = top.SimilarityBound();
+            }
           }
         }
-      });
+      }
     }
   }
   for (size_t q = 0; q < nq; ++q) result[q] = tops[q].Take();
@@ -143,11 +170,14 @@ std::vector<std::vector<Neighbor>> LeaveOneOutNeighbors(const VectorTable& table
       std::copy(table.row(rows[r]), table.row(rows[r]) + d, block.data() + r * d);
     }
     std::vector<TopK> tops(m, TopK(k));
+    // bound[a]: tops[a].SimilarityBound(), kept contiguous so the scans below compare a row of
+    // similarities against an array and touch a heap only for a real candidate.
+    std::vector<float> bound(m, -std::numeric_limits<float>::infinity());
     // Offers row b (partition index) to row a's list unless the rules exclude it.
-    auto offer = [&](size_t a, size_t b, float dist) {
-      if (dist > tops[a].Bound()) return;
+    auto offer = [&](size_t a, size_t b, float sim) {
       if (!group.empty() && group[rows[a]] >= 0 && group[rows[a]] == group[rows[b]]) return;
-      tops[a].Push(dist, rows[b]);
+      tops[a].Push(1.0f - sim, rows[b]);
+      bound[a] = tops[a].SimilarityBound();
     };
     // The similarity matrix is symmetric: compute only the tiles on and above the diagonal
     // (half the FLOPs of the full N x N product) and let each off-diagonal tile feed both
@@ -167,16 +197,27 @@ std::vector<std::vector<Neighbor>> LeaveOneOutNeighbors(const VectorTable& table
         auto rows_side = [&](size_t begin, size_t end) {
           for (size_t i = begin; i < end; ++i) {
             const float* s = sims.data() + i * nj;
-            for (size_t j = 0; j < nj; ++j) {
-              if (diagonal && i == j) continue;
-              offer(i0 + i, j0 + j, 1.0f - s[j]);
+            for (size_t c0 = 0; c0 < nj; c0 += kChunk) {
+              const size_t c1 = std::min(nj, c0 + kChunk);
+              if (!AnyAtLeast(s + c0, c1 - c0, bound[i0 + i])) continue;
+              for (size_t j = c0; j < c1; ++j) {
+                if (s[j] < bound[i0 + i] || (diagonal && i == j)) continue;
+                offer(i0 + i, j0 + j, s[j]);
+              }
             }
           }
         };
         auto columns_side = [&] {
+          float* cb = bound.data() + j0;
           for (size_t i = 0; i < ni; ++i) {
             const float* s = sims.data() + i * nj;
-            for (size_t j = 0; j < nj; ++j) offer(j0 + j, i0 + i, 1.0f - s[j]);
+            // Branch-free pre-check over the row, so the compiler vectorises it.
+            bool any = false;
+            for (size_t j = 0; j < nj; ++j) any |= s[j] >= cb[j];
+            if (!any) continue;
+            for (size_t j = 0; j < nj; ++j) {
+              if (s[j] >= cb[j]) offer(j0 + j, i0 + i, s[j]);
+            }
           }
         };
         if (diagonal) {
