@@ -156,8 +156,15 @@ int main(int argc, char** argv) {
   for (bool clustered : {false, true}) {
     if (!clustered && !Has(a, "exact")) continue;
     auto t0 = Clock::now();
-    VectorTable base = Generate(a.n, a.d, clustered, clustered ? 2 : 1);
-    VectorTable queries = Generate(std::max(a.batch, a.queries), a.d, clustered, 99);
+    // Queries are drawn with the base vectors (same clusters), then split off.
+    const size_t nqueries = std::max(a.batch, a.queries);
+    VectorTable base = Generate(a.n + nqueries, a.d, clustered, clustered ? 2 : 1);
+    VectorTable queries;
+    queries.dims = a.d;
+    queries.vectors.assign(base.vectors.begin() + a.n * d, base.vectors.end());
+    queries.ids.assign(nqueries, 0);
+    base.vectors.resize(a.n * d);
+    base.ids.resize(a.n);
     std::printf("\n\n== %s set (generated in %.1f s) ==\n", clustered ? "clustered" : "uniform",
                 Seconds(t0));
     faiss::IndexFlatIP flat(a.d);
