@@ -21,6 +21,7 @@
 #include <thread>
 
 #include <hnswlib/hnswlib.h>
+#include <xmmintrin.h>
 
 #include "common/crash_point.h"
 #include "common/sha256.h"
