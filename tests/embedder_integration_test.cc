@@ -120,14 +120,26 @@ INSTANTIATE_TEST_SUITE_P(SharedModels, BackendAgreementTest,
                          ::testing::Values("mobilenetv2-12-int8", "squeezenet1.1",
                                            "densenet121-untrained"));
 
+using Factory = Result<std::unique_ptr<Embedder>> (*)(const ModelCard&, const EmbedderOptions&);
+
+// `card` with one field changed by `edit` must be refused by `create` with `code` and a
+// message naming `fragment`.
+template <typename Edit>
+void ExpectRefused(ModelCard card, Factory create, Edit edit, Status::Code code,
+                   const std::string& fragment) {
+  edit(card);
+  auto e = create(card, {});
+  ASSERT_FALSE(e.ok()) << "accepted a card that should be refused (" << fragment << ")";
+  EXPECT_EQ(e.status().code(), code) << e.status().message();
+  EXPECT_NE(e.status().message().find(fragment), std::string::npos) << e.status().message();
+}
+
 // Both backends read the ONNX file through ReadModelFile: a wrong checksum in the card must
 // be refused, naming the checksum, whichever backend is asked.
-using Factory = Result<std::unique_ptr<Embedder>> (*)(const ModelCard&, const EmbedderOptions&);
-void ExpectChecksumRefused(ModelCard card, Factory create) {
-  card.sha256 = std::string(64, '0');
-  auto e = create(card, {});
-  EXPECT_EQ(e.status().code(), Status::Code::kMismatch);
-  EXPECT_NE(e.status().message().find("checksum"), std::string::npos) << e.status().message();
+void ExpectChecksumRefused(const ModelCard& card, Factory create) {
+  ExpectRefused(
+      card, create, [](ModelCard& c) { c.sha256 = std::string(64, '0'); }, Status::Code::kMismatch,
+      "checksum");
 }
 
 TEST(OnnxRuntimeErrorsTest, CardMistakesAreClear) {
@@ -135,21 +147,16 @@ TEST(OnnxRuntimeErrorsTest, CardMistakesAreClear) {
   auto card = FindModel("mobilenetv2-12-int8", Dirs());
   ASSERT_TRUE(card.ok());
   ExpectChecksumRefused(*card, CreateOnnxRuntimeEmbedder);
-  ModelCard wrong_tensor = *card;
-  wrong_tensor.feature_onnx_tensor = "no_such_tensor";
-  auto e2 = CreateOnnxRuntimeEmbedder(wrong_tensor, {});
-  EXPECT_EQ(e2.status().code(), Status::Code::kNotFound);
-  EXPECT_NE(e2.status().message().find("no_such_tensor"), std::string::npos);
-  ModelCard wrong_dims = *card;
-  wrong_dims.dims = 77;
-  auto e3 = CreateOnnxRuntimeEmbedder(wrong_dims, {});
-  EXPECT_EQ(e3.status().code(), Status::Code::kMismatch);
-  EXPECT_NE(e3.status().message().find("1280 channels"), std::string::npos);
-  ModelCard wrong_input = *card;
-  wrong_input.input_name = "pixels";
-  auto e4 = CreateOnnxRuntimeEmbedder(wrong_input, {});
-  EXPECT_EQ(e4.status().code(), Status::Code::kNotFound);
-  EXPECT_NE(e4.status().message().find("has: input"), std::string::npos) << e4.status().message();
+  ExpectRefused(
+      *card, CreateOnnxRuntimeEmbedder,
+      [](ModelCard& c) { c.feature_onnx_tensor = "no_such_tensor"; }, Status::Code::kNotFound,
+      "no_such_tensor");
+  ExpectRefused(
+      *card, CreateOnnxRuntimeEmbedder, [](ModelCard& c) { c.dims = 77; }, Status::Code::kMismatch,
+      "1280 channels");
+  ExpectRefused(
+      *card, CreateOnnxRuntimeEmbedder, [](ModelCard& c) { c.input_name = "pixels"; },
+      Status::Code::kNotFound, "has: input");
   ModelCard wrong_size = *card;
   wrong_size.preprocess.width = wrong_size.preprocess.height = 299;
   auto e5 = CreateOnnxRuntimeEmbedder(wrong_size, {});
@@ -176,15 +183,12 @@ TEST(EmbedderErrorsTest, ChecksumAndLayerMismatchesAreClear) {
   auto card = FindModel("squeezenet1.1", Dirs());
   ASSERT_TRUE(card.ok());
   ExpectChecksumRefused(*card, CreateOpenCvEmbedder);
-  ModelCard wrong_layer = *card;
-  wrong_layer.feature_opencv_layer = "no_such_layer";
-  auto e2 = CreateOpenCvEmbedder(wrong_layer, {});
-  EXPECT_NE(e2.status().message().find("no_such_layer"), std::string::npos);
-  ModelCard wrong_dims = *card;
-  wrong_dims.dims = 77;
-  auto e3 = CreateOpenCvEmbedder(wrong_dims, {});
-  EXPECT_EQ(e3.status().code(), Status::Code::kMismatch);
-  EXPECT_NE(e3.status().message().find("512 channels"), std::string::npos);
+  ExpectRefused(
+      *card, CreateOpenCvEmbedder, [](ModelCard& c) { c.feature_opencv_layer = "no_such_layer"; },
+      Status::Code::kNotFound, "no_such_layer");
+  ExpectRefused(
+      *card, CreateOpenCvEmbedder, [](ModelCard& c) { c.dims = 77; }, Status::Code::kMismatch,
+      "512 channels");
 }
 
 }  // namespace
