@@ -11,6 +11,7 @@
 #include <faiss/IndexFlat.h>
 #include <faiss/IndexHNSW.h>
 #include <omp.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -101,6 +102,53 @@ void WriteRaw(const std::string& path, const void* data, size_t bytes) {
   std::ofstream f(path, std::ios::binary);
   f.write(static_cast<const char*>(data), static_cast<std::streamsize>(bytes));
 }
+
+// A child process spoken to line by line over two pipes (the python3-hnswlib baseline).
+class Baseline {
+ public:
+  // Starts `command` under /bin/sh and returns its first line of output.
+  std::string Start(const std::string& command) {
+    int to_child[2], from_child[2];
+    if (pipe(to_child) != 0 || pipe(from_child) != 0) return "";
+    pid_ = fork();
+    if (pid_ == 0) {
+      dup2(to_child[0], 0);
+      dup2(from_child[1], 1);
+      close(to_child[1]);
+      close(from_child[0]);
+      execl("/bin/sh", "sh", "-c", command.c_str(), static_cast<char*>(nullptr));
+      _exit(127);
+    }
+    close(to_child[0]);
+    close(from_child[1]);
+    in_ = fdopen(to_child[1], "w");
+    out_ = fdopen(from_child[0], "r");
+    return ReadLine();
+  }
+  std::string Ask(const std::string& line) {
+    if (!in_) return "";
+    std::fprintf(in_, "%s\n", line.c_str());
+    std::fflush(in_);
+    return ReadLine();
+  }
+  void Stop() {
+    if (in_) std::fclose(in_);
+    if (out_) std::fclose(out_);
+    in_ = out_ = nullptr;
+    if (pid_ > 0) waitpid(pid_, nullptr, 0);
+    pid_ = -1;
+  }
+  ~Baseline() { Stop(); }
+
+ private:
+  std::string ReadLine() {
+    char buf[512];
+    return out_ && std::fgets(buf, sizeof buf, out_) ? std::string(buf) : std::string();
+  }
+  pid_t pid_ = -1;
+  FILE* in_ = nullptr;
+  FILE* out_ = nullptr;
+};
 
 }  // namespace
 
@@ -228,28 +276,12 @@ int main(int argc, char** argv) {
           build_s, threads, static_cast<double>(index->MemoryBytes()) / a.n);
     }
     std::vector<int> efs = {32, 64, 128, 256};
-    std::vector<std::pair<double, double>> ours_at(efs.size());  // (recall, qps)
     if (Has(a, "hnsw")) {
-      for (size_t e = 0; e < efs.size(); ++e) {
-        IndexSearchParams ip;
-        ip.k = 10;
-        ip.ef = efs[e];
-        std::vector<std::vector<IdNeighbor>> got(nq);
-        double s = Best(3, [&] {
-          for (size_t q = 0; q < nq; ++q) got[q] = index->Search(queries.row(q), ip);
-        });
-        size_t hits = 0;
-        for (size_t q = 0; q < nq; ++q) {
-          std::set<int64_t> want;
-          for (auto& nb : truth[q]) want.insert(static_cast<int64_t>(nb.row));
-          for (auto& nb : got[q]) hits += want.count(nb.id);
-        }
-        ours_at[e] = {static_cast<double>(hits) / (nq * 10.0), nq / s};
-      }
-      std::vector<std::pair<double, double>> py_at(efs.size(), {0, 0});
-      double py_build = 0;
+      // python3-hnswlib builds its own index from the same vectors, then answers one timed
+      // pass per request, so its passes alternate with ours at every ef.
+      Baseline py;
+      const std::string dir = "/tmp/nearlabel-bench-" + std::to_string(getpid());
       if (a.python) {
-        const std::string dir = "/tmp/nearlabel-bench-" + std::to_string(getpid());
         std::filesystem::create_directories(dir);
         WriteRaw(dir + "/base.f32", base.vectors.data(), base.vectors.size() * 4);
         WriteRaw(dir + "/queries.f32", queries.vectors.data(), nq * d * 4);
@@ -257,32 +289,75 @@ int main(int argc, char** argv) {
         for (auto& r : truth)
           for (auto& nb : r) t64.push_back(static_cast<int64_t>(nb.row));
         WriteRaw(dir + "/truth.i64", t64.data(), t64.size() * 8);
-        std::string script =
+        const std::string script =
             std::filesystem::path(__FILE__).parent_path().string() + "/hnswlib_baseline.py";
-        std::string cmd = "/usr/bin/python3 " + script + " " + dir + " " + std::to_string(a.n) +
-                          " " + std::to_string(a.d) + " 16 200 10";
-        for (int ef : efs) cmd += " " + std::to_string(ef);
-        FILE* p = popen(cmd.c_str(), "r");
-        char line[512];
-        while (p && fgets(line, sizeof line, p)) {
-          double v = 0, r = 0, q = 0;
-          int ef = 0;
-          if (std::sscanf(line, "{\"build_s\": %lf", &v) == 1) py_build = v;
-          if (std::sscanf(line, "{\"ef\": %d, \"recall\": %lf, \"qps\": %lf", &ef, &r, &q) == 3) {
-            for (size_t e = 0; e < efs.size(); ++e)
-              if (efs[e] == ef) py_at[e] = {r, q};
-          }
+        const std::string build_line =
+            py.Start("/usr/bin/python3 " + script + " " + dir + " " + std::to_string(a.n) + " " +
+                     std::to_string(a.d) + " 16 200 10");
+        double py_build = 0;
+        if (std::sscanf(build_line.c_str(), "{\"build_s\": %lf", &py_build) != 1) {
+          std::fprintf(stderr, "python3-hnswlib baseline failed: %s\n", build_line.c_str());
+          return 1;
         }
-        if (p) pclose(p);
-        std::filesystem::remove_all(dir);
         std::printf("HNSW build: python3-hnswlib 0.6.2 %.1f s (2 threads)\n", py_build);
       }
-      std::printf("HNSW recall@10 / QPS, one query at a time, 1 thread:\n");
+      std::printf(
+          "HNSW recall@10 / QPS, one query at a time, 1 thread, best of 3 alternating "
+          "passes:\n");
       std::printf("  %-5s %-22s %-22s %s\n", "ef", "nearlabel", "python3-hnswlib", "QPS ratio");
-      for (size_t e = 0; e < efs.size(); ++e) {
-        std::printf("  %-5d %.4f / %-13.0f %.4f / %-13.0f %.2fx\n", efs[e], ours_at[e].first,
-                    ours_at[e].second, py_at[e].first, py_at[e].second,
-                    py_at[e].second > 0 ? ours_at[e].second / py_at[e].second : 0.0);
+      struct Point {
+        double recall, qps, py_recall, py_qps;
+      };
+      std::vector<Point> at;
+      for (int ef : efs) {
+        IndexSearchParams ip;
+        ip.k = 10;
+        ip.ef = ef;
+        std::vector<std::vector<IdNeighbor>> got(nq);
+        double ours_s = 1e30, py_qps = 0, py_recall = 0;
+        for (int pass = 0; pass < 3; ++pass) {
+          const auto t = Clock::now();
+          for (size_t q = 0; q < nq; ++q) got[q] = index->Search(queries.row(q), ip);
+          ours_s = std::min(ours_s, Seconds(t));
+          if (a.python) {
+            const std::string line = py.Ask(std::to_string(ef));
+            double r = 0, qps = 0;
+            int e = 0;
+            if (std::sscanf(line.c_str(), "{\"ef\": %d, \"recall\": %lf, \"qps\": %lf", &e, &r,
+                            &qps) == 3) {
+              py_recall = r;
+              py_qps = std::max(py_qps, qps);
+            }
+          }
+        }
+        size_t hits = 0;
+        for (size_t q = 0; q < nq; ++q) {
+          std::set<int64_t> want;
+          for (auto& nb : truth[q]) want.insert(static_cast<int64_t>(nb.row));
+          for (auto& nb : got[q]) hits += want.count(nb.id);
+        }
+        const double ours_qps = nq / ours_s;
+        at.push_back({hits / (nq * 10.0), ours_qps, py_recall, py_qps});
+        std::printf("  %-5d %.4f / %-13.0f %.4f / %-13.0f %.2fx\n", ef, hits / (nq * 10.0),
+                    ours_qps, py_recall, py_qps, py_qps > 0 ? ours_qps / py_qps : 0.0);
+      }
+      // The acceptance comparison: python's first ef reaching recall 0.99, against our first
+      // ef reaching at least that recall.
+      for (size_t p = 0; a.python && p < at.size(); ++p) {
+        if (at[p].py_recall < 0.99) continue;
+        for (size_t o = 0; o < at.size(); ++o) {
+          if (at[o].recall < at[p].py_recall) continue;
+          std::printf(
+              "HNSW at recall@10 >= %.4f: nearlabel ef=%d %.0f QPS, python3-hnswlib ef=%d "
+              "%.0f QPS: %.2fx\n",
+              at[p].py_recall, efs[o], at[o].qps, efs[p], at[p].py_qps, at[o].qps / at[p].py_qps);
+          break;
+        }
+        break;
+      }
+      if (a.python) {
+        py.Stop();
+        std::filesystem::remove_all(dir);
       }
       if (a.faiss_hnsw) {
         faiss::IndexHNSWFlat fh(a.d, 16, faiss::METRIC_INNER_PRODUCT);

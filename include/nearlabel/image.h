@@ -42,6 +42,10 @@ struct PreprocessSpec {
 // floats, to `dst`: dst[c][y][x] = (pixel_c * scale - mean[c]) / std[c]. Thread-safe.
 void PreprocessInto(const cv::Mat& bgr, const PreprocessSpec& spec, float* dst);
 
+// A small JPEG of `bgr` (8UC3) whose longest side is at most `longest_side` pixels (the
+// whole image, not the model's crop), for pages and reports. Thread-safe.
+std::string EncodeThumbnail(const cv::Mat& bgr, int longest_side = 160, int quality = 80);
+
 // The resized and cropped 8-bit image that PreprocessInto normalises (for tests, thumbnails).
 cv::Mat ResizeAndCrop(const cv::Mat& bgr, const PreprocessSpec& spec);
 

@@ -29,6 +29,7 @@ struct NewItem {
   std::string sha256;         // content checksum (idempotence key)
   std::string metadata_json;  // a JSON object
   std::vector<float> embedding;
+  std::string thumbnail_jpeg;  // a small JPEG for pages and reports ("" = none)
 };
 
 struct ItemRecord {
@@ -96,6 +97,8 @@ class Store {
   // Writes all `values` in one transaction ("" deletes a key).
   virtual Status PutSettings(const std::vector<std::pair<std::string, std::string>>& values) = 0;
   virtual Result<ItemRecord> GetItem(int64_t id) = 0;
+  // The JPEG thumbnail kept at ingest (NotFound when the row has none).
+  virtual Result<std::string> GetThumbnail(int64_t id) = 0;
   virtual Result<int64_t> Count() = 0;
   // Runs one or more SQL statements; returns one result per statement. In read-only mode a
   // statement that would write fails before it runs (statements before it have run).
@@ -106,6 +109,11 @@ class Store {
   // Where this store lives, for messages.
   virtual std::string location() const = 0;
 };
+
+// "FIELD=VALUE" (the --within option, e.g. "part=exp1") as a where expression for
+// LoadVectors/SelectIds: rows whose label field FIELD equals VALUE. The value is quoted, so
+// any text is safe. InvalidArgument without a "=".
+Result<std::string> WithinToSql(const std::string& within);
 
 // Opens (in kReadWrite mode, creating) a SQLite store file. A missing file in kReadOnly mode,
 // a file that is not a nearlabel store, or one of a newer format is a clear error and the

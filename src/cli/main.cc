@@ -2,28 +2,34 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <csignal>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <iostream>
 #include <iterator>
 #include <map>
 #include <set>
+#include <thread>
 
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
 #include "cli/output.h"
 #include "common/sha256.h"
+#include "eval/report.h"
 #include "nearlabel/classify.h"
 #include "nearlabel/dataset.h"
 #include "nearlabel/index.h"
 #include "nearlabel/ingest.h"
 #include "nearlabel/model.h"
 #include "nearlabel/search.h"
+#include "nearlabel/server.h"
 #include "nearlabel/store.h"
 #include "nearlabel/vector.h"
+#include "search/simd.h"
 
 using nlohmann::json;
 
@@ -32,6 +38,7 @@ namespace {
 
 constexpr const char* kDefaultModel = "mobilenetv2-12-int8";
 std::atomic<bool> g_stop{false};
+int g_stop_pipe[2] = {-1, -1};  // serve: signal handler -> waiter thread
 
 struct Global {
   std::vector<std::string> model_dirs;
@@ -72,20 +79,6 @@ void PrintJson(const json& j) {
 }
 
 json ParseMeta(const std::string& text) { return json::parse(text, nullptr, false); }
-
-// "part=exp1" -> SQL over metadata, with the value bound safely as a quoted literal.
-Result<std::string> WithinToSql(const std::string& within) {
-  auto eq = within.find('=');
-  if (eq == std::string::npos || eq == 0) {
-    return Status::InvalidArgument("--within wants FIELD=VALUE, e.g. --within part=exp1");
-  }
-  auto quote = [](const std::string& s) {
-    std::string q = "'";
-    for (char c : s) q += c == '\'' ? std::string("''") : std::string(1, c);
-    return q + "'";
-  };
-  return "field(metadata, " + quote(within.substr(0, eq)) + ") = " + quote(within.substr(eq + 1));
-}
 
 std::string JoinWhere(const std::vector<std::string>& parts) {
   std::string out;
@@ -317,7 +310,19 @@ class QueryPlan {
       p.k = k;
       p.ef = ef_;
       p.filter = filtered_ ? &filter_ : nullptr;
-      return index_->Search(query, p, stats);
+      std::vector<IdNeighbor> found = index_->Search(query, p, stats);
+      // The graph holds half-precision copies: show the distances of the stored float32
+      // vectors, the ones an exact scan reports.
+      for (IdNeighbor& nb : found) {
+        auto item = store_->GetItem(nb.id);
+        if (!item.ok() || item->embedding.size() != static_cast<size_t>(index_->dims())) continue;
+        nb.distance = 1.0f - InnerProduct(query, item->embedding.data(), item->embedding.size());
+        rows_[nb.id] = {item->source, ParseMeta(item->metadata_json)};
+      }
+      std::stable_sort(found.begin(), found.end(), [](const IdNeighbor& x, const IdNeighbor& y) {
+        return x.distance < y.distance;
+      });
+      return found;
     }
     SearchParams p;
     p.k = k;
@@ -449,6 +454,66 @@ int RunQuery(const QueryArgs& a, const Global& g, bool classify) {
   return failures ? 1 : 0;
 }
 
+// ---------------------------------------------------------------- serve
+struct ServeArgs {
+  std::string store, model;
+  ServerOptions opt;
+  double max_megapixels = 50;
+  double max_upload_mb = 20;
+};
+
+int RunServe(ServeArgs a, const Global& g) {
+  if (a.opt.token.empty()) {
+    if (const char* t = std::getenv("NEARLABEL_TOKEN")) a.opt.token = t;
+  }
+  a.opt.max_pixels = static_cast<int64_t>(a.max_megapixels * 1e6);
+  a.opt.max_upload_bytes = static_cast<size_t>(a.max_upload_mb * 1024 * 1024);
+  // Without a token the server never writes: open the store read-only.
+  auto store =
+      OpenStore(a.store, a.opt.token.empty() ? Store::Mode::kReadOnly : Store::Mode::kReadWrite);
+  if (!store.ok()) return Fail(store.status());
+  auto info = (*store)->GetCollection();
+  if (!info.ok()) return Fail(info.status());
+  if (!*info) return Fail(Status::InvalidArgument("store " + a.store + " is empty: ingest first"));
+  auto embedder = OpenEmbedderForStore(a.store, &**info, a.model, g, true);
+  if (!embedder.ok()) return Fail(embedder.status());
+  auto server = Server::Create(std::move(*store), std::move(*embedder), a.opt);
+  if (!server.ok()) return Fail(server.status());
+  if (!(*server)->notice().empty()) {
+    std::fprintf(stderr, "nearlabel: notice: %s\n", (*server)->notice().c_str());
+  }
+  Status st = (*server)->Bind();
+  if (!st.ok()) return Fail(st);
+  // SIGINT/SIGTERM stop the server cleanly (it saves the index it changed). Any thread may
+  // take the signal (OpenBLAS starts its own), so the handler only writes a byte to a pipe;
+  // a waiter thread reads it and stops the server.
+  if (::pipe(g_stop_pipe) != 0) return Fail(Status::IOError("cannot create a pipe"));
+  struct sigaction sa {};
+  sa.sa_handler = [](int) {
+    const char b = 1;
+    [[maybe_unused]] ssize_t n = ::write(g_stop_pipe[1], &b, 1);
+  };
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+  std::thread waiter([&] {
+    char b;
+    while (::read(g_stop_pipe[0], &b, 1) < 0 && errno == EINTR) {
+    }
+    (*server)->Stop();
+  });
+  std::printf("nearlabel: serving %s on http://%s:%d/ (%s)\n", a.store.c_str(), a.opt.host.c_str(),
+              (*server)->port(),
+              a.opt.token.empty() ? "read-only" : "writes need the bearer token");
+  std::fflush(stdout);
+  st = (*server)->Run();
+  const char b = 0;  // the server stopped otherwise: end the waiter
+  [[maybe_unused]] ssize_t n = ::write(g_stop_pipe[1], &b, 1);
+  waiter.join();
+  if (!st.ok()) return Fail(st.WithContext("saving the index on exit"));
+  return 0;
+}
+
 // ---------------------------------------------------------------- index / delete
 struct IndexArgs {
   std::string store;
@@ -509,9 +574,23 @@ int RunIndexCheck(const IndexArgs& a, const Global& g) {
     auto t2 = std::chrono::steady_clock::now();
     exact_ms += std::chrono::duration<double, std::milli>(t1 - t0).count();
     graph_ms += std::chrono::duration<double, std::milli>(t2 - t1).count();
+    // A returned row counts when exact search returned it too, or when it ties with the k-th
+    // exact neighbour: its float32 distance is within 0.1% of the k-th's (ann-benchmarks'
+    // convention; the graph's half-precision copies may order near-ties differently).
     std::set<int64_t> want;
     for (auto& nb : exact) want.insert(table->ids[nb.row]);
-    for (auto& nb : got) found += want.count(nb.id);
+    const float kth = exact.empty() ? 0.0f : exact.back().distance;
+    for (auto& nb : got) {
+      if (want.count(nb.id)) {
+        ++found;
+        continue;
+      }
+      auto pos = std::lower_bound(table->ids.begin(), table->ids.end(), nb.id);
+      if (pos == table->ids.end() || *pos != nb.id) continue;
+      const float* row = table->row(static_cast<size_t>(pos - table->ids.begin()));
+      const float d = 1.0f - InnerProduct(q, row, static_cast<size_t>(table->dims));
+      if (d <= kth * 1.001f + 1e-6f) ++found;
+    }
     total += exact.size();
   }
   const double recall = total ? static_cast<double>(found) / static_cast<double>(total) : 1.0;
@@ -557,10 +636,28 @@ int RunDelete(const std::string& location, const std::string& where, const Globa
 
 // ---------------------------------------------------------------- eval
 struct EvalArgs {
-  std::string store, label, within, group_by, vote = "majority", where;
+  std::string store, label, within, group_by, vote = "majority", where, report;
   int k = 1;
   int show = -1;
 };
+
+// Writes `text` to `path` through a temporary file and a rename: a reader (or a browser
+// reloading it) never sees half a report.
+Status WriteFileAtomically(const std::string& path, const std::string& text) {
+  const std::string tmp = path + ".tmp-" + std::to_string(::getpid());
+  FILE* f = std::fopen(tmp.c_str(), "wb");
+  if (!f) return Status::IOError("cannot write " + tmp + ": " + std::strerror(errno));
+  const bool ok = std::fwrite(text.data(), 1, text.size(), f) == text.size();
+  if (std::fclose(f) != 0 || !ok) {
+    std::remove(tmp.c_str());
+    return Status::IOError("writing " + tmp + " failed (disk full?)");
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    std::remove(tmp.c_str());
+    return Status::IOError("cannot rename " + tmp + " to " + path + ": " + std::strerror(errno));
+  }
+  return Status::OK();
+}
 
 int RunEval(const EvalArgs& a, const Global& g) {
   auto opened = OpenIngested(a.store, a.vote);
@@ -584,6 +681,30 @@ int RunEval(const EvalArgs& a, const Global& g) {
   std::string protocol =
       a.group_by.empty() ? "leave-one-out" : "leave-one-group-out by " + a.group_by;
   std::string rule = a.within.empty() ? "" : ", neighbours within the same " + a.within;
+  if (!a.report.empty()) {
+    // The report compares against plain leave-one-out when the evaluation is group-aware.
+    Result<EvalReport> plain = Status::NotFound("");
+    if (!a.group_by.empty()) {
+      EvalOptions plain_opt = opt;
+      plain_opt.group_field.clear();
+      plain = LeaveOneOut(*table, plain_opt);
+      if (!plain.ok()) return Fail(plain.status());
+    }
+    EvalReportPage page;
+    page.store = a.store;
+    page.model = info.model;
+    page.protocol = protocol + ", " + std::to_string(a.k) + "-NN, cosine distance" + rule;
+    page.report = &*rep;
+    page.plain = plain.ok() ? &*plain : nullptr;
+    page.table = &*table;
+    page.thumbnail = [&](int64_t id) {
+      auto jpeg = store->GetThumbnail(id);
+      return jpeg.ok() ? *jpeg : std::string();
+    };
+    Status st = WriteFileAtomically(a.report, RenderEvalReport(page));
+    if (!st.ok()) return Fail(st);
+    std::fprintf(stderr, "nearlabel: report written to %s\n", a.report.c_str());
+  }
   auto mismatch_json = [&](const EvalCase& c) {
     const Neighbor& nb = c.neighbors.front();
     return json{
@@ -936,6 +1057,10 @@ int Main(int argc, char** argv) {
   eval->add_option("--vote", ea.vote, "majority, distance or softmax")->capture_default_str();
   eval->add_option("--where", ea.where, "SQL condition selecting the rows evaluated");
   eval->add_option("--show", ea.show, "Mismatches to list (default all)");
+  eval->add_option("--report", ea.report,
+                   "Also write a self-contained HTML report: summary (plain vs group-aware), "
+                   "per-class table, confusion matrix, distance histogram, every mistake beside "
+                   "its nearest neighbour's thumbnail");
 
   std::string sql_store, sql_query;
   bool sql_write = false;
@@ -996,6 +1121,34 @@ int Main(int argc, char** argv) {
 
   auto* models = app.add_subcommand("models", "List the models nearlabel can find");
 
+  ServeArgs va;
+  auto* serve = app.add_subcommand(
+      "serve",
+      "Serve a store over HTTP: a web page at / (drop an image, see its label and neighbours; "
+      "browse labels) and the JSON API under /v1 (classify, search, items, stats)");
+  serve->add_option("store", va.store, "Store file")->required();
+  serve->add_option("--host", va.opt.host, "Address to listen on")->capture_default_str();
+  serve->add_option("--port", va.opt.port, "Port (0: any free port, printed at start)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 65535));
+  serve->add_option("--token", va.opt.token,
+                    "Bearer token that POST /v1/items and DELETE /v1/items/ID require "
+                    "(default $NEARLABEL_TOKEN; without one the server is read-only)");
+  serve->add_option("--label", va.opt.label_field,
+                    "Field classify predicts (default: the store's label field)");
+  serve->add_option("--model", va.model, "Model (default: the store's)");
+  serve->add_option("--threads", va.opt.threads, "Request threads")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 256));
+  serve->add_option("--max-upload-mb", va.max_upload_mb, "Largest image upload, MiB (413 above)")
+      ->capture_default_str()
+      ->check(CLI::Range(0.001, 4096.0));
+  serve
+      ->add_option("--max-megapixels", va.max_megapixels,
+                   "Largest declared image size, megapixels (413 above, checked before decoding)")
+      ->capture_default_str()
+      ->check(CLI::Range(0.000001, 1000.0));
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -1012,6 +1165,7 @@ int Main(int argc, char** argv) {
   if (index_check->parsed()) return RunIndexCheck(xa, g);
   if (del->parsed()) return RunDelete(delete_store, delete_where, g);
   if (models->parsed()) return RunModels(g);
+  if (serve->parsed()) return RunServe(va, g);
   return 2;
 }
 

@@ -1,6 +1,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 
 #include "nearlabel/image.h"
@@ -58,6 +59,21 @@ void PreprocessInto(const cv::Mat& bgr, const PreprocessSpec& spec, float* dst) 
       d2[xx] = row[3 * xx + last] * a[2] + b[2];
     }
   }
+}
+
+std::string EncodeThumbnail(const cv::Mat& bgr, int longest_side, int quality) {
+  cv::Mat small = bgr;
+  const int longest = std::max(bgr.cols, bgr.rows);
+  if (longest > longest_side) {
+    const double f = static_cast<double>(longest_side) / longest;
+    cv::resize(bgr, small,
+               cv::Size(std::max(1, static_cast<int>(std::lround(bgr.cols * f))),
+                        std::max(1, static_cast<int>(std::lround(bgr.rows * f)))),
+               0, 0, cv::INTER_AREA);
+  }
+  std::vector<uchar> jpeg;
+  cv::imencode(".jpg", small, jpeg, {cv::IMWRITE_JPEG_QUALITY, quality});
+  return std::string(jpeg.begin(), jpeg.end());
 }
 
 }  // namespace nearlabel

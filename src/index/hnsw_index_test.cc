@@ -205,7 +205,7 @@ TEST(StoreIndexTest, CatchesUpWithInsertsAndDeletesSinceTheSave) {
     for (size_t i = from; i < to; ++i) {
       items.push_back({"/x/" + std::to_string(i), "sha" + std::to_string(i),
                        "{\"n\":" + std::to_string(i) + "}",
-                       std::vector<float>(t.row(i), t.row(i) + 16)});
+                       std::vector<float>(t.row(i), t.row(i) + 16), ""});
     }
     ASSERT_TRUE(store.InsertBatch(items).ok());
   };

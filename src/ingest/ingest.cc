@@ -23,6 +23,7 @@ struct Prepared {
   size_t index = 0;  // into the input list
   Status status;
   std::string sha256;
+  std::string thumbnail;  // JPEG
   bool already_stored = false;
 };
 
@@ -48,12 +49,14 @@ class PrepStage {
   };
 
   PrepStage(const std::vector<std::string>& paths, const PreprocessSpec& spec, size_t batch_size,
-            int threads, int ring, const std::unordered_set<std::string>* skip)
+            int threads, int ring, const std::unordered_set<std::string>* skip,
+            bool make_thumbnails)
       : paths_(paths),
         spec_(spec),
         bs_(std::max<size_t>(1, batch_size)),
         slot_(static_cast<size_t>(3) * spec.width * spec.height),
         skip_(skip),
+        thumbnails_(make_thumbnails),
         ring_(std::max(1, ring)) {
     for (size_t k = 0; k < ring_.size(); ++k) Assign(ring_[k], k);
     const int t = std::min<int>(threads, static_cast<int>(std::max<size_t>(1, paths.size())));
@@ -145,6 +148,7 @@ class PrepStage {
       return;
     }
     PreprocessInto(*img, spec_, tensor);
+    if (thumbnails_) p->thumbnail = EncodeThumbnail(*img);
   }
 
   const std::vector<std::string>& paths_;
@@ -152,6 +156,7 @@ class PrepStage {
   const size_t bs_;
   const size_t slot_;
   const std::unordered_set<std::string>* skip_;
+  const bool thumbnails_;
   std::vector<Batch> ring_;
   std::atomic<size_t> next_{0};
   std::mutex mu_;
@@ -296,7 +301,7 @@ Result<IngestReport> Ingest(const DatasetListing& listing, Embedder& embedder, S
   const size_t bs = static_cast<size_t>(std::max(1, options.batch_size));
   std::unordered_map<std::string, size_t> seen;  // sha256 -> first index in this run
 
-  PrepStage prep(paths, embedder.card().preprocess, bs, threads, kPrepRing, &stored);
+  PrepStage prep(paths, embedder.card().preprocess, bs, threads, kPrepRing, &stored, true);
   WriteStage writer(store, progress, paths.size(), kWriteQueue);
   Status failure;
   for (size_t number = 0; number < prep.batches(); ++number) {
@@ -325,7 +330,8 @@ Result<IngestReport> Ingest(const DatasetListing& listing, Embedder& embedder, S
     for (size_t i : which) {
       const Prepared& p = batch.items[i];
       const DatasetItem& item = listing.items[p.index];
-      rows.push_back({item.image_path, p.sha256, DumpJson(item.metadata), std::move(vecs[i])});
+      rows.push_back(
+          {item.image_path, p.sha256, DumpJson(item.metadata), std::move(vecs[i]), p.thumbnail});
     }
     const size_t done = std::min((number + 1) * bs, paths.size());
     prep.Release(batch);
@@ -350,7 +356,7 @@ std::vector<EmbeddedFile> EmbedFiles(const std::vector<std::string>& paths, Embe
   std::vector<EmbeddedFile> out(paths.size());
   const size_t bs = static_cast<size_t>(std::max(1, embedder.max_batch()));
   PrepStage prep(paths, embedder.card().preprocess, bs, DefaultThreads(prep_threads), kPrepRing,
-                 nullptr);
+                 nullptr, false);
   for (size_t number = 0; number < prep.batches(); ++number) {
     PrepStage::Batch& b = prep.Take(number);
     std::vector<size_t> which;

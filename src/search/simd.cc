@@ -1,9 +1,13 @@
 #include "search/simd.h"
 
-// GCC 12's own avx512fintrin.h trips -Wuninitialized in _mm512_reduce_add_ps (a known false
-// positive of its _mm512_undefined_ps); nothing of ours is uninitialised.
+// GCC 12's own avx512fintrin.h trips -W(maybe-)uninitialized in _mm512_reduce_add_ps and the
+// half conversions (a known false positive of its _mm512_undefined_*); nothing of ours is
+// uninitialised.
 #pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
+
+#include <cstring>
 
 namespace nearlabel {
 namespace {
@@ -22,7 +26,145 @@ float InnerProductGeneric(const float* a, const float* b, size_t d) {
   return (s0 + s1) + (s2 + s3);
 }
 
+// IEEE binary16 conversions, round to nearest even (the generic path; AVX-512 converts 16 at
+// once below).
+uint16_t HalfFromFloat(float f) {
+  uint32_t x;
+  std::memcpy(&x, &f, 4);
+  const uint32_t sign = (x >> 16) & 0x8000u;
+  const uint32_t exp = (x >> 23) & 0xffu;
+  const uint32_t mant = x & 0x7fffffu;
+  if (exp == 0xff) return static_cast<uint16_t>(sign | 0x7c00u | (mant ? 0x200u : 0u));
+  const int e = static_cast<int>(exp) - 127 + 15;
+  if (e >= 31) return static_cast<uint16_t>(sign | 0x7c00u);
+  if (e <= 0) {  // a half subnormal (or zero): m * 2^-24
+    const int shift = 14 - e;
+    if (shift > 24) return static_cast<uint16_t>(sign);
+    const uint32_t full = mant | 0x800000u;
+    uint32_t m = full >> shift;
+    const uint32_t rem = full & ((1u << shift) - 1), halfway = 1u << (shift - 1);
+    if (rem > halfway || (rem == halfway && (m & 1u))) ++m;
+    return static_cast<uint16_t>(sign | m);
+  }
+  uint32_t h = sign | (static_cast<uint32_t>(e) << 10) | (mant >> 13);
+  const uint32_t rem = mant & 0x1fffu;
+  if (rem > 0x1000u || (rem == 0x1000u && (h & 1u))) ++h;  // a carry into the exponent is right
+  return static_cast<uint16_t>(h);
+}
+
+float FloatFromHalf(uint16_t h) {
+  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
+  const uint32_t e = (h >> 10) & 0x1fu, m = h & 0x3ffu;
+  if (e == 0) return (sign ? -1.0f : 1.0f) * static_cast<float>(m) * 5.9604644775390625e-8f;
+  const uint32_t x =
+      e == 31 ? (sign | 0x7f800000u | (m << 13)) : (sign | ((e + 112) << 23) | (m << 13));
+  float f;
+  std::memcpy(&f, &x, 4);
+  return f;
+}
+
+void FloatToHalfGeneric(const float* in, uint16_t* out, size_t d) {
+  for (size_t i = 0; i < d; ++i) out[i] = HalfFromFloat(in[i]);
+}
+void HalfToFloatGeneric(const uint16_t* in, float* out, size_t d) {
+  for (size_t i = 0; i < d; ++i) out[i] = FloatFromHalf(in[i]);
+}
+float InnerProductHalfGeneric(const float* a, const uint16_t* b, size_t d) {
+  float s0 = 0, s1 = 0;
+  size_t i = 0;
+  for (; i + 2 <= d; i += 2) {
+    s0 += a[i] * FloatFromHalf(b[i]);
+    s1 += a[i + 1] * FloatFromHalf(b[i + 1]);
+  }
+  for (; i < d; ++i) s0 += a[i] * FloatFromHalf(b[i]);
+  return s0 + s1;
+}
+float InnerProductHalfHalfGeneric(const uint16_t* a, const uint16_t* b, size_t d) {
+  float s = 0;
+  for (size_t i = 0; i < d; ++i) s += FloatFromHalf(a[i]) * FloatFromHalf(b[i]);
+  return s;
+}
+
 #if defined(__x86_64__)
+__attribute__((target("avx512f"))) __m512 LoadHalf16(const uint16_t* p) {
+  return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+}
+
+__attribute__((target("avx512f"))) void FloatToHalfAvx512(const float* in, uint16_t* out,
+                                                          size_t d) {
+  size_t i = 0;
+  for (; i + 16 <= d; i += 16) {
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + i),
+                        _mm512_cvtps_ph(_mm512_loadu_ps(in + i), _MM_FROUND_TO_NEAREST_INT));
+  }
+  FloatToHalfGeneric(in + i, out + i, d - i);
+}
+
+__attribute__((target("avx512f"))) void HalfToFloatAvx512(const uint16_t* in, float* out,
+                                                          size_t d) {
+  size_t i = 0;
+  for (; i + 16 <= d; i += 16) _mm512_storeu_ps(out + i, LoadHalf16(in + i));
+  HalfToFloatGeneric(in + i, out + i, d - i);
+}
+
+__attribute__((target("avx512f"))) float InnerProductHalfAvx512(const float* a, const uint16_t* b,
+                                                                size_t d) {
+  __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+  size_t i = 0;
+  for (; i + 32 <= d; i += 32) {
+    acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), LoadHalf16(b + i), acc0);
+    acc1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 16), LoadHalf16(b + i + 16), acc1);
+  }
+  if (i + 16 <= d) {
+    acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), LoadHalf16(b + i), acc0);
+    i += 16;
+  }
+  const float sum = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+  return i < d ? sum + InnerProductHalfGeneric(a + i, b + i, d - i) : sum;
+}
+
+void InnerProductHalf4Generic(const float* a, const uint16_t* const b[4], size_t d, float out[4]) {
+  for (int j = 0; j < 4; ++j) out[j] = InnerProductHalfGeneric(a, b[j], d);
+}
+
+__attribute__((target("avx512f"))) void InnerProductHalf4Avx512(const float* a,
+                                                                const uint16_t* const b[4],
+                                                                size_t d, float out[4]) {
+  __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+  __m512 acc2 = _mm512_setzero_ps(), acc3 = _mm512_setzero_ps();
+  size_t i = 0;
+  for (; i + 16 <= d; i += 16) {
+    const __m512 q = _mm512_loadu_ps(a + i);
+    acc0 = _mm512_fmadd_ps(q, LoadHalf16(b[0] + i), acc0);
+    acc1 = _mm512_fmadd_ps(q, LoadHalf16(b[1] + i), acc1);
+    acc2 = _mm512_fmadd_ps(q, LoadHalf16(b[2] + i), acc2);
+    acc3 = _mm512_fmadd_ps(q, LoadHalf16(b[3] + i), acc3);
+  }
+  out[0] = _mm512_reduce_add_ps(acc0);
+  out[1] = _mm512_reduce_add_ps(acc1);
+  out[2] = _mm512_reduce_add_ps(acc2);
+  out[3] = _mm512_reduce_add_ps(acc3);
+  if (i < d) {
+    for (int j = 0; j < 4; ++j) out[j] += InnerProductHalfGeneric(a + i, b[j] + i, d - i);
+  }
+}
+
+__attribute__((target("avx512f"))) float InnerProductHalfHalfAvx512(const uint16_t* a,
+                                                                    const uint16_t* b, size_t d) {
+  __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+  size_t i = 0;
+  for (; i + 32 <= d; i += 32) {
+    acc0 = _mm512_fmadd_ps(LoadHalf16(a + i), LoadHalf16(b + i), acc0);
+    acc1 = _mm512_fmadd_ps(LoadHalf16(a + i + 16), LoadHalf16(b + i + 16), acc1);
+  }
+  if (i + 16 <= d) {
+    acc0 = _mm512_fmadd_ps(LoadHalf16(a + i), LoadHalf16(b + i), acc0);
+    i += 16;
+  }
+  return _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1)) +
+         InnerProductHalfHalfGeneric(a + i, b + i, d - i);
+}
+
 __attribute__((target("avx512f"))) float InnerProductAvx512(const float* a, const float* b,
                                                             size_t d) {
   __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
@@ -43,21 +185,50 @@ __attribute__((target("avx512f"))) float InnerProductAvx512(const float* a, cons
 }
 #endif
 
-using Kernel = float (*)(const float*, const float*, size_t);
+struct Kernels {
+  float (*dot)(const float*, const float*, size_t) = InnerProductGeneric;
+  float (*dot_half)(const float*, const uint16_t*, size_t) = InnerProductHalfGeneric;
+  float (*dot_half_half)(const uint16_t*, const uint16_t*, size_t) = InnerProductHalfHalfGeneric;
+  void (*dot_half4)(const float*, const uint16_t* const[4], size_t,
+                    float[4]) = InnerProductHalf4Generic;
+  void (*to_half)(const float*, uint16_t*, size_t) = FloatToHalfGeneric;
+  void (*to_float)(const uint16_t*, float*, size_t) = HalfToFloatGeneric;
+  const char* name = "generic";
+};
 
-Kernel Choose() {
+Kernels Choose() {
+  Kernels k;
 #if defined(__x86_64__)
-  if (__builtin_cpu_supports("avx512f")) return InnerProductAvx512;
+  if (__builtin_cpu_supports("avx512f")) {
+    k.dot = InnerProductAvx512;
+    k.dot_half = InnerProductHalfAvx512;
+    k.dot_half_half = InnerProductHalfHalfAvx512;
+    k.dot_half4 = InnerProductHalf4Avx512;
+    k.to_half = FloatToHalfAvx512;
+    k.to_float = HalfToFloatAvx512;
+    k.name = "avx512";
+  }
 #endif
-  return InnerProductGeneric;
+  return k;
 }
 
-const Kernel kKernel = Choose();
+const Kernels kKernels = Choose();
 
 }  // namespace
 
-float InnerProduct(const float* a, const float* b, size_t d) { return kKernel(a, b, d); }
+float InnerProduct(const float* a, const float* b, size_t d) { return kKernels.dot(a, b, d); }
+float InnerProductHalf(const float* a, const uint16_t* b, size_t d) {
+  return kKernels.dot_half(a, b, d);
+}
+float InnerProductHalfHalf(const uint16_t* a, const uint16_t* b, size_t d) {
+  return kKernels.dot_half_half(a, b, d);
+}
+void InnerProductHalf4(const float* a, const uint16_t* const b[4], size_t d, float out[4]) {
+  kKernels.dot_half4(a, b, d, out);
+}
+void FloatToHalf(const float* in, uint16_t* out, size_t d) { kKernels.to_half(in, out, d); }
+void HalfToFloat(const uint16_t* in, float* out, size_t d) { kKernels.to_float(in, out, d); }
 
-const char* InnerProductKernel() { return kKernel == InnerProductGeneric ? "generic" : "avx512"; }
+const char* InnerProductKernel() { return kKernels.name; }
 
 }  // namespace nearlabel

@@ -4,11 +4,25 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 
 namespace nearlabel {
 
 // Dot product of two float arrays of length d. Thread-safe.
 float InnerProduct(const float* a, const float* b, size_t d);
+
+// IEEE half-precision copies of unit vectors (the HNSW graph's vector copy): half the bytes
+// to read per distance, which is what a graph walk over a large index waits for; the error of
+// a dot product of unit vectors is ~1e-5. Thread-safe.
+void FloatToHalf(const float* in, uint16_t* out, size_t d);
+void HalfToFloat(const uint16_t* in, float* out, size_t d);
+// Dot product of a float array and a half array, and of two half arrays, of length d.
+float InnerProductHalf(const float* a, const uint16_t* b, size_t d);
+float InnerProductHalfHalf(const uint16_t* a, const uint16_t* b, size_t d);
+// out[j] = InnerProductHalf(a, b[j], d) for j < 4: four rows read side by side, so that four
+// memory streams are in flight at once (a graph walk's rows are scattered, and one stream at a
+// time waits on memory latency).
+void InnerProductHalf4(const float* a, const uint16_t* const b[4], size_t d, float out[4]);
 
 // Name of the kernel InnerProduct uses ("avx512" or "generic"), for benchmark reports.
 const char* InnerProductKernel();

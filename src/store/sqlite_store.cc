@@ -1,7 +1,9 @@
-// SQLite store. Storage layout (format 1), see ARCHITECTURE.md:
+// SQLite store. Storage layout (format 2), see ARCHITECTURE.md:
 //   collection(key TEXT PRIMARY KEY, value TEXT)   model, model_sha256, dims, metric, ...
 //   items(id INTEGER PRIMARY KEY, source TEXT, sha256 TEXT UNIQUE, metadata TEXT (JSON),
 //         embedding BLOB (little-endian float32 x dims))
+//   thumbnails(id INTEGER PRIMARY KEY (= items.id), jpeg BLOB)   since format 2; a format-1
+//         file gains the empty table when it is next opened for writing
 // PRAGMA application_id marks the file as ours; PRAGMA user_version is the format.
 // WAL journal, synchronous=NORMAL (a committed batch survives a killed process; a checkpoint
 // with fsync runs when the store is closed after writing).
@@ -19,7 +21,7 @@ namespace nearlabel {
 namespace {
 
 constexpr int kApplicationId = 0x4E4C4231;  // "NLB1"
-constexpr int kFormatVersion = 1;
+constexpr int kFormatVersion = 2;
 // Collection key holding the highest id ever deleted (ids are never reused).
 constexpr const char* kIdFloorKey = "deleted_id_floor";
 
@@ -35,6 +37,19 @@ CREATE TABLE items (
   metadata  TEXT NOT NULL CHECK (json_valid(metadata) AND json_type(metadata) = 'object'),
   embedding BLOB NOT NULL
 );
+CREATE TABLE thumbnails (
+  id   INTEGER PRIMARY KEY,
+  jpeg BLOB NOT NULL
+);
+)sql";
+
+// Format 1 -> 2: thumbnails.
+const char* const kUpgradeTo2 = R"sql(
+CREATE TABLE IF NOT EXISTS thumbnails (
+  id   INTEGER PRIMARY KEY,
+  jpeg BLOB NOT NULL
+);
+PRAGMA user_version = 2;
 )sql";
 
 const char* const kAiHubView = R"sql(
@@ -100,7 +115,21 @@ class SqliteStore : public Store {
     if (mode_ == Mode::kReadWrite) {
       NL_RETURN_IF_ERROR(Exec("PRAGMA journal_mode = WAL"));
       NL_RETURN_IF_ERROR(Exec("PRAGMA synchronous = NORMAL"));
+      if (app_id == kApplicationId && version < 2) {
+        NL_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
+        Status s = Exec(kUpgradeTo2);
+        if (!s.ok()) {
+          Exec("ROLLBACK");
+          return s.WithContext("upgrading " + path_ + " to store format 2");
+        }
+        NL_RETURN_IF_ERROR(Exec("COMMIT"));
+      }
     }
+    int thumbnail_tables = 0;
+    NL_RETURN_IF_ERROR(
+        QueryInt("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'thumbnails'",
+                 &thumbnail_tables));
+    has_thumbnails_ = thumbnail_tables > 0;
     initialised_ = true;
     return Status::OK();
   }
@@ -298,6 +327,19 @@ class SqliteStore : public Store {
     return r;
   }
 
+  Result<std::string> GetThumbnail(int64_t id) override {
+    if (!initialised_ || !has_thumbnails_) {
+      return Status::NotFound("no thumbnail for item " + std::to_string(id));
+    }
+    NL_ASSIGN_OR_RETURN(Stmt s, Prepare("SELECT jpeg FROM thumbnails WHERE id = ?"));
+    sqlite3_bind_int64(s.get(), 1, id);
+    const int rc = sqlite3_step(s.get());
+    if (rc == SQLITE_DONE) return Status::NotFound("no thumbnail for item " + std::to_string(id));
+    if (rc != SQLITE_ROW) return Error("reading thumbnail");
+    const char* data = static_cast<const char*>(sqlite3_column_blob(s.get(), 0));
+    return std::string(data ? data : "", static_cast<size_t>(sqlite3_column_bytes(s.get(), 0)));
+  }
+
   Result<int64_t> Count() override {
     if (!initialised_) return int64_t{0};
     int n = 0;
@@ -392,11 +434,13 @@ class SqliteStore : public Store {
   // Within a transaction: deletes `ids` and raises the id floor above them.
   Status DeleteIds(const std::vector<int64_t>& ids) {
     NL_ASSIGN_OR_RETURN(Stmt del, Prepare("DELETE FROM items WHERE id = ?"));
+    NL_ASSIGN_OR_RETURN(Stmt del_thumb, Prepare("DELETE FROM thumbnails WHERE id = ?"));
     for (int64_t id : ids) {
-      sqlite3_reset(del.get());
-      sqlite3_bind_int64(del.get(), 1, id);
-      if (sqlite3_step(del.get()) != SQLITE_DONE)
-        return Error("deleting row " + std::to_string(id));
+      for (sqlite3_stmt* s : {del.get(), del_thumb.get()}) {
+        sqlite3_reset(s);
+        sqlite3_bind_int64(s, 1, id);
+        if (sqlite3_step(s) != SQLITE_DONE) return Error("deleting row " + std::to_string(id));
+      }
     }
     NL_ASSIGN_OR_RETURN(std::string floor, GetSetting(kIdFloorKey));
     int64_t highest = std::max<int64_t>(floor.empty() ? 0 : std::stoll(floor), ids.back());
@@ -433,6 +477,8 @@ class SqliteStore : public Store {
                         Prepare("INSERT INTO items(id, source, sha256, metadata, embedding) "
                                 "VALUES(?,?,?,?,?) ON CONFLICT(sha256) DO NOTHING"));
     NL_ASSIGN_OR_RETURN(Stmt find, Prepare("SELECT id FROM items WHERE sha256 = ?"));
+    NL_ASSIGN_OR_RETURN(Stmt thumb,
+                        Prepare("INSERT OR REPLACE INTO thumbnails(id, jpeg) VALUES(?, ?)"));
     for (const NewItem& it : items) {
       sqlite3_reset(ins.get());
       sqlite3_bind_int64(ins.get(), 1, next_id);
@@ -443,6 +489,15 @@ class SqliteStore : public Store {
                         static_cast<int>(it.embedding.size() * sizeof(float)), SQLITE_STATIC);
       if (sqlite3_step(ins.get()) != SQLITE_DONE) return Error("inserting " + it.source);
       if (sqlite3_changes(db_) == 1) {
+        if (!it.thumbnail_jpeg.empty()) {
+          sqlite3_reset(thumb.get());
+          sqlite3_bind_int64(thumb.get(), 1, next_id);
+          sqlite3_bind_blob(thumb.get(), 2, it.thumbnail_jpeg.data(),
+                            static_cast<int>(it.thumbnail_jpeg.size()), SQLITE_STATIC);
+          if (sqlite3_step(thumb.get()) != SQLITE_DONE) {
+            return Error("storing the thumbnail of " + it.source);
+          }
+        }
         result->ids.push_back(next_id++);
         ++result->inserted;
         continue;
@@ -523,9 +578,23 @@ class SqliteStore : public Store {
   Mode mode_;
   bool initialised_ = false;
   bool wrote_ = false;
+  bool has_thumbnails_ = false;  // format 2, or a format-1 file upgraded
 };
 
 }  // namespace
+
+Result<std::string> WithinToSql(const std::string& within) {
+  auto eq = within.find('=');
+  if (eq == std::string::npos || eq == 0) {
+    return Status::InvalidArgument("--within wants FIELD=VALUE, e.g. --within part=exp1");
+  }
+  auto quote = [](const std::string& s) {
+    std::string q = "'";
+    for (char c : s) q += c == '\'' ? std::string("''") : std::string(1, c);
+    return q + "'";
+  };
+  return "field(metadata, " + quote(within.substr(0, eq)) + ") = " + quote(within.substr(eq + 1));
+}
 
 Result<std::unique_ptr<Store>> OpenSqliteStore(const std::string& path, Store::Mode mode) {
   std::error_code ec;

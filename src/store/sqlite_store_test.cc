@@ -18,8 +18,9 @@ CollectionInfo Info(int dims = 3) {
   return i;
 }
 
-NewItem Item(const std::string& name, std::vector<float> v) {
-  return {"/data/" + name, "sha-" + name, "{\"label\":\"" + name + "\"}", std::move(v)};
+NewItem Item(const std::string& name, std::vector<float> v, std::string thumbnail = "") {
+  return {"/data/" + name, "sha-" + name, "{\"label\":\"" + name + "\"}", std::move(v),
+          std::move(thumbnail)};
 }
 
 TEST(SqliteStoreTest, RoundTripAndIdempotence) {
@@ -135,6 +136,49 @@ TEST(SqliteStoreTest, DeleteNeverReusesIdsAndRefusesNoCondition) {
   EXPECT_EQ(*(*s)->GetSetting("index.file"), "x");
   ASSERT_TRUE((*s)->PutSettings({{"index.file", ""}}).ok());
   EXPECT_EQ(*(*s)->GetSetting("index.file"), "");
+}
+
+TEST(SqliteStoreTest, ThumbnailsAreStoredAndDeletedWithTheirRow) {
+  testing::TempDir d;
+  auto s = OpenSqliteStore(d.Join("s.db"), Store::Mode::kReadWrite);
+  ASSERT_TRUE(s.ok());
+  ASSERT_TRUE((*s)->EnsureCollection(Info()).ok());
+  const std::string jpeg("\xff\xd8 thumbnail \0 bytes\xff\xd9", 23);
+  auto r = (*s)->InsertBatch({Item("a", {1, 0, 0}, jpeg), Item("b", {0, 1, 0})});
+  ASSERT_TRUE(r.ok());
+  auto t = (*s)->GetThumbnail(r->ids[0]);
+  ASSERT_TRUE(t.ok()) << t.status().ToString();
+  EXPECT_EQ(*t, jpeg);
+  EXPECT_EQ((*s)->GetThumbnail(r->ids[1]).status().code(), Status::Code::kNotFound);
+  ASSERT_TRUE((*s)->Delete("id = " + std::to_string(r->ids[0])).ok());
+  EXPECT_EQ((*s)->GetThumbnail(r->ids[0]).status().code(), Status::Code::kNotFound);
+}
+
+TEST(SqliteStoreTest, FormatOneStoreIsUpgradedOnlyWhenOpenedForWriting) {
+  testing::TempDir d;
+  const std::string path = d.Join("old.db");
+  {
+    auto s = OpenSqliteStore(path, Store::Mode::kReadWrite);
+    ASSERT_TRUE(s.ok());
+    ASSERT_TRUE((*s)->EnsureCollection(Info()).ok());
+    ASSERT_TRUE((*s)->InsertBatch({Item("a", {1, 0, 0})}).ok());
+    // Make it a format-1 file: no thumbnails table.
+    ASSERT_TRUE((*s)->Execute("DROP TABLE thumbnails; PRAGMA user_version = 1").ok());
+  }
+  {
+    auto ro = OpenSqliteStore(path, Store::Mode::kReadOnly);
+    ASSERT_TRUE(ro.ok()) << ro.status().ToString();
+    EXPECT_EQ((*ro)->GetThumbnail(1).status().code(), Status::Code::kNotFound);
+    auto v = (*ro)->Execute("PRAGMA user_version");
+    ASSERT_TRUE(v.ok());
+    EXPECT_EQ(std::get<int64_t>((*v)[0].rows[0][0]), 1);  // read-only: untouched
+  }
+  auto rw = OpenSqliteStore(path, Store::Mode::kReadWrite);
+  ASSERT_TRUE(rw.ok()) << rw.status().ToString();
+  auto r = (*rw)->InsertBatch({Item("b", {0, 1, 0}, "jpeg")});
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(*(*rw)->GetThumbnail(r->ids[0]), "jpeg");
+  EXPECT_EQ(*(*rw)->Count(), 2);
 }
 
 }  // namespace

@@ -1,0 +1,51 @@
+// `nearlabel serve`: one process holding a store, its index and the model, answering the HTTP
+// API (JSON) and serving the web page. See README ("HTTP API") for the routes.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "nearlabel/model.h"
+#include "nearlabel/status.h"
+#include "nearlabel/store.h"
+
+namespace nearlabel {
+
+struct ServerOptions {
+  std::string host = "127.0.0.1";
+  int port = 8080;  // 0: any free port (see Server::port)
+  // Bearer token for POST /v1/items and DELETE /v1/items/{id}; "" makes the server read-only.
+  std::string token;
+  size_t max_upload_bytes = 20u << 20;  // larger request bodies get 413
+  int64_t max_pixels = 50'000'000;      // larger declared image sizes get 413, before decoding
+  std::string label_field;              // "" = the store's label field, else "label"
+  int threads = 8;                      // request worker threads
+};
+
+class Server {
+ public:
+  ~Server();
+  // Loads the store's rows and index. `store` must be open read-write when a token is set.
+  // `embedder` must match the store's model (the caller checks).
+  static Result<std::unique_ptr<Server>> Create(std::unique_ptr<Store> store,
+                                                std::unique_ptr<Embedder> embedder,
+                                                const ServerOptions& options);
+  // Binds the port (Status on failure: port in use, bad host). After it, port() is the bound
+  // port and Run serves.
+  Status Bind();
+  // Serves until Stop(); then saves the index if the server changed it.
+  Status Run();
+  // Stops Run from any thread (or a signal handler's helper thread).
+  void Stop();
+  int port() const;
+  // One line for the log when Create found something to say (e.g. index unusable).
+  const std::string& notice() const;
+
+ private:
+  struct Impl;
+  explicit Server(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace nearlabel

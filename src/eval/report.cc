@@ -1,0 +1,210 @@
+#include "eval/report.h"
+
+#include <openssl/evp.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "nearlabel/dataset.h"
+
+namespace nearlabel {
+namespace {
+
+std::string Escape(const std::string& s) {
+  std::string out;
+  for (char c : s) {
+    switch (c) {
+      case '&':
+        out += "&amp;";
+        break;
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '"':
+        out += "&quot;";
+        break;
+      case '\'':
+        out += "&#39;";
+        break;
+      default:
+        out += c;
+    }
+  }
+  return out;
+}
+
+std::string Fixed(double v, int digits) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.*f", digits, v);
+  return buf;
+}
+
+std::string DataUri(const std::string& jpeg) {
+  if (jpeg.empty()) return "";
+  std::string b64(4 * ((jpeg.size() + 2) / 3) + 1, '\0');
+  const int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(b64.data()),
+                                reinterpret_cast<const unsigned char*>(jpeg.data()),
+                                static_cast<int>(jpeg.size()));
+  b64.resize(static_cast<size_t>(n));
+  return "data:image/jpeg;base64," + b64;
+}
+
+std::string Thumb(const EvalReportPage& page, size_t row) {
+  const int64_t id = page.table->ids[row];
+  const std::string uri = page.thumbnail ? DataUri(page.thumbnail(id)) : "";
+  if (uri.empty()) return "<div class=\"nothumb\">no thumbnail</div>";
+  return "<img src=\"" + uri + "\" alt=\"row " + std::to_string(id) + "\">";
+}
+
+// Two overlaid histograms of nearest-neighbour distances as an SVG.
+std::string Histogram(const std::vector<float>& correct, const std::vector<float>& wrong) {
+  constexpr int kBins = 30, kW = 640, kH = 200, kPad = 30;
+  float hi = 1e-6f;
+  for (float d : correct) hi = std::max(hi, d);
+  for (float d : wrong) hi = std::max(hi, d);
+  std::vector<size_t> c(kBins), w(kBins);
+  auto bin = [&](float d) { return std::min(kBins - 1, static_cast<int>(d / hi * kBins)); };
+  for (float d : correct) ++c[static_cast<size_t>(bin(d))];
+  for (float d : wrong) ++w[static_cast<size_t>(bin(d))];
+  size_t top = 1;
+  for (int i = 0; i < kBins; ++i) top = std::max({top, c[i], w[i]});
+  std::ostringstream s;
+  s << "<svg class=\"hist\" viewBox=\"0 0 " << kW << " " << kH + kPad
+    << "\" role=\"img\" aria-label=\"nearest-neighbour distance histogram\">";
+  const double bw = static_cast<double>(kW - kPad) / kBins;
+  for (int i = 0; i < kBins; ++i) {
+    const double x = kPad + i * bw;
+    for (int series = 0; series < 2; ++series) {
+      const size_t n = series == 0 ? c[i] : w[i];
+      const double h = static_cast<double>(kH - 10) * n / top;
+      s << "<rect x=\"" << Fixed(x + series * bw / 2, 1) << "\" y=\"" << Fixed(kH - h, 1)
+        << "\" width=\"" << Fixed(bw / 2 - 1, 1) << "\" height=\"" << Fixed(h, 1) << "\" class=\""
+        << (series == 0 ? "ok" : "bad") << "\"><title>" << n
+        << (series == 0 ? " correct" : " wrong") << ", distance " << Fixed(hi * i / kBins, 3) << "–"
+        << Fixed(hi * (i + 1) / kBins, 3) << "</title></rect>";
+    }
+  }
+  s << "<line x1=\"" << kPad << "\" y1=\"" << kH << "\" x2=\"" << kW << "\" y2=\"" << kH
+    << "\" stroke=\"#999\"/>";
+  for (int t = 0; t <= 4; ++t) {
+    s << "<text x=\"" << Fixed(kPad + (kW - kPad) * t / 4.0, 1) << "\" y=\"" << kH + 18
+      << "\" text-anchor=\"middle\">" << Fixed(hi * t / 4, 3) << "</text>";
+  }
+  s << "<text x=\"2\" y=\"12\">" << top << "</text></svg>";
+  return s.str();
+}
+
+const char kStyle[] = R"css(
+body { font: 14px/1.45 system-ui, sans-serif; color: #1d2330; margin: 24px; max-width: 1200px; }
+h1 { font-size: 22px; } h2 { font-size: 17px; margin-top: 28px; }
+table { border-collapse: collapse; }
+td, th { border: 1px solid #e4e7ec; padding: 4px 8px; text-align: right; }
+th { background: #f7f8fa; } td.l, th.l { text-align: left; }
+table.cm td { width: 52px; height: 34px; text-align: center; }
+.hist { width: 100%; max-width: 720px; font-size: 11px; fill: #667085; }
+.hist rect.ok { fill: #2563eb; } .hist rect.bad { fill: #dc2626; }
+.legend span { display: inline-block; width: 12px; height: 12px; margin: 0 4px 0 12px; }
+.pairs { display: grid; grid-template-columns: repeat(auto-fill, minmax(340px, 1fr)); gap: 12px; }
+.pair { border: 1px solid #e4e7ec; border-radius: 6px; padding: 8px; font-size: 12px; }
+.pair .imgs { display: flex; gap: 8px; }
+.pair figure { margin: 0; flex: 1; word-break: break-all; }
+.pair img, .nothumb { width: 100%; height: 140px; object-fit: contain; background: #f0f2f5; }
+.nothumb { display: flex; align-items: center; justify-content: center; color: #999; }
+.muted { color: #667085; }
+)css";
+
+}  // namespace
+
+std::string RenderEvalReport(const EvalReportPage& page) {
+  const EvalReport& r = *page.report;
+  std::ostringstream h;
+  h << "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>nearlabel "
+       "evaluation: "
+    << Escape(page.store) << "</title><style>" << kStyle << "</style></head><body>";
+  h << "<h1>Evaluation of " << Escape(page.store) << "</h1>";
+  h << "<h2>Summary</h2><table id=\"summary\">";
+  auto row = [&](const std::string& k, const std::string& v) {
+    h << "<tr><th class=\"l\">" << Escape(k) << "</th><td class=\"l\">" << v << "</td></tr>";
+  };
+  row("model", Escape(page.model));
+  row("protocol", Escape(page.protocol));
+  row("label", Escape(r.options.label_field));
+  row("k, vote", std::to_string(r.options.k) + ", " + VoteName(r.options.vote));
+  row("N", "<span id=\"n\">" + std::to_string(r.n) + "</span>");
+  row("correct", std::to_string(r.correct));
+  row("accuracy", "<b id=\"accuracy\">" + Fixed(100 * r.accuracy, 2) + "%</b>");
+  if (page.plain) {
+    row("plain leave-one-out (same rows, no grouping)",
+        Fixed(100 * page.plain->accuracy, 2) + "% (" + std::to_string(page.plain->correct) +
+            " of " + std::to_string(page.plain->n) + ")");
+    row("group-aware minus plain",
+        Fixed(100 * (r.accuracy - page.plain->accuracy), 2) +
+            " points <span class=\"muted\">(plain leave-one-out counts near-duplicates of the "
+            "same group as neighbours)</span>");
+  }
+  if (r.no_label || r.no_candidate) {
+    row("not evaluated", std::to_string(r.no_label) + " rows without the label, " +
+                             std::to_string(r.no_candidate) + " with no allowed neighbour");
+  }
+  h << "</table>";
+
+  h << "<h2>Per class</h2><table id=\"per-class\"><tr><th class=\"l\">class</th><th>support</th>"
+       "<th>predicted</th><th>precision</th><th>recall</th><th>F1</th></tr>";
+  for (const ClassStats& s : r.per_class) {
+    h << "<tr><td class=\"l\">" << Escape(s.label) << "</td><td>" << s.support << "</td><td>"
+      << s.predicted << "</td><td>" << Fixed(s.precision, 4) << "</td><td>" << Fixed(s.recall, 4)
+      << "</td><td>" << Fixed(s.f1, 4) << "</td></tr>";
+  }
+  h << "</table>";
+
+  h << "<h2>Confusion matrix</h2><p class=\"muted\">rows: true class, columns: predicted; "
+       "colour: share of the row</p><table class=\"cm\" id=\"confusion\"><tr><th></th>";
+  for (const auto& c : r.classes) h << "<th>" << Escape(c) << "</th>";
+  h << "</tr>";
+  for (size_t t = 0; t < r.classes.size(); ++t) {
+    size_t total = 0;
+    for (size_t n : r.confusion[t]) total += n;
+    h << "<tr><th class=\"l\">" << Escape(r.classes[t]) << "</th>";
+    for (size_t p = 0; p < r.classes.size(); ++p) {
+      const size_t n = r.confusion[t][p];
+      const double share = total ? static_cast<double>(n) / static_cast<double>(total) : 0;
+      const char* rgb = t == p ? "37,99,235" : "220,38,38";
+      h << "<td class=\"cell\" data-count=\"" << n << "\" style=\"background:rgba(" << rgb << ","
+        << Fixed(share * 0.85, 3) << ");color:" << (share > 0.5 ? "#fff" : "#1d2330")
+        << "\" title=\"" << Escape(r.classes[t]) << " predicted as " << Escape(r.classes[p]) << ": "
+        << n << "\">" << n << "</td>";
+    }
+    h << "</tr>";
+  }
+  h << "</table>";
+
+  h << "<h2>Distance to the nearest neighbour</h2><p class=\"legend\"><span "
+       "style=\"background:#2563eb\"></span>correct ("
+    << r.nearest_distance_correct.size() << ")<span style=\"background:#dc2626\"></span>wrong ("
+    << r.nearest_distance_wrong.size() << ")</p>"
+    << Histogram(r.nearest_distance_correct, r.nearest_distance_wrong);
+
+  h << "<h2>Mistakes (" << r.mismatches.size() << ")</h2><div class=\"pairs\" id=\"mistakes\">";
+  for (const EvalCase& c : r.mismatches) {
+    const Neighbor& nb = c.neighbors.front();
+    const std::string nb_label = MetadataField(
+        nlohmann::json::parse(page.table->metadata[nb.row], nullptr, false), r.options.label_field);
+    h << "<div class=\"pair\"><div class=\"imgs\"><figure>" << Thumb(page, c.row)
+      << "<figcaption><b>" << Escape(c.truth) << "</b> (truth), predicted <b>"
+      << Escape(c.predicted) << "</b><br>#" << page.table->ids[c.row] << " "
+      << Escape(page.table->sources[c.row]) << "</figcaption></figure><figure>"
+      << Thumb(page, nb.row) << "<figcaption>nearest: <b>" << Escape(nb_label) << "</b>, distance "
+      << Fixed(nb.distance, 4) << "<br>#" << page.table->ids[nb.row] << " "
+      << Escape(page.table->sources[nb.row]) << "</figcaption></figure></div></div>";
+  }
+  h << "</div><p class=\"muted\">Written by nearlabel.</p></body></html>\n";
+  return h.str();
+}
+
+}  // namespace nearlabel

@@ -1,0 +1,508 @@
+// The HTTP server (Debian's cpp-httplib): routes, parameter checking and JSON. Threading: the
+// library's pool runs requests concurrently; searches share LiveCollection's read lock, the
+// model runs one image at a time (embed_mu), the store is used by one request at a time
+// (store_mu), and writes take LiveCollection's write lock after the store has committed.
+#include "nearlabel/server.h"
+
+#include <httplib.h>
+
+#include <cctype>
+#include <chrono>
+#include <mutex>
+#include <set>
+
+#include <nlohmann/json.hpp>
+
+#include "common/sha256.h"
+#include "nearlabel/classify.h"
+#include "nearlabel/dataset.h"
+#include "nearlabel/image.h"
+#include "server/live_collection.h"
+
+namespace nearlabel {
+
+extern const char kWebPage[];  // web_page.cc
+
+namespace {
+
+using json = nlohmann::json;
+
+constexpr int kMaxK = 1000;
+
+// An HTTP error with its status code (thrown inside handlers, turned into JSON by one place).
+struct HttpError {
+  int status;
+  std::string message;
+};
+
+void SendJson(httplib::Response& res, int status, const json& body) {
+  res.status = status;
+  res.set_content(body.dump(-1, ' ', false, json::error_handler_t::replace), "application/json");
+}
+
+void SendError(httplib::Response& res, int status, const std::string& message) {
+  SendJson(res, status, {{"error", {{"status", status}, {"message", message}}}});
+}
+
+std::string PercentDecode(const std::string& s) {
+  std::string out;
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '+') {
+      out += ' ';
+    } else if (s[i] == '%' && i + 2 < s.size() &&
+               std::isxdigit(static_cast<unsigned char>(s[i + 1])) &&
+               std::isxdigit(static_cast<unsigned char>(s[i + 2]))) {
+      out += static_cast<char>(std::stoi(s.substr(i + 1, 2), nullptr, 16));
+      i += 2;
+    } else {
+      out += s[i];
+    }
+  }
+  return out;
+}
+
+// Request parameters from the URL's query string and, for multipart bodies, the non-file
+// fields. (httplib would also read an urlencoded body as parameters, but a raw image sent
+// with curl --data-binary arrives with that content type: the body is the image.)
+std::map<std::string, std::string> Params(const httplib::Request& req) {
+  std::map<std::string, std::string> p;
+  const size_t q = req.target.find('?');
+  if (q != std::string::npos) {
+    const std::string query = req.target.substr(q + 1);
+    for (size_t at = 0; at <= query.size();) {
+      size_t end = query.find('&', at);
+      if (end == std::string::npos) end = query.size();
+      const std::string pair = query.substr(at, end - at);
+      if (!pair.empty()) {
+        const size_t eq = pair.find('=');
+        p[PercentDecode(pair.substr(0, eq))] =
+            eq == std::string::npos ? "" : PercentDecode(pair.substr(eq + 1));
+      }
+      at = end + 1;
+    }
+  }
+  for (const auto& [k, f] : req.files) {
+    if (f.filename.empty()) p[k] = f.content;
+  }
+  return p;
+}
+
+void RejectUnknown(const std::map<std::string, std::string>& params,
+                   const std::set<std::string>& known) {
+  for (const auto& [k, v] : params) {
+    if (known.count(k)) continue;
+    std::string list;
+    for (const auto& n : known) list += (list.empty() ? "" : ", ") + n;
+    throw HttpError{400, "unknown field '" + k + "' (this route takes: " + list + ")"};
+  }
+}
+
+int IntParam(const std::map<std::string, std::string>& p, const std::string& name, int fallback,
+             int lo, int hi) {
+  auto it = p.find(name);
+  if (it == p.end() || it->second.empty()) return fallback;
+  size_t used = 0;
+  long v = 0;
+  try {
+    v = std::stol(it->second, &used);
+  } catch (...) {
+    used = 0;
+  }
+  if (used != it->second.size() || v < lo || v > hi) {
+    throw HttpError{400, name + " must be an integer from " + std::to_string(lo) + " to " +
+                             std::to_string(hi) + ", not '" + it->second + "'"};
+  }
+  return static_cast<int>(v);
+}
+
+std::string Param(const std::map<std::string, std::string>& p, const std::string& name) {
+  auto it = p.find(name);
+  return it == p.end() ? std::string() : it->second;
+}
+
+// The uploaded image: the multipart file field "image" (or the only file), else the raw body.
+std::pair<std::string, std::string> ImageOf(const httplib::Request& req) {
+  if (req.is_multipart_form_data()) {
+    auto it = req.files.find("image");
+    if (it == req.files.end()) {
+      for (auto f = req.files.begin(); f != req.files.end(); ++f) {
+        if (!f->second.filename.empty()) {
+          if (it != req.files.end()) throw HttpError{400, "send one image (field 'image')"};
+          it = f;
+        }
+      }
+    }
+    if (it == req.files.end()) throw HttpError{400, "no image: send it in the field 'image'"};
+    return {it->second.content, it->second.filename};
+  }
+  if (req.body.empty()) {
+    throw HttpError{400, "no image: send it as the request body or a multipart field 'image'"};
+  }
+  return {req.body, ""};
+}
+
+std::string ThumbnailUrl(int64_t id) { return "/v1/items/" + std::to_string(id) + "/thumbnail"; }
+
+bool SameToken(const std::string& a, const std::string& b) {
+  // Constant time in the token's length: no early exit on the first differing byte.
+  if (a.size() != b.size()) return false;
+  unsigned char diff = 0;
+  for (size_t i = 0; i < a.size(); ++i) diff |= static_cast<unsigned char>(a[i] ^ b[i]);
+  return diff == 0;
+}
+
+}  // namespace
+
+struct Server::Impl {
+  ServerOptions opt;
+  std::unique_ptr<Store> store;
+  std::mutex store_mu;
+  std::unique_ptr<Embedder> embedder;
+  std::mutex embed_mu;
+  std::unique_ptr<LiveCollection> live;
+  CollectionInfo info;
+  std::string label_field;
+  std::string notice;
+  httplib::Server http;
+  int port = 0;
+
+  // Decode + preprocess (concurrently) and embed (one at a time) an uploaded image.
+  std::vector<float> Embed(const std::string& bytes, std::string* thumbnail) {
+    if (bytes.size() > opt.max_upload_bytes) {
+      throw HttpError{413, "image of " + std::to_string(bytes.size()) + " bytes; the limit is " +
+                               std::to_string(opt.max_upload_bytes)};
+    }
+    auto img = DecodeImage(bytes, opt.max_pixels);
+    if (!img.ok()) {
+      const bool too_large = img.status().code() == Status::Code::kInvalidArgument;
+      throw HttpError{too_large ? 413 : 400, img.status().message()};
+    }
+    const PreprocessSpec& spec = embedder->card().preprocess;
+    std::vector<float> tensor(static_cast<size_t>(3) * spec.width * spec.height);
+    PreprocessInto(*img, spec, tensor.data());
+    if (thumbnail) *thumbnail = EncodeThumbnail(*img);
+    std::vector<float> out(static_cast<size_t>(embedder->dims()));
+    Status st;
+    {
+      std::lock_guard<std::mutex> lock(embed_mu);
+      st = embedder->Embed(tensor.data(), 1, out.data());
+    }
+    if (!st.ok()) throw HttpError{500, "embedding failed: " + st.message()};
+    return out;
+  }
+
+  // Ids allowed by a `within` parameter ("FIELD=VALUE"), or nullopt for no filter.
+  std::optional<std::vector<int64_t>> Within(const std::string& within) {
+    if (within.empty()) return std::nullopt;
+    auto sql = WithinToSql(within);
+    if (!sql.ok()) throw HttpError{400, "within wants FIELD=VALUE, e.g. within=part=exp1"};
+    std::lock_guard<std::mutex> lock(store_mu);
+    auto ids = store->SelectIds(*sql);
+    if (!ids.ok()) throw HttpError{500, ids.status().message()};
+    return *ids;
+  }
+
+  json Neighbors(const std::vector<IdNeighbor>& found, const std::string& field,
+                 std::vector<std::string>* labels) {
+    json out = json::array();
+    for (const IdNeighbor& nb : found) {
+      LiveCollection::Row row;
+      if (!live->Get(nb.id, &row)) continue;  // deleted meanwhile
+      json meta = json::parse(row.metadata, nullptr, false);
+      std::string label = field == label_field ? row.label : MetadataField(meta, field);
+      if (labels) labels->push_back(label);
+      out.push_back({{"id", nb.id},
+                     {"distance", nb.distance},
+                     {"label", label},
+                     {"source", row.source},
+                     {"metadata", meta},
+                     {"thumbnail", ThumbnailUrl(nb.id)}});
+    }
+    return out;
+  }
+
+  void Query(const httplib::Request& req, httplib::Response& res, bool classify) {
+    const auto t0 = std::chrono::steady_clock::now();
+    auto params = Params(req);
+    params.erase("image");
+    if (classify) {
+      RejectUnknown(params, {"k", "vote", "within", "ef", "label"});
+    } else {
+      RejectUnknown(params, {"k", "within", "ef"});
+    }
+    const int k = IntParam(params, "k", classify ? 5 : 10, 1, kMaxK);
+    const int ef = IntParam(params, "ef", 0, 1, 100000);
+    Vote vote = Vote::kMajority;
+    if (classify && !Param(params, "vote").empty()) {
+      auto v = ParseVote(Param(params, "vote"));
+      if (!v.ok()) throw HttpError{400, v.status().message()};
+      vote = *v;
+    }
+    const std::string field = Param(params, "label").empty() ? label_field : Param(params, "label");
+    auto [bytes, filename] = ImageOf(req);
+    std::vector<float> q = Embed(bytes, nullptr);
+    auto allowed = Within(Param(params, "within"));
+    std::string plan;
+    auto found = live->Search(q.data(), k, allowed ? &*allowed : nullptr, ef, &plan);
+    std::vector<std::string> labels;
+    json body = {{"neighbors", Neighbors(found, field, &labels)}, {"plan", plan}};
+    if (!filename.empty()) body["image"] = filename;
+    if (classify) {
+      std::vector<Neighbor> nbs;
+      for (size_t i = 0; i < labels.size(); ++i) nbs.push_back({i, found[i].distance});
+      Prediction p = VoteLabel(nbs, labels, vote);
+      body["label"] = p.label;
+      body["label_field"] = field;
+      body["confidence"] = p.confidence;
+      body["vote"] = VoteName(vote);
+      body["k"] = k;
+      json scores = json::array();
+      for (const auto& [l, s] : p.scores) scores.push_back({{"label", l}, {"score", s}});
+      body["scores"] = scores;
+    }
+    body["ms"] =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    SendJson(res, 200, body);
+  }
+
+  void RequireToken(const httplib::Request& req) {
+    if (opt.token.empty()) {
+      throw HttpError{401, "this server is read-only: start it with --token (or NEARLABEL_TOKEN)"};
+    }
+    const std::string auth = req.get_header_value("Authorization");
+    const std::string prefix = "Bearer ";
+    if (auth.compare(0, prefix.size(), prefix) != 0 ||
+        !SameToken(auth.substr(prefix.size()), opt.token)) {
+      throw HttpError{401, "missing or wrong bearer token (Authorization: Bearer TOKEN)"};
+    }
+  }
+
+  int64_t IdOf(const httplib::Request& req) {
+    const std::string s = req.matches[1];
+    try {
+      size_t used = 0;
+      const long long id = std::stoll(s, &used);
+      if (used == s.size() && id > 0) return id;
+    } catch (...) {
+    }
+    throw HttpError{400, "item ids are positive integers, not '" + s + "'"};
+  }
+
+  void AddItem(const httplib::Request& req, httplib::Response& res) {
+    RequireToken(req);
+    if (!req.is_multipart_form_data()) {
+      throw HttpError{400, "send multipart/form-data: 'image' and 'label' (or 'metadata')"};
+    }
+    auto params = Params(req);
+    params.erase("image");
+    RejectUnknown(params, {"label", "metadata"});
+    json meta = json::object();
+    if (!Param(params, "metadata").empty()) {
+      meta = json::parse(Param(params, "metadata"), nullptr, false);
+      if (!meta.is_object()) throw HttpError{400, "metadata must be a JSON object"};
+    }
+    if (!Param(params, "label").empty()) meta[label_field] = Param(params, "label");
+    if (MetadataField(meta, label_field).empty()) {
+      throw HttpError{
+          400, "the image needs a label: field 'label' (or '" + label_field + "' in 'metadata')"};
+    }
+    auto [bytes, filename] = ImageOf(req);
+    NewItem item;
+    item.embedding = Embed(bytes, &item.thumbnail_jpeg);
+    item.sha256 = Sha256Hex(bytes);
+    item.source = "upload:" + (filename.empty() ? item.sha256.substr(0, 12) : filename);
+    item.metadata_json = meta.dump();
+    InsertResult r;
+    {
+      std::lock_guard<std::mutex> lock(store_mu);
+      auto inserted = store->InsertBatch({item});
+      if (!inserted.ok()) throw HttpError{500, inserted.status().message()};
+      r = *inserted;
+      // Added to the in-memory rows while the store lock is held, so two uploads reach the
+      // collection in id order.
+      if (r.inserted == 1) {
+        Status st = live->Add(r.ids[0], item.embedding, item.source, item.metadata_json);
+        if (!st.ok()) throw HttpError{500, st.message()};
+      }
+    }
+    SendJson(
+        res, r.inserted == 1 ? 201 : 200,
+        {{"id", r.ids[0]}, {"duplicate", r.inserted == 0}, {"thumbnail", ThumbnailUrl(r.ids[0])}});
+  }
+
+  void DeleteItem(const httplib::Request& req, httplib::Response& res) {
+    RequireToken(req);
+    const int64_t id = IdOf(req);
+    std::lock_guard<std::mutex> lock(store_mu);
+    auto gone = store->Delete("id = " + std::to_string(id));
+    if (!gone.ok()) throw HttpError{500, gone.status().message()};
+    if (gone->empty()) throw HttpError{404, "no item " + std::to_string(id)};
+    live->Remove(id);
+    SendJson(res, 200, {{"deleted", id}});
+  }
+
+  void Routes() {
+    auto wrap = [](std::function<void(const httplib::Request&, httplib::Response&)> fn) {
+      return [fn](const httplib::Request& req, httplib::Response& res) {
+        try {
+          fn(req, res);
+        } catch (const HttpError& e) {
+          SendError(res, e.status, e.message);
+        } catch (const std::exception& e) {
+          SendError(res, 500, std::string("internal error: ") + e.what());
+        }
+      };
+    };
+    http.Get("/", wrap([](const httplib::Request&, httplib::Response& res) {
+               res.set_content(kWebPage, "text/html; charset=utf-8");
+             }));
+    http.Get("/healthz", wrap([](const httplib::Request&, httplib::Response& res) {
+               SendJson(res, 200, {{"status", "ok"}});
+             }));
+    http.Get(
+        "/v1/stats", wrap([this](const httplib::Request&, httplib::Response& res) {
+          json labels = json::array();
+          for (const auto& [l, n] : live->LabelCounts())
+            labels.push_back({{"label", l}, {"count", n}});
+          SendJson(
+              res, 200,
+              {{"rows", live->size()},
+               {"model", info.model},
+               {"dims", info.dims},
+               {"metric", info.metric},
+               {"label_field", label_field},
+               {"labels", labels},
+               {"index", live->has_index() ? "hnsw" : "none (exact scan)"},
+               {"writable", !opt.token.empty()},
+               {"limits",
+                {{"max_upload_bytes", opt.max_upload_bytes}, {"max_pixels", opt.max_pixels}}}});
+        }));
+    http.Post("/v1/classify", wrap([this](const httplib::Request& req, httplib::Response& res) {
+                Query(req, res, true);
+              }));
+    http.Post("/v1/search", wrap([this](const httplib::Request& req, httplib::Response& res) {
+                Query(req, res, false);
+              }));
+    http.Get("/v1/items", wrap([this](const httplib::Request& req, httplib::Response& res) {
+               auto params = Params(req);
+               RejectUnknown(params, {"label", "offset", "limit"});
+               const int offset = IntParam(params, "offset", 0, 0, 1 << 30);
+               const int limit = IntParam(params, "limit", 60, 1, 1000);
+               size_t total = 0;
+               json items = json::array();
+               for (const auto& row : live->Browse(Param(params, "label"), offset, limit, &total)) {
+                 items.push_back({{"id", row.id},
+                                  {"label", row.label},
+                                  {"source", row.source},
+                                  {"thumbnail", ThumbnailUrl(row.id)}});
+               }
+               SendJson(res, 200, {{"total", total}, {"offset", offset}, {"items", items}});
+             }));
+    http.Get(R"(/v1/items/([^/]+))",
+             wrap([this](const httplib::Request& req, httplib::Response& res) {
+               RejectUnknown(Params(req), {});
+               const int64_t id = IdOf(req);
+               LiveCollection::Row row;
+               if (!live->Get(id, &row)) throw HttpError{404, "no item " + std::to_string(id)};
+               SendJson(res, 200,
+                        {{"id", id},
+                         {"source", row.source},
+                         {"label", row.label},
+                         {"metadata", json::parse(row.metadata, nullptr, false)},
+                         {"thumbnail", ThumbnailUrl(id)}});
+             }));
+    http.Get(R"(/v1/items/([^/]+)/thumbnail)",
+             wrap([this](const httplib::Request& req, httplib::Response& res) {
+               const int64_t id = IdOf(req);
+               Result<std::string> jpeg = Status::NotFound("");
+               {
+                 std::lock_guard<std::mutex> lock(store_mu);
+                 jpeg = store->GetThumbnail(id);
+               }
+               if (!jpeg.ok()) {
+                 throw HttpError{404, "no thumbnail for item " + std::to_string(id) +
+                                          " (rows ingested before thumbnails existed have none)"};
+               }
+               res.set_header("Cache-Control", "max-age=3600");
+               res.set_content(*jpeg, "image/jpeg");
+             }));
+    http.Post("/v1/items", wrap([this](const httplib::Request& req, httplib::Response& res) {
+                AddItem(req, res);
+              }));
+    http.Delete(R"(/v1/items/([^/]+))",
+                wrap([this](const httplib::Request& req, httplib::Response& res) {
+                  DeleteItem(req, res);
+                }));
+    // Errors httplib raises itself (unknown route, body over the limit) get a JSON body too.
+    http.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
+      if (!res.body.empty()) return;
+      std::string message = res.status == 404   ? "no route " + req.method + " " + req.path
+                            : res.status == 413 ? "request body over the server's limit"
+                                                : "HTTP error " + std::to_string(res.status);
+      if (res.status == 413 &&
+          req.get_header_value("Content-Type") == "application/x-www-form-urlencoded") {
+        // httplib caps urlencoded bodies at 8 KiB: curl --data-binary's default type.
+        message =
+            "send a raw image with Content-Type: image/jpeg (or image/png, "
+            "application/octet-stream), or as multipart field 'image' (curl -F image=@FILE)";
+      }
+      SendError(res, res.status, message);
+    });
+  }
+};
+
+Server::Server(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Server::~Server() = default;
+
+Result<std::unique_ptr<Server>> Server::Create(std::unique_ptr<Store> store,
+                                               std::unique_ptr<Embedder> embedder,
+                                               const ServerOptions& options) {
+  auto impl = std::make_unique<Impl>();
+  impl->opt = options;
+  NL_ASSIGN_OR_RETURN(auto info, store->GetCollection());
+  if (!info) {
+    return Status::InvalidArgument("store " + store->location() +
+                                   " is empty: ingest a dataset first");
+  }
+  impl->info = *info;
+  impl->label_field = !options.label_field.empty() ? options.label_field
+                      : info->label_field.empty()  ? "label"
+                                                   : info->label_field;
+  NL_ASSIGN_OR_RETURN(impl->live, LiveCollection::Load(*store, impl->label_field, &impl->notice));
+  impl->store = std::move(store);
+  impl->embedder = std::move(embedder);
+  impl->http.set_payload_max_length(options.max_upload_bytes + (64u << 10));  // + form overhead
+  const int threads = std::max(1, options.threads);
+  impl->http.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+  impl->Routes();
+  return std::unique_ptr<Server>(new Server(std::move(impl)));
+}
+
+Status Server::Bind() {
+  Impl& s = *impl_;
+  if (s.opt.port == 0) {
+    s.port = s.http.bind_to_any_port(s.opt.host);
+    if (s.port <= 0) return Status::IOError("cannot listen on " + s.opt.host);
+  } else {
+    if (!s.http.bind_to_port(s.opt.host, s.opt.port)) {
+      return Status::IOError("cannot listen on " + s.opt.host + ":" + std::to_string(s.opt.port) +
+                             " (in use, or not an address of this machine)");
+    }
+    s.port = s.opt.port;
+  }
+  return Status::OK();
+}
+
+Status Server::Run() {
+  Impl& s = *impl_;
+  s.http.listen_after_bind();
+  if (s.opt.token.empty()) return Status::OK();
+  std::lock_guard<std::mutex> lock(s.store_mu);
+  return s.live->SaveIndexIfChanged(*s.store);
+}
+
+void Server::Stop() { impl_->http.stop(); }
+int Server::port() const { return impl_->port; }
+const std::string& Server::notice() const { return impl_->notice; }
+
+}  // namespace nearlabel

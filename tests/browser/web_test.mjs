@@ -1,0 +1,165 @@
+// End-to-end browser test: the web page of `nearlabel serve` and the `eval --report` HTML,
+// driven in Debian's headless Chromium with playwright-core.
+//
+// Usage: node tests/browser/web_test.mjs NEARLABEL_BINARY ARTIFACT_DIR
+// Needs NEARLABEL_MODELS and NEARLABEL_DATASETS. Screenshots land in ARTIFACT_DIR.
+import { spawn, spawnSync } from "node:child_process";
+import { mkdirSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, basename } from "node:path";
+import assert from "node:assert/strict";
+import { chromium } from "playwright-core";
+
+const [nl, artifacts] = process.argv.slice(2);
+const datasets = process.env.NEARLABEL_DATASETS;
+assert.ok(nl && artifacts && datasets, "usage: web_test.mjs NEARLABEL ARTIFACT_DIR (NEARLABEL_DATASETS set)");
+mkdirSync(artifacts, { recursive: true });
+const work = mkdtempSync(join(tmpdir(), "nearlabel-web-"));
+const store = join(work, "neu.db");
+const dataset = join(datasets, "neu-surface-defects");
+const token = "browser-test-token";
+
+function run(args) {
+  const r = spawnSync(nl, args, { encoding: "utf8" });
+  assert.equal(r.status, 0, `nearlabel ${args.join(" ")} failed:\n${r.stderr}`);
+  return r.stdout;
+}
+
+let checks = 0;
+function check(what, fn) {
+  return Promise.resolve(fn()).then(() => { ++checks; console.log("ok   " + what); });
+}
+
+// A store of one shared dataset, and the report of its evaluation.
+run(["ingest", store, dataset]);
+const report = join(work, "report.html");
+run(["eval", store, "--report", report, "--show", "0"]);
+
+// The server on a free port (it prints the port it bound).
+const server = spawn(nl, ["serve", store, "--port", "0", "--token", token],
+                     { stdio: ["ignore", "pipe", "inherit"] });
+const url = await new Promise((resolve, reject) => {
+  let out = "";
+  server.stdout.on("data", (d) => {
+    out += d;
+    const m = out.match(/on (http:\/\/\S+)/);
+    if (m) resolve(m[1]);
+  });
+  server.on("exit", (code) => reject(new Error("server exited with " + code)));
+  setTimeout(() => reject(new Error("server did not start: " + out)), 60000);
+});
+
+const browser = await chromium.launch({
+  executablePath: "/usr/bin/chromium",
+  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+});
+let failed = false;
+try {
+  const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+  const pageErrors = [];
+  page.on("pageerror", (e) => pageErrors.push(e.message));
+
+  // 1. Classify a shared-dataset image by picking it in the page.
+  const cls = "scratches";
+  const image = join(dataset, cls, readdirSync(join(dataset, cls)).sort()[3]);
+  const cli = JSON.parse(run(["--json", "classify", store, image]))[0];
+  await page.goto(url);
+  await page.waitForFunction(() => /images/.test(document.getElementById("store-info").textContent));
+  await page.setInputFiles("#file", image);
+  await page.waitForSelector("#result:not([hidden])");
+  await check("the page shows the label nearlabel classify gives", async () => {
+    assert.equal(await page.textContent("#result-label"), cli.label);
+    assert.equal(cli.label, cls);
+  });
+  await check("one bar per class score, and a confidence", async () => {
+    assert.ok((await page.locator("#bars .bar").count()) >= 1);
+    assert.match(await page.textContent("#confidence"), /%$/);
+  });
+  await check("the k neighbour thumbnails are those of the CLI, and they load", async () => {
+    const cards = page.locator("#neighbors .card");
+    assert.equal(await cards.count(), cli.neighbors.length);
+    await page.waitForFunction(() => [...document.querySelectorAll("#neighbors img")]
+      .every((i) => i.complete && i.naturalWidth > 0));
+    const srcs = await page.$$eval("#neighbors img", (imgs) => imgs.map((i) => i.getAttribute("src")));
+    assert.deepEqual(srcs, cli.neighbors.map((n) => `/v1/items/${n.id}/thumbnail`));
+  });
+  await page.screenshot({ path: join(artifacts, "classify.png"), fullPage: true });
+
+  // 2. A file that is not an image: a clear error on the page.
+  await page.setInputFiles("#file", { name: "notes.txt", mimeType: "text/plain", buffer: Buffer.from("hello") });
+  await check("a non-image upload shows the server's error", async () => {
+    await page.waitForSelector("#classify-error:not([hidden])");
+    assert.match(await page.textContent("#classify-error"), /not an image/);
+  });
+
+  // 3. Browse the labels.
+  await page.click("#tab-browse");
+  await page.waitForSelector("#chips .chip");
+  await page.click(`#chips .chip[data-label="crazing"]`);
+  await page.waitForFunction(() => /labelled crazing/.test(document.getElementById("browse-count").textContent));
+  await check("browsing a label lists its thumbnails, loaded", async () => {
+    assert.match(await page.textContent("#browse-count"), /^150 images labelled crazing/);
+    await page.waitForFunction(() => {
+      const imgs = [...document.querySelectorAll("#browse-grid img")];
+      return imgs.length > 0 && imgs.slice(0, 8).every((i) => i.complete && i.naturalWidth > 0);
+    });
+    const labels = await page.$$eval("#browse-grid .lbl", (l) => l.map((e) => e.textContent));
+    assert.ok(labels.length === 60 && labels.every((l) => l === "crazing"));
+  });
+  await page.screenshot({ path: join(artifacts, "browse.png") });
+
+  // 4. Add an image of a new class with the token; the next search finds it.
+  const casting = join(datasets, "casting", "ok_front");
+  const newImage = join(casting, readdirSync(casting).sort()[0]);
+  await page.click("#tab-add");
+  await page.setInputFiles("#add-file", newImage);
+  await page.fill("#add-label", "casting_ok");
+  await page.fill("#add-token", "wrong-token");
+  await page.click("#add-form button[type=submit]");
+  await check("a wrong token is refused and says why", async () => {
+    await page.waitForFunction(() => /Not added/.test(document.getElementById("add-result").textContent));
+    assert.match(await page.textContent("#add-result"), /bearer token/);
+  });
+  await page.fill("#add-token", token);
+  await page.click("#add-form button[type=submit]");
+  await page.waitForFunction(() => /Added as #/.test(document.getElementById("add-result").textContent));
+  await page.click("#tab-classify");
+  await page.setInputFiles("#file", newImage);
+  await check("an added image is the nearest neighbour of itself at once", async () => {
+    await page.waitForFunction(() => {
+      const first = document.querySelector("#neighbors .card .lbl");
+      return first && first.textContent === "casting_ok";
+    });
+    assert.match(await page.textContent("#neighbors .card"), /distance 0\.0000/);
+  });
+  await page.screenshot({ path: join(artifacts, "added.png"), fullPage: true });
+  assert.deepEqual(pageErrors, [], "no JavaScript errors on the page");
+
+  // 5. The evaluation report: the confusion matrix adds up to N.
+  const rp = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+  await rp.goto("file://" + report);
+  await check("the report's confusion matrix cells sum to N", async () => {
+    const n = Number(await rp.textContent("#n"));
+    const sum = await rp.$$eval("#confusion td.cell", (cells) =>
+      cells.reduce((s, c) => s + Number(c.dataset.count), 0));
+    assert.ok(n > 800, "N = " + n);
+    assert.equal(sum, n);
+  });
+  await check("the report shows every mistake with two thumbnails", async () => {
+    const title = await rp.textContent("h2:has-text('Mistakes')");
+    const mistakes = Number(title.match(/\((\d+)\)/)[1]);
+    assert.equal(await rp.locator("#mistakes .pair").count(), mistakes);
+    assert.equal(await rp.locator("#mistakes .pair img").count(), 2 * mistakes);
+  });
+  await rp.screenshot({ path: join(artifacts, "report.png"), fullPage: true });
+} catch (e) {
+  failed = true;
+  console.error("FAIL " + e.stack);
+} finally {
+  await browser.close();
+  server.kill("SIGTERM");
+  await new Promise((r) => server.on("exit", r));
+  rmSync(work, { recursive: true, force: true });
+}
+console.log(`${checks} browser checks passed${failed ? ", then one failed" : ""}; screenshots in ${artifacts}`);
+process.exit(failed ? 1 : 0);

@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# End-to-end tests of `nearlabel serve` with curl: the API answers as the CLI does (exact and
+# through the HNSW index), writes need the token and change nothing without it, every bad
+# request gets a JSON error with its status code, and concurrent requests all succeed.
+# Usage: server_test.sh path/to/nearlabel
+set -u
+NL=${1:?usage: server_test.sh NEARLABEL_BINARY}
+DATA=${NEARLABEL_DATASETS:-}
+if [ -z "$DATA" ] || [ -z "${NEARLABEL_MODELS:-}" ]; then
+  echo "server_test: NEARLABEL_DATASETS / NEARLABEL_MODELS unset: skipped"; exit 0
+fi
+PY=/usr/bin/python3
+T=$(mktemp -d)
+SERVER=
+cleanup() { [ -n "$SERVER" ] && kill "$SERVER" 2> /dev/null; wait 2> /dev/null; rm -rf "$T"; }
+trap cleanup EXIT; [ -n "${KEEP:-}" ] && trap - EXIT
+pass=0; fail=0
+ok()   { pass=$((pass+1)); echo "ok   - $1"; }
+bad()  { fail=$((fail+1)); echo "FAIL - $1"; }
+check() { if eval "$2"; then ok "$1"; else bad "$1"; fi; }
+# json FILE EXPR: evaluates a Python expression over the parsed JSON `j`.
+json() { "$PY" -c "import json,sys; j=json.load(open(sys.argv[1])); print($2)" "$1"; }
+
+# A 120-image store: 20 per class of neu-surface-defects.
+mkdir -p "$T/small"
+for c in "$DATA"/neu-surface-defects/*/; do
+  name=$(basename "$c"); mkdir -p "$T/small/$name"
+  ls "$c" | tail -20 | while read -r f; do cp "$c/$f" "$T/small/$name/"; done
+done
+"$NL" ingest "$T/s.db" "$T/small" > /dev/null 2>&1 || { echo "FAIL - ingest"; exit 1; }
+IMG=$(ls "$DATA"/neu-surface-defects/inclusion/* | head -1)   # not in the store
+
+start() {  # start [serve options...]: serves $T/s.db on a free port, sets URL
+  "$NL" serve "$T/s.db" --port 0 "$@" > "$T/serve.out" 2> "$T/serve.err" &
+  SERVER=$!
+  for _ in $(seq 100); do
+    URL=$(grep -o 'http://[^/]*' "$T/serve.out" 2> /dev/null | head -1)
+    [ -n "$URL" ] && return 0
+    sleep 0.1
+  done
+  echo "server did not start: $(cat "$T/serve.err")"; return 1
+}
+stop() { kill "$SERVER"; wait "$SERVER"; SERVER=; }
+# ids FILE: the neighbour ids of a classify/search answer (CLI --json array or API object).
+ids() { json "$1" "' '.join(str(n['id']) for n in (j[0] if isinstance(j, list) else j)['neighbors'])"; }
+code() { curl -s -o "$T/body" -w '%{http_code}' "$@"; }
+
+# 1. Read-only server, exact search: the same answer as the CLI.
+start || exit 1
+"$NL" --json classify "$T/s.db" "$IMG" > "$T/cli.json"
+curl -s -F image=@"$IMG" "$URL/v1/classify" > "$T/api.json"
+check "classify over HTTP gives the CLI's label" \
+  "[ \"\$(json '$T/api.json' \"j['label']\")\" = \"\$(json '$T/cli.json' \"j[0]['label']\")\" ]"
+check "classify over HTTP gives the CLI's neighbours, in order" \
+  "[ -n \"\$(ids '$T/api.json')\" ] && [ \"\$(ids '$T/api.json')\" = \"\$(ids '$T/cli.json')\" ]"
+curl -s -H 'Content-Type: image/jpeg' --data-binary @"$IMG" "$URL/v1/search?k=3" > "$T/raw.json"
+check "a raw-body search with k=3 returns 3 neighbours with thumbnails" \
+  "[ \"\$(json '$T/raw.json' \"len(j['neighbors'])\")\" = 3 ] && json '$T/raw.json' \"j['neighbors'][0]['thumbnail']\" | grep -q '^/v1/items/[0-9]*/thumbnail$'"
+first=$(json "$T/raw.json" "j['neighbors'][0]['id']")
+check "a thumbnail is a JPEG" \
+  "[ \"\$(code $URL/v1/items/$first/thumbnail)\" = 200 ] && head -c 3 '$T/body' | od -An -tx1 | grep -q 'ff d8 ff'"
+curl -s -F image=@"$IMG" -F within=label=crazing "$URL/v1/search" > "$T/within.json"
+check "within=label=crazing returns only crazing rows" \
+  "[ \"\$(json '$T/within.json' \"sorted(set(n['label'] for n in j['neighbors']))\")\" = \"['crazing']\" ]"
+check "stats counts rows and labels" \
+  "curl -s $URL/v1/stats > '$T/stats' && [ \"\$(json '$T/stats' \"j['rows'], len(j['labels']), j['writable']\")\" = '120 6 False' ]"
+check "healthz" "[ \"\$(code $URL/healthz)\" = 200 ]"
+
+# 2. Bad requests: a status code and a JSON message each.
+err() { json "$T/body" "j['error']['message']"; }
+check "not an image: 400 and says so" \
+  "[ \"\$(code -F image=@'$T/s.db' $URL/v1/classify)\" = 400 ] && err | grep -q 'not an image'"
+head -c 2000 "$IMG" > "$T/trunc.jpg"
+check "a truncated JPEG: 400, truncated" \
+  "[ \"\$(code -F image=@'$T/trunc.jpg' $URL/v1/classify)\" = 400 ] && err | grep -qi 'truncated'"
+# A PNG header declaring 30000 x 30000 pixels: refused before anything is allocated.
+printf '\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR\x00\x00\x75\x30\x00\x00\x75\x30\x08\x02\x00\x00\x00\x00\x00\x00\x00' > "$T/bomb.png"
+check "a decompression bomb: 413" "[ \"\$(code -F image=@'$T/bomb.png' $URL/v1/classify)\" = 413 ]"
+check "an unknown field: 400 naming it" \
+  "[ \"\$(code -F image=@'$IMG' -F colour=red $URL/v1/classify)\" = 400 ] && err | grep -q \"unknown field 'colour'\""
+check "a bad k: 400" "[ \"\$(code -F image=@'$IMG' '$URL/v1/classify?k=abc')\" = 400 ] && err | grep -q 'k must be an integer'"
+check "no image: 400" "[ \"\$(code -X POST $URL/v1/classify)\" = 400 ]"
+check "an unknown item: 404" "[ \"\$(code $URL/v1/items/999999)\" = 404 ]"
+check "an unknown route: 404 with JSON" "[ \"\$(code $URL/v1/nothing)\" = 404 ] && err | grep -q 'no route'"
+check "without a token POST /v1/items is 401" \
+  "[ \"\$(code -F image=@'$IMG' -F label=x $URL/v1/items)\" = 401 ]"
+check "without a token DELETE is 401" "[ \"\$(code -X DELETE $URL/v1/items/$first)\" = 401 ]"
+check "... and nothing changed" "[ \"\$(\"$NL\" sql '$T/s.db' 'SELECT count(*) FROM items' | tail -1)\" = 120 ]"
+
+# 3. Concurrent requests: 8 clients x 5 classify requests, all 200.
+for c in $(seq 8); do
+  (for _ in $(seq 5); do curl -s -o /dev/null -w '%{http_code}\n' -F image=@"$IMG" "$URL/v1/classify"; done > "$T/conc.$c") &
+done
+wait_clients() { for _ in $(seq 300); do [ "$(cat "$T"/conc.* 2> /dev/null | wc -l)" -ge 40 ] && return; sleep 0.1; done; }
+wait_clients
+check "40 concurrent classify requests all succeed" "[ \"\$(cat '$T'/conc.* | grep -c '^200$')\" = 40 ]"
+stop
+
+# 4. With a token and an HNSW index: the index answers like the CLI; an added image is found
+# by the next search, a deleted one is gone, and the index file catches up on exit.
+"$NL" index build "$T/s.db" > /dev/null
+"$NL" --json classify "$T/s.db" "$IMG" > "$T/cli_idx.json"
+NEARLABEL_TOKEN=t0ken start || exit 1
+curl -s -F image=@"$IMG" "$URL/v1/classify" > "$T/api_idx.json"
+check "through the index: the CLI's neighbours" \
+  "json '$T/api_idx.json' \"j['plan']\" | grep -q HNSW && [ \"\$(ids '$T/api_idx.json')\" = \"\$(ids '$T/cli_idx.json')\" ]"
+check "a wrong token is 401" \
+  "[ \"\$(code -H 'Authorization: Bearer nope' -F image=@'$IMG' -F label=x $URL/v1/items)\" = 401 ]"
+NEW=$(ls "$DATA"/casting/ok_front/* | head -1)
+check "with the token an image is added (201)" \
+  "[ \"\$(code -H 'Authorization: Bearer t0ken' -F image=@'$NEW' -F label=casting $URL/v1/items)\" = 201 ]"
+added=$(json "$T/body" "j['id']")
+curl -s -F image=@"$NEW" "$URL/v1/search?k=1" > "$T/found.json"
+check "the next search finds it, at distance 0" \
+  "[ \"\$(json '$T/found.json' \"j['neighbors'][0]['id'], j['neighbors'][0]['label'], round(j['neighbors'][0]['distance'], 4)\")\" = \"$added casting 0.0\" ]"
+check "adding it again is a duplicate (200, same id)" \
+  "[ \"\$(code -H 'Authorization: Bearer t0ken' -F image=@'$NEW' -F label=casting $URL/v1/items)\" = 200 ] && [ \"\$(json '$T/body' \"j['id'], j['duplicate']\")\" = \"$added True\" ]"
+check "an image without a label is refused (400)" \
+  "[ \"\$(code -H 'Authorization: Bearer t0ken' -F image=@'$IMG' $URL/v1/items)\" = 400 ] && err | grep -q 'needs a label'"
+check "DELETE with the token removes the row" \
+  "[ \"\$(code -X DELETE -H 'Authorization: Bearer t0ken' $URL/v1/items/$first)\" = 200 ] && [ \"\$(code $URL/v1/items/$first)\" = 404 ]"
+curl -s -F image=@"$IMG" "$URL/v1/search?k=120" > "$T/after.json"
+check "a deleted row is never returned" "! json '$T/after.json' \"[n['id'] for n in j['neighbors']]\" | grep -qw '$first'"
+stop
+"$NL" index check "$T/s.db" --k 5 > "$T/ic" 2>&1
+check "on exit the server saved the index it changed (0 rows to catch up)" \
+  "grep -q '120 rows (0 added, 0 removed since it was saved)' '$T/ic'"
+check "the store holds the added row with its thumbnail" \
+  "[ \"\$(\"$NL\" sql '$T/s.db' \"SELECT count(*) FROM thumbnails WHERE id = $added\" | tail -1)\" = 1 ]"
+
+echo "server_test: $pass passed, $fail failed"
+[ "$fail" -eq 0 ]
