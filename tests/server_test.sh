@@ -59,6 +59,9 @@ check "a raw-body search with k=3 returns 3 neighbours with thumbnails" \
 first=$(json "$T/raw.json" "j['neighbors'][0]['id']")
 check "a thumbnail is a JPEG" \
   "[ \"\$(code $URL/v1/items/$first/thumbnail)\" = 200 ] && head -c 3 '$T/body' | od -An -tx1 | grep -q 'ff d8 ff'"
+"$NL" sql "$T/s.db" --write "DELETE FROM thumbnails WHERE id = $first" > /dev/null
+check "a row stored without a thumbnail gets one made from its file" \
+  "[ \"\$(code $URL/v1/items/$first/thumbnail)\" = 200 ] && head -c 3 '$T/body' | od -An -tx1 | grep -q 'ff d8 ff'"
 curl -s -F image=@"$IMG" -F within=label=crazing "$URL/v1/search" > "$T/within.json"
 check "within=label=crazing returns only crazing rows" \
   "[ \"\$(json '$T/within.json' \"sorted(set(n['label'] for n in j['neighbors']))\")\" = \"['crazing']\" ]"

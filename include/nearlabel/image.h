@@ -46,6 +46,10 @@ void PreprocessInto(const cv::Mat& bgr, const PreprocessSpec& spec, float* dst);
 // whole image, not the model's crop), for pages and reports. Thread-safe.
 std::string EncodeThumbnail(const cv::Mat& bgr, int longest_side = 160, int quality = 80);
 
+// EncodeThumbnail of the image file at `path` (for rows stored before thumbnails were kept,
+// while their file is still there). Thread-safe.
+Result<std::string> ThumbnailOfFile(const std::string& path, int64_t max_pixels = 200'000'000);
+
 // The resized and cropped 8-bit image that PreprocessInto normalises (for tests, thumbnails).
 cv::Mat ResizeAndCrop(const cv::Mat& bgr, const PreprocessSpec& spec);
 

@@ -22,6 +22,7 @@
 #include "eval/report.h"
 #include "nearlabel/classify.h"
 #include "nearlabel/dataset.h"
+#include "nearlabel/image.h"
 #include "nearlabel/index.h"
 #include "nearlabel/ingest.h"
 #include "nearlabel/model.h"
@@ -699,6 +700,12 @@ int RunEval(const EvalArgs& a, const Global& g) {
     page.table = &*table;
     page.thumbnail = [&](int64_t id) {
       auto jpeg = store->GetThumbnail(id);
+      if (!jpeg.ok()) {  // stored before thumbnails were kept: from the file, if it is there
+        auto it = std::lower_bound(table->ids.begin(), table->ids.end(), id);
+        if (it != table->ids.end() && *it == id) {
+          jpeg = ThumbnailOfFile(table->sources[static_cast<size_t>(it - table->ids.begin())]);
+        }
+      }
       return jpeg.ok() ? *jpeg : std::string();
     };
     Status st = WriteFileAtomically(a.report, RenderEvalReport(page));

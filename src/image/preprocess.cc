@@ -4,6 +4,7 @@
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 
+#include "common/fs.h"
 #include "nearlabel/image.h"
 
 namespace nearlabel {
@@ -74,6 +75,12 @@ std::string EncodeThumbnail(const cv::Mat& bgr, int longest_side, int quality) {
   std::vector<uchar> jpeg;
   cv::imencode(".jpg", small, jpeg, {cv::IMWRITE_JPEG_QUALITY, quality});
   return std::string(jpeg.begin(), jpeg.end());
+}
+
+Result<std::string> ThumbnailOfFile(const std::string& path, int64_t max_pixels) {
+  NL_ASSIGN_OR_RETURN(std::string bytes, ReadFileToString(path, 1ull << 30));
+  NL_ASSIGN_OR_RETURN(cv::Mat img, DecodeImage(bytes, max_pixels));
+  return EncodeThumbnail(img);
 }
 
 }  // namespace nearlabel

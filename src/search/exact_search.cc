@@ -127,8 +127,10 @@ std::vector<std::vector<Neighbor>> ExactSearchBatch(const VectorTable& table, co
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(nqb),
                   static_cast<int>(nr), d, 1.0f, queries + q0 * d, d, table.row(r0), d, 0.0f,
                   sims.data(), static_cast<int>(nr));
-      {
-        for (size_t qi = 0; qi < nqb; ++qi) {
+      // The scan runs on every core (queries split between threads; each owns its lists):
+      // on clustered data many similarities pass the bound and the scan is not free.
+      ParallelFor(nqb, [&](size_t qb, size_t qe) {
+        for (size_t qi = qb; qi < qe; ++qi) {
           TopK& top = tops[q0 + qi];
           const float* s = sims.data() + qi * nr;
           float bound = top.SimilarityBound();
@@ -143,7 +145,7 @@ std::vector<std::vector<Neighbor>> ExactSearchBatch(const VectorTable& table, co
             }
           }
         }
-      }
+      });
     }
   }
   for (size_t q = 0; q < nq; ++q) result[q] = tops[q].Take();

@@ -419,9 +419,14 @@ struct Server::Impl {
                  std::lock_guard<std::mutex> lock(store_mu);
                  jpeg = store->GetThumbnail(id);
                }
+               LiveCollection::Row row;
+               if (!jpeg.ok() && live->Get(id, &row)) {
+                 // A row stored before thumbnails were kept: made from its file if it is there.
+                 jpeg = ThumbnailOfFile(row.source, opt.max_pixels);
+               }
                if (!jpeg.ok()) {
                  throw HttpError{404, "no thumbnail for item " + std::to_string(id) +
-                                          " (rows ingested before thumbnails existed have none)"};
+                                          " (stored without one, and its file is gone)"};
                }
                res.set_header("Cache-Control", "max-age=3600");
                res.set_content(*jpeg, "image/jpeg");
