@@ -455,6 +455,17 @@ int RunQuery(const QueryArgs& a, const Global& g, bool classify) {
   return failures ? 1 : 0;
 }
 
+// --m and --ef-construction, the HNSW build parameters `ingest` and `index build` share.
+void AddGraphOptions(CLI::App* cmd, IndexBuildParams* p, const std::string& when) {
+  cmd->add_option("--m", p->m, "HNSW graph degree: higher = better recall, more memory" + when)
+      ->capture_default_str()
+      ->check(CLI::Range(4, 128));
+  cmd->add_option("--ef-construction", p->ef_construction,
+                  "HNSW candidate list while building: higher = better graph, slower build" + when)
+      ->capture_default_str()
+      ->check(CLI::Range(8, 4096));
+}
+
 // ---------------------------------------------------------------- serve
 struct ServeArgs {
   std::string store, model;
@@ -1003,14 +1014,7 @@ int Main(int argc, char** argv) {
   ingest->add_flag("--index", ia.index,
                    "Build an HNSW index after the ingest (a store's existing index is always "
                    "kept up to date)");
-  ingest->add_option("--m", ia.index_params.m, "HNSW degree for --index")
-      ->capture_default_str()
-      ->check(CLI::Range(4, 128));
-  ingest
-      ->add_option("--ef-construction", ia.index_params.ef_construction,
-                   "HNSW build candidate list for --index")
-      ->capture_default_str()
-      ->check(CLI::Range(8, 4096));
+  AddGraphOptions(ingest, &ia.index_params, " (with --index)");
 
   QueryArgs ca;
   auto* classify = app.add_subcommand("classify", "Label new images by their k nearest neighbours");
@@ -1091,14 +1095,7 @@ int Main(int argc, char** argv) {
   auto* index_build = index->add_subcommand(
       "build", "Build (or rebuild) the index over every row; later ingests keep it up to date");
   index_build->add_option("store", xa.store, "Store file")->required();
-  index_build->add_option("--m", xa.params.m, "Graph degree: higher = better recall, more memory")
-      ->capture_default_str()
-      ->check(CLI::Range(4, 128));
-  index_build
-      ->add_option("--ef-construction", xa.params.ef_construction,
-                   "Candidate list while building: higher = better graph, slower build")
-      ->capture_default_str()
-      ->check(CLI::Range(8, 4096));
+  AddGraphOptions(index_build, &xa.params, "");
   index_build->add_option("--threads", xa.params.threads, "Build threads (0: one per core)")
       ->check(CLI::Range(0, 256));
   auto* index_check = index->add_subcommand(

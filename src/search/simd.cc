@@ -107,20 +107,42 @@ __attribute__((target("avx512f"))) void HalfToFloatAvx512(const uint16_t* in, fl
   HalfToFloatGeneric(in + i, out + i, d - i);
 }
 
-__attribute__((target("avx512f"))) float InnerProductHalfAvx512(const float* a, const uint16_t* b,
-                                                                size_t d) {
+// 16 lanes as floats, from floats or from halves: the three dot products differ only there.
+__attribute__((target("avx512f"))) inline __m512 Load16(const float* p) {
+  return _mm512_loadu_ps(p);
+}
+__attribute__((target("avx512f"))) inline __m512 Load16(const uint16_t* p) { return LoadHalf16(p); }
+
+float DotGeneric(const float* a, const float* b, size_t d) { return InnerProductGeneric(a, b, d); }
+float DotGeneric(const float* a, const uint16_t* b, size_t d) {
+  return InnerProductHalfGeneric(a, b, d);
+}
+float DotGeneric(const uint16_t* a, const uint16_t* b, size_t d) {
+  return InnerProductHalfHalfGeneric(a, b, d);
+}
+
+// Two accumulators over 32 lanes a step; a tail shorter than 16 goes to the generic code.
+template <typename A, typename B>
+__attribute__((target("avx512f"))) float DotAvx512(const A* a, const B* b, size_t d) {
   __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
   size_t i = 0;
   for (; i + 32 <= d; i += 32) {
-    acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), LoadHalf16(b + i), acc0);
-    acc1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 16), LoadHalf16(b + i + 16), acc1);
+    acc0 = _mm512_fmadd_ps(Load16(a + i), Load16(b + i), acc0);
+    acc1 = _mm512_fmadd_ps(Load16(a + i + 16), Load16(b + i + 16), acc1);
   }
   if (i + 16 <= d) {
-    acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), LoadHalf16(b + i), acc0);
+    acc0 = _mm512_fmadd_ps(Load16(a + i), Load16(b + i), acc0);
     i += 16;
   }
   const float sum = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
-  return i < d ? sum + InnerProductHalfGeneric(a + i, b + i, d - i) : sum;
+  return i < d ? sum + DotGeneric(a + i, b + i, d - i) : sum;
+}
+
+float InnerProductHalfAvx512(const float* a, const uint16_t* b, size_t d) {
+  return DotAvx512(a, b, d);
+}
+float InnerProductHalfHalfAvx512(const uint16_t* a, const uint16_t* b, size_t d) {
+  return DotAvx512(a, b, d);
 }
 
 void InnerProductHalf4Generic(const float* a, const uint16_t* const b[4], size_t d, float out[4]) {
@@ -149,40 +171,7 @@ __attribute__((target("avx512f"))) void InnerProductHalf4Avx512(const float* a,
   }
 }
 
-__attribute__((target("avx512f"))) float InnerProductHalfHalfAvx512(const uint16_t* a,
-                                                                    const uint16_t* b, size_t d) {
-  __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
-  size_t i = 0;
-  for (; i + 32 <= d; i += 32) {
-    acc0 = _mm512_fmadd_ps(LoadHalf16(a + i), LoadHalf16(b + i), acc0);
-    acc1 = _mm512_fmadd_ps(LoadHalf16(a + i + 16), LoadHalf16(b + i + 16), acc1);
-  }
-  if (i + 16 <= d) {
-    acc0 = _mm512_fmadd_ps(LoadHalf16(a + i), LoadHalf16(b + i), acc0);
-    i += 16;
-  }
-  return _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1)) +
-         InnerProductHalfHalfGeneric(a + i, b + i, d - i);
-}
-
-__attribute__((target("avx512f"))) float InnerProductAvx512(const float* a, const float* b,
-                                                            size_t d) {
-  __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
-  size_t i = 0;
-  for (; i + 32 <= d; i += 32) {
-    acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), acc0);
-    acc1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 16), _mm512_loadu_ps(b + i + 16), acc1);
-  }
-  if (i + 16 <= d) {
-    acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), acc0);
-    i += 16;
-  }
-  if (i < d) {  // masked tail: no scalar loop, no read past the end
-    const __mmask16 m = static_cast<__mmask16>((1u << (d - i)) - 1);
-    acc1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + i), _mm512_maskz_loadu_ps(m, b + i), acc1);
-  }
-  return _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
-}
+float InnerProductAvx512(const float* a, const float* b, size_t d) { return DotAvx512(a, b, d); }
 #endif
 
 struct Kernels {
