@@ -196,7 +196,7 @@ int Main(int argc, char** argv) {
     std::filesystem::create_directories(dir);
     double rate = 0;
     {
-      auto store = OpenStore(dir + "/bench.db", Store::Mode::kReadWrite);
+      auto store = OpenStore(dir + "/bench.db", Store::Mode::kCreate);
       if (!store.ok()) Die("store", store.status());
       CollectionInfo info;
       info.model = card->name;
@@ -244,7 +244,8 @@ int Main(int argc, char** argv) {
     std::snprintf(config, sizeof config, "%d session(s) x %d thread(s), batch %d, spin %s",
                   c.sessions, cores / c.sessions, c.batch, c.spin ? "on" : "off");
     std::printf("  (a) ONNX Runtime pure, %-42s %8.1f images/s%s\n", config,
-                &c == base ? base_best : c.best, &c == base ? "  <- baseline (best alternating pass)" : "");
+                &c == base ? base_best : c.best,
+                &c == base ? "  <- baseline (best alternating pass)" : "");
   }
   std::sort(ratios.begin(), ratios.end());
   const double ort_best = base_best;

@@ -37,7 +37,7 @@ Built IngestDataset(const std::string& dataset, const std::string& store_path, B
   EXPECT_TRUE(emb.ok()) << emb.status().ToString();
   auto listing = ListDataset(dataset, DatasetLayout::kAuto);
   EXPECT_TRUE(listing.ok()) << listing.status().ToString();
-  auto store = OpenStore(store_path, Store::Mode::kReadWrite);
+  auto store = OpenStore(store_path, Store::Mode::kCreate);
   EXPECT_TRUE(store.ok());
   CollectionInfo info;
   info.model = card->name;

@@ -4,6 +4,7 @@
 # classify/search/sql/info, exit codes, ONNX Runtime loading and fallback.
 # Usage: cli_test.sh path/to/nearlabel [path/to/libfake_onnxruntime_old.so]
 set -u
+. "$(dirname "$0")/lib.sh"
 NL=${1:?usage: cli_test.sh NEARLABEL_BINARY [FAKE_OLD_ORT_LIB]}
 FAKE_ORT=${2:-}
 DATA=${NEARLABEL_DATASETS:-}
@@ -69,11 +70,7 @@ done
 # The slow backend on one thread keeps the ingest running long enough to be killed mid-way.
 "$NL" --backend opencv --infer-threads 1 ingest "$T/k.db" "$T/big" --batch 8 > /dev/null 2>&1 &
 pid=$!
-for i in $(seq 1 600); do
-  n=$("$NL" sql "$T/k.db" "SELECT count(*) FROM items" 2>/dev/null | tail -1)
-  [ -n "$n" ] && [ "$n" -ge 16 ] 2>/dev/null && break
-  sleep 0.1
-done
+wait_for_rows "$NL" "$T/k.db" 16 600
 kill -9 $pid 2>/dev/null; wait $pid 2>/dev/null
 before=$(rows "$T/k.db")
 check "kill -9 left a partial store (${before% *} of 150 rows)" "[ ${before% *} -ge 16 ] && [ ${before% *} -lt 150 ]"

@@ -24,6 +24,9 @@ enum class DatasetLayout { kAuto, kAiHub, kFolder, kManifest };
 Result<DatasetLayout> ParseDatasetLayout(const std::string& name);
 const char* DatasetLayoutName(DatasetLayout layout);
 
+// Largest label metadata (as JSON text) stored with a row; larger items become problems.
+inline constexpr size_t kMaxMetadataBytes = 1u << 20;
+
 struct DatasetItem {
   std::string image_path;     // path of the image file, usable with fopen
   std::string relative_path;  // the image path relative to the dataset root, for display

@@ -39,6 +39,11 @@ class Server {
   // Stops Run from any thread (or a signal handler's helper thread).
   void Stop();
   int port() const;
+
+  // Answers one raw HTTP/1.1 request (bytes as a client would send them) without a socket,
+  // through the same parsing, routes and handlers as Run: for fuzzing and tests. Returns the
+  // raw response. Thread-safe like a request served by Run; needs no Bind.
+  std::string HandleRawRequest(const std::string& request);
   // One line for the log when Create found something to say (e.g. index unusable).
   const std::string& notice() const;
 

@@ -69,7 +69,9 @@ struct SqlResult {
 // A Store is used from one thread at a time (open one per thread).
 class Store {
  public:
-  enum class Mode { kReadOnly, kReadWrite };
+  // kReadOnly and kReadWrite open an existing store (NotFound otherwise); kCreate is
+  // kReadWrite that creates a missing store (only ingest creates stores).
+  enum class Mode { kReadOnly, kReadWrite, kCreate };
   virtual ~Store() = default;
 
   // The collection info, or nullopt for a store nothing was ingested into yet.

@@ -144,7 +144,7 @@ int RunIngest(IngestArgs a, const Global& g) {
   if (!embedder.ok()) return Fail(embedder.status());
   auto sha = Sha256File(card->onnx_path);
   if (!sha.ok()) return Fail(sha.status());
-  auto store = OpenStore(a.store, Store::Mode::kReadWrite);
+  auto store = OpenStore(a.store, Store::Mode::kCreate);
   if (!store.ok()) return Fail(store.status());
   CollectionInfo info;
   info.model = card->name;
@@ -219,6 +219,12 @@ int RunIngest(IngestArgs a, const Global& g) {
         rep->failed, rep->problems.size() - rep->failed - rep->duplicates, rep->seconds, rate,
         static_cast<long long>(rows.ok() ? *rows : -1));
     if (!index_summary.empty()) std::printf("  %s\n", index_summary.c_str());
+  }
+  if (rep->failed > 0) {
+    std::fprintf(stderr,
+                 "nearlabel: warning: %zu images could not be read and were not stored (each is "
+                 "listed with its reason); fix them and run the same command again to add them\n",
+                 rep->failed);
   }
   if (rep->interrupted) {
     std::fprintf(stderr,

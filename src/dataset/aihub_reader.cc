@@ -27,11 +27,9 @@ fs::path FindAiHubBase(const fs::path& root) {
   return {};
 }
 
-namespace {
-
-// Parses one label file into metadata; returns the image file name it names.
-Result<std::string> ParseLabel(const std::string& text, const std::vector<std::string>& categories,
-                               nlohmann::json* metadata) {
+Result<std::string> ParseAiHubLabel(const std::string& text,
+                                    const std::vector<std::string>& categories,
+                                    nlohmann::json* metadata) {
   nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) return Status::InvalidArgument("unreadable JSON (syntax error)");
   if (!j.is_object()) return Status::InvalidArgument("label JSON is not an object");
@@ -60,8 +58,6 @@ Result<std::string> ParseLabel(const std::string& text, const std::vector<std::s
   return file_name;
 }
 
-}  // namespace
-
 Status ReadAiHub(const fs::path& base, DatasetListing* out) {
   const fs::path label_root = base / kAiHubLabelDir;
   const fs::path source_root = base / kAiHubSourceDir;
@@ -86,13 +82,13 @@ Status ReadAiHub(const fs::path& base, DatasetListing* out) {
     for (const auto& part : rel_dir) {
       if (part != ".") categories.push_back(part.string());
     }
-    auto text = ReadFileToString(label.string(), 64u << 20);
+    auto text = ReadFileToString(label.string(), kMaxLabelBytes);
     if (!text.ok()) {
       out->problems.push_back({label.string(), text.status().message()});
       continue;
     }
     nlohmann::json metadata;
-    auto file_name = ParseLabel(*text, categories, &metadata);
+    auto file_name = ParseAiHubLabel(*text, categories, &metadata);
     if (!file_name.ok()) {
       out->problems.push_back({label.string(), file_name.status().message()});
       continue;

@@ -37,10 +37,13 @@ std::vector<fs::path> ListFilesRecursive(const fs::path& dir,
                                          std::vector<DatasetProblem>* problems) {
   std::vector<fs::path> files;
   std::set<fs::path> seen_dirs;  // canonical paths, to survive symlink loops
-  std::vector<fs::path> stack{dir};
-  while (!stack.empty()) {
-    fs::path d = stack.back();
-    stack.pop_back();
+  // Real directories are listed before symlinked ones, so that a folder reached both ways
+  // keeps its own path (and so its class), whatever the names sort like.
+  std::vector<fs::path> stack{dir}, linked;
+  while (!stack.empty() || !linked.empty()) {
+    const bool via_link = stack.empty();
+    fs::path d = via_link ? linked.back() : stack.back();
+    (via_link ? linked : stack).pop_back();
     std::error_code ec;
     fs::path canon = fs::canonical(d, ec);
     if (ec) {
@@ -48,7 +51,8 @@ std::vector<fs::path> ListFilesRecursive(const fs::path& dir,
       continue;
     }
     if (!seen_dirs.insert(canon).second) {
-      problems->push_back({d.string(), "directory visited already (symlink loop?), skipped"});
+      problems->push_back(
+          {d.string(), "symlink to a directory listed already (" + canon.string() + "), skipped"});
       continue;
     }
     fs::directory_iterator it(d, fs::directory_options::skip_permission_denied, ec);
@@ -65,7 +69,7 @@ std::vector<fs::path> ListFilesRecursive(const fs::path& dir,
       if (p.filename().string()[0] == '.') continue;  // hidden files: .DS_Store, .git
       std::error_code sec;
       if (it->is_directory(sec)) {
-        stack.push_back(p);
+        (it->is_symlink(sec) || via_link ? linked : stack).push_back(p);
       } else if (it->is_regular_file(sec)) {
         files.push_back(p);
       } else if (!it->exists(sec)) {
@@ -120,6 +124,21 @@ Result<DatasetListing> ListDataset(const std::string& root_arg, DatasetLayout la
     case DatasetLayout::kAuto:
       break;
   }
+  // Metadata is stored with every row and read by every query: a label of megabytes is a
+  // mistake (or an attack), refused per item rather than stored.
+  std::vector<DatasetItem> kept;
+  for (DatasetItem& item : out.items) {
+    const size_t bytes =
+        item.metadata.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).size();
+    if (bytes > kMaxMetadataBytes) {
+      out.problems.push_back({item.image_path, "label metadata of " + std::to_string(bytes) +
+                                                   " bytes is over the limit of " +
+                                                   std::to_string(kMaxMetadataBytes)});
+    } else {
+      kept.push_back(std::move(item));
+    }
+  }
+  out.items = std::move(kept);
   std::sort(out.items.begin(), out.items.end(),
             [](const DatasetItem& a, const DatasetItem& b) { return a.image_path < b.image_path; });
   return out;

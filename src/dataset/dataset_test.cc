@@ -39,6 +39,37 @@ TEST(DatasetTest, FolderLayoutSkipsRootFilesAndReportsNonImages) {
   EXPECT_NE(l->problems[0].reason.find("not an image"), std::string::npos);
 }
 
+// A class folder reached both directly and through a symlink keeps its own label, whatever
+// the names sort like, and loops end.
+TEST(DatasetTest, SymlinksNeverRelabelOrLoop) {
+  TempDir d;
+  WriteFile(d.Join("a/x.jpg"), Encode(SyntheticImage(20, 20, 1), ".jpg"));
+  WriteFile(d.Join("b/y.jpg"), Encode(SyntheticImage(20, 20, 2), ".jpg"));
+  std::filesystem::create_directory_symlink("../b", d.Join("a/to_b"));
+  std::filesystem::create_directory_symlink("..", d.Join("a/up"));
+  auto l = ListDataset(d.path(), DatasetLayout::kFolder);
+  ASSERT_TRUE(l.ok()) << l.status().ToString();
+  ASSERT_EQ(l->items.size(), 2u);
+  EXPECT_EQ(l->items[0].metadata["label"], "a");
+  EXPECT_EQ(l->items[1].metadata["label"], "b");
+  EXPECT_EQ(l->items[1].image_path, d.Join("b/y.jpg"));
+  EXPECT_EQ(l->problems.size(), 2u);  // a/to_b and a/up, each "listed already"
+}
+
+TEST(DatasetTest, OversizedMetadataIsAProblemNotARow) {
+  TempDir d;
+  WriteFile(d.Join("a.jpg"), Encode(SyntheticImage(20, 20, 1), ".jpg"));
+  WriteFile(d.Join("b.jpg"), Encode(SyntheticImage(20, 20, 2), ".jpg"));
+  WriteFile(d.Join("m.jsonl"),
+            "{\"path\":\"a.jpg\",\"label\":\"ok\"}\n{\"path\":\"b.jpg\",\"note\":\"" +
+                std::string(kMaxMetadataBytes, 'x') + "\"}\n");
+  auto l = ListDataset(d.Join("m.jsonl"), DatasetLayout::kAuto);
+  ASSERT_TRUE(l.ok());
+  ASSERT_EQ(l->items.size(), 1u);
+  ASSERT_EQ(l->problems.size(), 1u);
+  EXPECT_NE(l->problems[0].reason.find("over the limit"), std::string::npos);
+}
+
 TEST(DatasetTest, AiHubLayoutAddsCategoriesAndReportsProblems) {
   TempDir d;
   const std::string base = d.Join("Sample");

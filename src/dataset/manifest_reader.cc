@@ -36,7 +36,11 @@ void AddItem(const fs::path& base, const std::string& manifest, size_t line,
 }  // namespace
 
 Status ReadManifest(const fs::path& file, DatasetListing* out) {
-  NL_ASSIGN_OR_RETURN(std::string text, ReadFileToString(file.string()));
+  NL_ASSIGN_OR_RETURN(std::string text, ReadFileToString(file.string(), kMaxManifestBytes));
+  return ParseManifest(text, file, out);
+}
+
+Status ParseManifest(const std::string& text, const fs::path& file, DatasetListing* out) {
   const fs::path base = file.parent_path();
   const std::string ext = LowerExtension(file.string());
   if (ext == "jsonl") {

@@ -1,7 +1,10 @@
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
+#include <limits>
 #include <set>
 #include <sstream>
+#include <type_traits>
 
 #include <nlohmann/json.hpp>
 #include <opencv2/imgproc.hpp>
@@ -34,7 +37,22 @@ Status Number(const json& obj, const char* key, const std::string& where, T* out
   if (it == obj.end() || it->is_null()) return Status::OK();
   if (!it->is_number())
     return Status::InvalidArgument(where + ": \"" + key + "\" must be a number");
-  *out = it->get<T>();
+  // Range-checked in double first: converting 1e19 to int is undefined behaviour (found by
+  // the fuzzer), and 3.5 pixels is a mistake, not 3.
+  const double v = it->get<double>();
+  if constexpr (std::is_integral_v<T>) {
+    if (!(v >= std::numeric_limits<T>::min() && v <= std::numeric_limits<T>::max()) ||
+        v != std::floor(v)) {
+      return Status::InvalidArgument(where + ": \"" + key + "\" must be an integer in range, not " +
+                                     it->dump());
+    }
+  } else {
+    if (!std::isfinite(v) || std::fabs(v) > std::numeric_limits<T>::max()) {
+      return Status::InvalidArgument(where + ": \"" + key + "\" must be a finite number, not " +
+                                     it->dump());
+    }
+  }
+  *out = static_cast<T>(v);
   return Status::OK();
 }
 
@@ -45,7 +63,8 @@ Status Triple(const json& obj, const char* key, const std::string& where, float 
     return Status::InvalidArgument(where + ": \"" + key + "\" must be an array of 3 numbers");
   }
   for (int i = 0; i < 3; ++i) {
-    if (!(*it)[i].is_number()) {
+    if (!(*it)[i].is_number() || !std::isfinite((*it)[i].get<double>()) ||
+        std::fabs((*it)[i].get<double>()) > std::numeric_limits<float>::max()) {
       return Status::InvalidArgument(where + ": \"" + key + "\" must be an array of 3 numbers");
     }
     out[i] = (*it)[i].get<float>();

@@ -43,6 +43,23 @@ TEST(ModelCardTest, RejectsBadCardsWithReasons) {
             std::string::npos);
   EXPECT_NE(ParseModelCard(R"({"name":7,"file":"f"})", "c").status().message().find("string"),
             std::string::npos);
+  // Found by fuzz/model_card_fuzzer: 2.24e19 into an int was undefined behaviour.
+  for (const char* dims : {"2.24e19", "-1e10", "3.5"}) {
+    auto r = ParseModelCard(
+        std::string(R"({"name":"m","file":"f","feature":{"onnx_tensor":"t","dims":)") + dims + "}}",
+        "c");
+    ASSERT_FALSE(r.ok()) << dims;
+    EXPECT_NE(r.status().message().find("must be an integer in range"), std::string::npos)
+        << r.status().message();
+  }
+  EXPECT_NE(
+      ParseModelCard(
+          R"({"name":"m","file":"f","preprocess":{"scale":1e300},"feature":{"onnx_tensor":"t","dims":3}})",
+          "c")
+          .status()
+          .message()
+          .find("finite number"),
+      std::string::npos);
 }
 
 TEST(ModelCardTest, FindsByNameAndPath) {

@@ -62,6 +62,67 @@ TEST(DecodeTest, RefusesDecompressionBombBeforeDecoding) {
   EXPECT_NE(r.status().message().find("30000x30000"), std::string::npos);
 }
 
+// Every format's header is read for its size first: a small file declaring 30000 x 30000
+// pixels is refused without allocating them, whatever the format.
+TEST(DecodeTest, RefusesBombsInEveryFormat) {
+  const cv::Mat small = SyntheticImage(16, 16, 1);
+  auto refused = [](const std::string& bytes, const char* what) {
+    auto r = DecodeImage(bytes);
+    ASSERT_FALSE(r.ok()) << what;
+    EXPECT_EQ(r.status().code(), Status::Code::kInvalidArgument) << what;
+    EXPECT_NE(r.status().message().find("30000x30000"), std::string::npos)
+        << what << ": " << r.status().message();
+  };
+  std::string bmp = Encode(small, ".bmp");
+  const unsigned char le30k[4] = {0x30, 0x75, 0, 0};
+  bmp.replace(18, 4, reinterpret_cast<const char*>(le30k), 4);
+  bmp.replace(22, 4, reinterpret_cast<const char*>(le30k), 4);
+  refused(bmp, "bmp");
+
+  std::string tiff = Encode(small, ".tiff");
+  // Patch the values of tags 256 and 257 in IFD0, whatever their type.
+  const bool le = tiff[0] == 'I';
+  auto u16 = [&](size_t i) {
+    const auto b = [&](size_t k) {
+      return static_cast<unsigned>(static_cast<unsigned char>(tiff[k]));
+    };
+    return le ? b(i) | (b(i + 1) << 8) : (b(i) << 8) | b(i + 1);
+  };
+  const size_t ifd = le ? u16(4) | (u16(6) << 16) : (u16(4) << 16) | u16(6);
+  for (size_t e = 0; e < u16(ifd); ++e) {
+    const size_t at = ifd + 2 + 12 * e;
+    if (u16(at) != 256 && u16(at) != 257) continue;
+    const bool is_short = u16(at + 2) == 3;
+    std::string v =
+        le ? std::string("\x30\x75\0\0", 4)
+           : (is_short ? std::string("\x75\x30\0\0", 4) : std::string("\0\0\x75\x30", 4));
+    tiff.replace(at + 8, 4, v);
+  }
+  refused(tiff, "tiff");
+
+  // WebP extended header (VP8X) with a 30000 x 30000 canvas.
+  std::string vp8x = std::string("RIFF\0\0\0\0WEBPVP8X\x0a\0\0\0\0\0\0\0", 24);
+  const unsigned char canvas[6] = {0x2F, 0x75, 0, 0x2F, 0x75, 0};  // 29999 = size - 1
+  vp8x += std::string(reinterpret_cast<const char*>(canvas), 6);
+  refused(vp8x, "webp");
+
+  // JPEG frame header (SOF0) rewritten to 30000 x 30000.
+  std::string jpg = Encode(small, ".jpg");
+  for (size_t i = 2; i + 9 < jpg.size(); ++i) {
+    if (static_cast<unsigned char>(jpg[i]) == 0xFF &&
+        static_cast<unsigned char>(jpg[i + 1]) == 0xC0) {
+      jpg.replace(i + 5, 4, std::string("\x75\x30\x75\x30", 4));
+      break;
+    }
+  }
+  refused(jpg, "jpeg");
+
+  // A header too short to state the size is refused too (never decoded blind).
+  auto stub = DecodeImage(std::string("BM\0\0", 4));
+  ASSERT_FALSE(stub.ok());
+  EXPECT_NE(stub.status().message().find("cannot read the bmp header"), std::string::npos);
+}
+
 // An APP1 Exif segment carrying only an Orientation tag.
 std::string ExifOrientation(uint16_t value) {
   std::string tiff = std::string("MM\0*\0\0\0\x08", 8) + std::string("\0\x01", 2) +  // 1 entry

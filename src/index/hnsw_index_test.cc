@@ -191,7 +191,7 @@ TEST(HnswIndexTest, SaveLoadRoundTripAndDamagedFiles) {
 
 TEST(StoreIndexTest, CatchesUpWithInsertsAndDeletesSinceTheSave) {
   testing::TempDir d;
-  auto s = OpenSqliteStore(d.Join("s.db"), Store::Mode::kReadWrite);
+  auto s = OpenSqliteStore(d.Join("s.db"), Store::Mode::kCreate);
   ASSERT_TRUE(s.ok());
   Store& store = **s;
   CollectionInfo info;

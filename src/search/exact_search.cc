@@ -166,7 +166,8 @@ std::vector<std::vector<Neighbor>> LeaveOneOutNeighbors(const VectorTable& table
   for (size_t i = 0; i < n; ++i) parts[partition.empty() ? 0 : partition[i]].push_back(i);
 
   std::vector<float> block, sims;
-  for (const auto& [key, rows] : parts) {
+  for (const auto& part : parts) {
+    const std::vector<size_t>& rows = part.second;  // (a lambda below captures it)
     const size_t m = rows.size();
     // Gather the partition contiguously (a no-op copy when there is one partition).
     block.resize(m * static_cast<size_t>(d));

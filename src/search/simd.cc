@@ -4,7 +4,9 @@
 // half conversions (a known false positive of its _mm512_undefined_*); nothing of ours is
 // uninitialised.
 #pragma GCC diagnostic ignored "-Wuninitialized"
+#ifndef __clang__
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #include <immintrin.h>
 
 #include <cstring>

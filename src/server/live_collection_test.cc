@@ -20,7 +20,7 @@ NewItem Item(int i, const std::string& label) {
 }
 
 std::unique_ptr<Store> MakeStore(const std::string& path, int rows) {
-  auto s = OpenSqliteStore(path, Store::Mode::kReadWrite);
+  auto s = OpenSqliteStore(path, Store::Mode::kCreate);
   EXPECT_TRUE(s.ok());
   CollectionInfo info;
   info.model = "m";

@@ -8,6 +8,7 @@
 
 #include <cctype>
 #include <chrono>
+#include <cstring>
 #include <mutex>
 #include <set>
 
@@ -151,6 +152,50 @@ bool SameToken(const std::string& a, const std::string& b) {
   return diff == 0;
 }
 
+// httplib::Server with its request processing reachable without a socket: HandleRawRequest
+// feeds it bytes through MemoryStream (how cpp-httplib's own fuzzer drives it).
+class MemoryStream : public httplib::Stream {
+ public:
+  explicit MemoryStream(const std::string& in) : in_(in) {}
+  bool is_readable() const override { return true; }
+  bool is_writable() const override { return true; }
+  ssize_t read(char* ptr, size_t size) override {
+    const size_t n = std::min(size, in_.size() - pos_);
+    std::memcpy(ptr, in_.data() + pos_, n);
+    pos_ += n;
+    return static_cast<ssize_t>(n);
+  }
+  ssize_t write(const char* ptr, size_t size) override {
+    out_.append(ptr, size);
+    return static_cast<ssize_t>(size);
+  }
+  void get_remote_ip_and_port(std::string& ip, int& port) const override {
+    ip = "127.0.0.1";
+    port = 0;
+  }
+  void get_local_ip_and_port(std::string& ip, int& port) const override {
+    ip = "127.0.0.1";
+    port = 0;
+  }
+  socket_t socket() const override { return 0; }
+  const std::string& output() const { return out_; }
+
+ private:
+  const std::string& in_;
+  size_t pos_ = 0;
+  std::string out_;
+};
+
+class HttpServer : public httplib::Server {
+ public:
+  std::string Process(const std::string& request) {
+    MemoryStream stream(request);
+    bool closed = false;
+    process_request(stream, /*close_connection=*/true, closed, nullptr);
+    return stream.output();
+  }
+};
+
 }  // namespace
 
 struct Server::Impl {
@@ -163,7 +208,7 @@ struct Server::Impl {
   CollectionInfo info;
   std::string label_field;
   std::string notice;
-  httplib::Server http;
+  HttpServer http;
   int port = 0;
 
   // Decode + preprocess (concurrently) and embed (one at a time) an uploaded image.
@@ -507,6 +552,9 @@ Status Server::Run() {
 }
 
 void Server::Stop() { impl_->http.stop(); }
+std::string Server::HandleRawRequest(const std::string& request) {
+  return impl_->http.Process(request);
+}
 int Server::port() const { return impl_->port; }
 const std::string& Server::notice() const { return impl_->notice; }
 

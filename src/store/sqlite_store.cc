@@ -8,6 +8,8 @@
 // WAL journal, synchronous=NORMAL (a committed batch survives a killed process; a checkpoint
 // with fsync runs when the store is closed after writing).
 #include <sqlite3.h>
+#include <cerrno>
+#include <cstring>
 
 #include <algorithm>
 #include <filesystem>
@@ -72,7 +74,7 @@ using Stmt = std::unique_ptr<sqlite3_stmt, StmtDeleter>;
 class SqliteStore : public Store {
  public:
   SqliteStore(sqlite3* db, std::string path, Mode mode)
-      : db_(db), path_(std::move(path)), mode_(mode) {}
+      : db_(db), path_(std::move(path)), mode_(mode == Mode::kCreate ? Mode::kReadWrite : mode) {}
   ~SqliteStore() override {
     if (mode_ == Mode::kReadWrite && wrote_) {
       // Fold the WAL into the main file with an fsync, so a finished ingest is durable.
@@ -551,9 +553,29 @@ class SqliteStore : public Store {
     switch (code & 0xff) {
       case SQLITE_NOTADB:
       case SQLITE_CORRUPT:
-        return Status::Corruption(path_ + ": " + msg);
+        return Status::Corruption(path_ + ": " + msg +
+                                  " (the store file is damaged; nothing was changed. Restore it "
+                                  "from a backup; `nearlabel sql STORE 'PRAGMA integrity_check'` "
+                                  "shows the damage)");
       case SQLITE_FULL:
-      case SQLITE_IOERR:
+        return Status::IOError(path_ + ": " + msg +
+                               " (the transaction was rolled back; free space and run again)");
+      case SQLITE_IOERR: {
+        // The OS error says what happened (no space, a file size limit, a vanished disk).
+        const int err = sqlite3_system_errno(db_);
+        if (err == ENOSPC || err == EFBIG || err == EDQUOT) {
+          return Status::IOError(path_ + ": cannot write: " + std::strerror(err) +
+                                 " (the transaction was rolled back; free space and run again)");
+        }
+        if (code == SQLITE_IOERR_WRITE || code == SQLITE_IOERR_FSYNC ||
+            code == SQLITE_IOERR_TRUNCATE || code == SQLITE_IOERR_SHMSIZE) {
+          return Status::IOError(path_ + ": cannot write (" + msg +
+                                 "): the disk is full, a file size limit was hit or the disk "
+                                 "went away; the transaction was rolled back");
+        }
+        return Status::IOError(path_ + ": " + msg +
+                               (err ? std::string(" (") + std::strerror(err) + ")" : ""));
+      }
       case SQLITE_CANTOPEN:
         return Status::IOError(path_ + ": " + msg);
       case SQLITE_BUSY:
@@ -598,7 +620,7 @@ Result<std::string> WithinToSql(const std::string& within) {
 
 Result<std::unique_ptr<Store>> OpenSqliteStore(const std::string& path, Store::Mode mode) {
   std::error_code ec;
-  if (mode == Store::Mode::kReadOnly && !std::filesystem::exists(path, ec)) {
+  if (mode != Store::Mode::kCreate && !std::filesystem::exists(path, ec)) {
     return Status::NotFound("no store at " + path + " (create it with `nearlabel ingest`)");
   }
   if (std::filesystem::is_directory(path, ec)) {

@@ -27,7 +27,7 @@ TEST(SqliteStoreTest, RoundTripAndIdempotence) {
   testing::TempDir d;
   const std::string path = d.Join("s.db");
   {
-    auto s = OpenSqliteStore(path, Store::Mode::kReadWrite);
+    auto s = OpenSqliteStore(path, Store::Mode::kCreate);
     ASSERT_TRUE(s.ok()) << s.status().ToString();
     ASSERT_TRUE((*s)->EnsureCollection(Info()).ok());
     auto r = (*s)->InsertBatch({Item("a", {1, 0, 0}), Item("b", {0, 1, 0})});
@@ -62,7 +62,7 @@ TEST(SqliteStoreTest, RoundTripAndIdempotence) {
 
 TEST(SqliteStoreTest, RejectsWrongDimsAndOtherModelWithoutWriting) {
   testing::TempDir d;
-  auto s = OpenSqliteStore(d.Join("s.db"), Store::Mode::kReadWrite);
+  auto s = OpenSqliteStore(d.Join("s.db"), Store::Mode::kCreate);
   ASSERT_TRUE(s.ok());
   ASSERT_TRUE((*s)->EnsureCollection(Info()).ok());
   auto bad = (*s)->InsertBatch({Item("a", {1, 0, 0}), Item("b", {1, 0})});
@@ -78,7 +78,7 @@ TEST(SqliteStoreTest, RejectsWrongDimsAndOtherModelWithoutWriting) {
 
 TEST(SqliteStoreTest, WhereMustBeReadOnlyAndSingle) {
   testing::TempDir d;
-  auto s = OpenSqliteStore(d.Join("s.db"), Store::Mode::kReadWrite);
+  auto s = OpenSqliteStore(d.Join("s.db"), Store::Mode::kCreate);
   ASSERT_TRUE((*s)->EnsureCollection(Info()).ok());
   ASSERT_TRUE((*s)->InsertBatch({Item("a", {1, 0, 0})}).ok());
   EXPECT_FALSE((*s)->LoadVectors("1); DELETE FROM items; --").ok());
@@ -88,7 +88,7 @@ TEST(SqliteStoreTest, WhereMustBeReadOnlyAndSingle) {
 
 TEST(SqliteStoreTest, ReadOnlyRefusesWrites) {
   testing::TempDir d;
-  { ASSERT_TRUE(OpenSqliteStore(d.Join("s.db"), Store::Mode::kReadWrite).ok()); }
+  { ASSERT_TRUE(OpenSqliteStore(d.Join("s.db"), Store::Mode::kCreate).ok()); }
   auto s = OpenSqliteStore(d.Join("s.db"), Store::Mode::kReadOnly);
   ASSERT_TRUE(s.ok());
   auto r = (*s)->Execute("SELECT 1; DELETE FROM items");
@@ -99,14 +99,14 @@ TEST(SqliteStoreTest, ReadOnlyRefusesWrites) {
 TEST(SqliteStoreTest, ForeignFilesAreRefusedAndLeftUntouched) {
   testing::TempDir d;
   testing::WriteFile(d.Join("junk.db"), std::string(4096, 'j'));
-  auto junk = OpenSqliteStore(d.Join("junk.db"), Store::Mode::kReadWrite);
+  auto junk = OpenSqliteStore(d.Join("junk.db"), Store::Mode::kCreate);
   ASSERT_FALSE(junk.ok());
   EXPECT_NE(junk.status().message().find("not a nearlabel store"), std::string::npos);
   EXPECT_EQ(*ReadFileToString(d.Join("junk.db")), std::string(4096, 'j'));
   EXPECT_EQ(OpenSqliteStore(d.Join("missing.db"), Store::Mode::kReadOnly).status().code(),
             Status::Code::kNotFound);
   {
-    auto s = OpenSqliteStore(d.Join("new.db"), Store::Mode::kReadWrite);
+    auto s = OpenSqliteStore(d.Join("new.db"), Store::Mode::kCreate);
     ASSERT_TRUE((*s)->Execute("PRAGMA user_version = 99").ok());
   }
   auto newer = OpenSqliteStore(d.Join("new.db"), Store::Mode::kReadOnly);
@@ -116,7 +116,7 @@ TEST(SqliteStoreTest, ForeignFilesAreRefusedAndLeftUntouched) {
 
 TEST(SqliteStoreTest, DeleteNeverReusesIdsAndRefusesNoCondition) {
   testing::TempDir d;
-  auto s = OpenSqliteStore(d.Join("s.db"), Store::Mode::kReadWrite);
+  auto s = OpenSqliteStore(d.Join("s.db"), Store::Mode::kCreate);
   ASSERT_TRUE(s.ok());
   ASSERT_TRUE((*s)->EnsureCollection(Info()).ok());
   auto r = (*s)->InsertBatch({Item("a", {1, 0, 0}), Item("b", {0, 1, 0}), Item("c", {0, 0, 1})});
@@ -140,7 +140,7 @@ TEST(SqliteStoreTest, DeleteNeverReusesIdsAndRefusesNoCondition) {
 
 TEST(SqliteStoreTest, ThumbnailsAreStoredAndDeletedWithTheirRow) {
   testing::TempDir d;
-  auto s = OpenSqliteStore(d.Join("s.db"), Store::Mode::kReadWrite);
+  auto s = OpenSqliteStore(d.Join("s.db"), Store::Mode::kCreate);
   ASSERT_TRUE(s.ok());
   ASSERT_TRUE((*s)->EnsureCollection(Info()).ok());
   const std::string jpeg("\xff\xd8 thumbnail \0 bytes\xff\xd9", 23);
@@ -158,7 +158,7 @@ TEST(SqliteStoreTest, FormatOneStoreIsUpgradedOnlyWhenOpenedForWriting) {
   testing::TempDir d;
   const std::string path = d.Join("old.db");
   {
-    auto s = OpenSqliteStore(path, Store::Mode::kReadWrite);
+    auto s = OpenSqliteStore(path, Store::Mode::kCreate);
     ASSERT_TRUE(s.ok());
     ASSERT_TRUE((*s)->EnsureCollection(Info()).ok());
     ASSERT_TRUE((*s)->InsertBatch({Item("a", {1, 0, 0})}).ok());
@@ -173,7 +173,7 @@ TEST(SqliteStoreTest, FormatOneStoreIsUpgradedOnlyWhenOpenedForWriting) {
     ASSERT_TRUE(v.ok());
     EXPECT_EQ(std::get<int64_t>((*v)[0].rows[0][0]), 1);  // read-only: untouched
   }
-  auto rw = OpenSqliteStore(path, Store::Mode::kReadWrite);
+  auto rw = OpenSqliteStore(path, Store::Mode::kCreate);
   ASSERT_TRUE(rw.ok()) << rw.status().ToString();
   auto r = (*rw)->InsertBatch({Item("b", {0, 1, 0}, "jpeg")});
   ASSERT_TRUE(r.ok()) << r.status().ToString();

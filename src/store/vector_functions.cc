@@ -145,6 +145,15 @@ double VectorDistance(const float* a, const float* b, size_t n, Metric metric) {
 // ---- SQLite functions ----
 namespace {
 
+// A text value with its length (found by the fuzzer: a NUL inside the text must not end it
+// early, or "[2]\0garbage" would be read as "[2]").
+std::string TextOf(sqlite3_value* v) {
+  const unsigned char* t = sqlite3_value_text(v);
+  return t ? std::string(reinterpret_cast<const char*>(t),
+                         static_cast<size_t>(sqlite3_value_bytes(v)))
+           : std::string();
+}
+
 // Reads a vector argument: a float32 blob or '[...]' text. On failure reports an SQL error
 // naming the function and returns false.
 bool ArgVector(sqlite3_context* ctx, sqlite3_value* arg, const char* fn, std::vector<float>* out) {
@@ -154,7 +163,7 @@ bool ArgVector(sqlite3_context* ctx, sqlite3_value* arg, const char* fn, std::ve
       v = VectorFromBlob(sqlite3_value_blob(arg), static_cast<size_t>(sqlite3_value_bytes(arg)));
       break;
     case SQLITE_TEXT:
-      v = ParseVectorText(reinterpret_cast<const char*>(sqlite3_value_text(arg)));
+      v = ParseVectorText(TextOf(arg));  // whole value: a NUL inside is an error, not an end
       break;
     default:
       v = Status::InvalidArgument("expected a vector (float32 blob or '[...]' text)");
@@ -239,10 +248,9 @@ void SqlField(sqlite3_context* ctx, int, sqlite3_value** argv) {
   if (sqlite3_value_type(argv[0]) != SQLITE_TEXT || sqlite3_value_type(argv[1]) != SQLITE_TEXT) {
     return sqlite3_result_null(ctx);
   }
-  auto j = nlohmann::json::parse(reinterpret_cast<const char*>(sqlite3_value_text(argv[0])),
-                                 nullptr, false);
+  auto j = nlohmann::json::parse(TextOf(argv[0]), nullptr, false);
   if (j.is_discarded()) return sqlite3_result_null(ctx);
-  std::string v = MetadataField(j, reinterpret_cast<const char*>(sqlite3_value_text(argv[1])));
+  std::string v = MetadataField(j, TextOf(argv[1]));
   if (v.empty()) return sqlite3_result_null(ctx);
   sqlite3_result_text(ctx, v.c_str(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
 }
