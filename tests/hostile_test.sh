@@ -185,6 +185,7 @@ check "full disk: with room again every image is stored once" "[ \"\$(rows '$T/f
 wait
 check "two writers: both exit 0, one row per image" \
   "[ \$(cat '$T/rc1') -eq 0 ] && [ \$(cat '$T/rc2') -eq 0 ] && [ \"\$(rows '$T/two.db')\" = '30 30' ]"
+[ "$(cat "$T/rc1")$(cat "$T/rc2")" = 00 ] || cat "$T/o1" "$T/o2"
 
 # 9. A store of a newer format, a damaged store, something that is not a store: clear
 #    message, and the file's bytes are not changed by any command.

@@ -22,6 +22,10 @@ struct SearchParams {
   int k = 10;
   // Optional row filter: when non-empty, only rows with allowed[row] != 0 are candidates.
   std::vector<uint8_t> allowed;
+  // ExactSearchBatch only: on a CPU with AMX-BF16, find candidates with a bfloat16 matrix
+  // product and re-rank them in float32 (the same neighbours as the float32 path: the
+  // candidate line has a proven error margin; see exact_search.cc). false: float32 sgemm.
+  bool bf16_candidates = true;
 };
 
 // The k nearest rows of `table` to `query` (dims floats, unit length), nearest first.

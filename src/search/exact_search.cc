@@ -1,6 +1,7 @@
 #include <cblas.h>
 
 #include <algorithm>
+#include <cmath>
 #include <limits>
 #include <map>
 #include <mutex>
@@ -8,6 +9,8 @@
 #include <thread>
 
 #include "nearlabel/search.h"
+#include "search/bf16_gemm.h"
+#include "search/simd.h"
 
 namespace nearlabel {
 namespace {
@@ -105,12 +108,103 @@ std::vector<Neighbor> ExactSearch(const VectorTable& table, const float* query,
   return top.Take();
 }
 
+namespace {
+
+// ExactSearchBatch on AMX: the similarities of bfloat16 copies (several times the float32
+// GEMM rate) pick candidates, which are re-ranked with float32 dot products.
+// Why the candidates hold the exact top k: for a query q and row r with bf16 copies q', r',
+//   |q'.r' - q.r| <= ||q - q'|| ||r|| + ||q'|| ||r - r'|| + (float32 sum rounding)  = eps_q
+// (Cauchy-Schwarz on the rounding residuals, whose norms are measured, not assumed). So every
+// row of the exact top k has an approximate similarity >= (approximate k-th best) - 2 eps_q,
+// and the scan keeps every row above that line (the line only rises as the scan goes, so a
+// row kept early may be dropped later, never the reverse). On unit vectors eps_q ~ 0.005 in
+// the worst case and the actual error is ~20x smaller; the line costs a few extra candidates.
+std::vector<std::vector<Neighbor>> ExactSearchBatchBf16(const VectorTable& table,
+                                                        const float* queries, size_t nq,
+                                                        const SearchParams& params) {
+  const size_t n = table.size(), d = static_cast<size_t>(table.dims);
+  const Bf16Tiles tiles = PackTilesBf16(table.vectors.data(), n, d);
+  const size_t pd = tiles.padded_dims, padded_nq = (nq + 31) / 32 * 32;
+  std::vector<uint16_t> qa(padded_nq * pd);
+  std::vector<float> qnorm(nq), qres(nq), margin(nq);
+  RowsToBf16(queries, nq, d, padded_nq, pd, qa.data(), qnorm.data(), qres.data());
+  // gamma: the relative rounding bound of a float32 sum of d products (both the tile unit's
+  // and the re-rank's), applied to the largest possible |q'||r'|.
+  const double gamma = static_cast<double>(d + 2) * std::ldexp(1.0, -24);
+  for (size_t q = 0; q < nq; ++q) {
+    const double qn = qnorm[q] + qres[q], rn = tiles.max_norm + tiles.max_residual;
+    const double eps = qres[q] * static_cast<double>(tiles.max_norm) + qn * tiles.max_residual +
+                       2 * gamma * qn * rn;
+    margin[q] = static_cast<float>(2 * eps + 1e-6);
+  }
+  const size_t k = static_cast<size_t>(params.k);
+  const bool filtered = !params.allowed.empty();
+  std::vector<TopK> approx(nq, TopK(params.k));
+  std::vector<std::vector<std::pair<float, size_t>>> cands(nq);
+  const size_t qblock = 2048, rblock = 4096;  // multiples of 32; 32 MB of similarities
+  std::vector<float> sims(std::min(qblock, padded_nq) * std::min(rblock, tiles.padded_rows));
+  for (size_t q0 = 0; q0 < padded_nq; q0 += qblock) {
+    const size_t nqb = std::min(qblock, padded_nq - q0), real_q = std::min(nqb, nq - q0);
+    for (size_t r0 = 0; r0 < tiles.padded_rows; r0 += rblock) {
+      const size_t nr = std::min(rblock, tiles.padded_rows - r0), real_r = std::min(nr, n - r0);
+      ParallelFor(nqb / 32 * 64, [&](size_t b, size_t e) {  // in 32-query tiles
+        const size_t t0 = b / 64, t1 = e / 64;
+        AmxGemmBf16(qa.data() + (q0 + t0 * 32) * pd, (t1 - t0) * 32, tiles, r0, nr,
+                    sims.data() + t0 * 32 * nr, nr);
+      });
+      ParallelFor(real_q, [&](size_t qb, size_t qe) {
+        for (size_t qi = qb; qi < qe; ++qi) {
+          const size_t q = q0 + qi;
+          TopK& top = approx[q];
+          auto& cand = cands[q];
+          const float* s = sims.data() + qi * nr;
+          float line = top.SimilarityBound() - margin[q];
+          for (size_t c0 = 0; c0 < real_r; c0 += kChunk) {
+            const size_t c1 = std::min(real_r, c0 + kChunk);
+            if (!AnyAtLeast(s + c0, c1 - c0, line)) continue;
+            for (size_t j = c0; j < c1; ++j) {
+              if (s[j] < line) continue;
+              if (filtered && !params.allowed[r0 + j]) continue;
+              top.Push(1.0f - s[j], r0 + j);
+              cand.push_back({s[j], r0 + j});
+              line = top.SimilarityBound() - margin[q];
+            }
+          }
+          if (cand.size() > 8 * k + 1024) {  // drop what fell below the risen line
+            cand.erase(std::remove_if(cand.begin(), cand.end(),
+                                      [line](const auto& c) { return c.first < line; }),
+                       cand.end());
+          }
+        }
+      });
+    }
+  }
+  std::vector<std::vector<Neighbor>> result(nq);
+  ParallelFor(nq, [&](size_t qb, size_t qe) {
+    for (size_t q = qb; q < qe; ++q) {
+      const float line = approx[q].SimilarityBound() - margin[q];
+      TopK exact(params.k);
+      for (const auto& [s, row] : cands[q]) {
+        if (s < line) continue;
+        exact.Push(1.0f - InnerProduct(queries + q * d, table.row(row), d), row);
+      }
+      result[q] = exact.Take();
+    }
+  });
+  return result;
+}
+
+}  // namespace
+
 std::vector<std::vector<Neighbor>> ExactSearchBatch(const VectorTable& table, const float* queries,
                                                     size_t nq, const SearchParams& params) {
   const size_t n = table.size();
   const int d = table.dims;
   std::vector<std::vector<Neighbor>> result(nq);
   if (n == 0 || nq == 0 || params.k <= 0) return result;
+  if (params.bf16_candidates && nq >= 32 && AmxBf16Available()) {
+    return ExactSearchBatchBf16(table, queries, nq, params);
+  }
   std::vector<TopK> tops(nq, TopK(params.k));
   const bool filtered = !params.allowed.empty();
   // Blocks of up to 4096 queries x 4096 rows (at most 64 MB of similarities): one

@@ -101,14 +101,28 @@ class SqliteStore : public Store {
       if (mode_ == Mode::kReadOnly) return Status::OK();  // empty: nothing to read
       NL_RETURN_IF_ERROR(Exec("PRAGMA journal_mode = WAL"));
       NL_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
-      Status s = Exec(kSchema);
-      if (s.ok()) s = Exec("PRAGMA application_id = " + std::to_string(kApplicationId));
-      if (s.ok()) s = Exec("PRAGMA user_version = " + std::to_string(kFormatVersion));
+      // Another writer may have created the schema between the check above and this lock
+      // (two ingests starting on a new store): look again under the lock.
+      Status s = QueryInt("PRAGMA application_id", &app_id);
+      if (s.ok() && app_id != kApplicationId) {
+        s = Exec(kSchema);
+        if (s.ok()) s = Exec("PRAGMA application_id = " + std::to_string(kApplicationId));
+        if (s.ok()) s = Exec("PRAGMA user_version = " + std::to_string(kFormatVersion));
+        version = kFormatVersion;
+      } else if (s.ok()) {
+        s = QueryInt("PRAGMA user_version", &version);
+      }
       if (!s.ok()) {
         Exec("ROLLBACK");
         return s;
       }
       NL_RETURN_IF_ERROR(Exec("COMMIT"));
+      app_id = kApplicationId;
+      if (version > kFormatVersion) {
+        return Status::Unsupported(path_ + " has store format " + std::to_string(version) +
+                                   ", newer than this nearlabel reads (" +
+                                   std::to_string(kFormatVersion) + "); upgrade nearlabel");
+      }
     } else if (version > kFormatVersion) {
       return Status::Unsupported(path_ + " has store format " + std::to_string(version) +
                                  ", newer than this nearlabel reads (" +
@@ -173,6 +187,14 @@ class SqliteStore : public Store {
       return Status::OK();
     }
     NL_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
+    // Another writer may have recorded its info since the read above: check again under the
+    // lock, and compare with what it wrote.
+    auto again = GetCollection();
+    if (!again.ok() || *again) {
+      Exec("ROLLBACK");
+      if (!again.ok()) return again.status();
+      return EnsureCollection(info);
+    }
     Status st = Status::OK();
     const std::pair<const char*, std::string> kv[] = {
         {"model", info.model},
