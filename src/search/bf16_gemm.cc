@@ -19,6 +19,8 @@
 #include <thread>
 #include <vector>
 
+#include "search/parallel.h"
+
 namespace nearlabel {
 namespace {
 
@@ -38,24 +40,6 @@ inline float FromBf16(uint16_t h) {
   float f;
   std::memcpy(&f, &u, 4);
   return f;
-}
-
-// Splits [0, n) into one contiguous range per core.
-template <typename Fn>
-void Split(size_t n, const Fn& fn) {
-  const size_t workers = std::min<size_t>(std::max(1u, std::thread::hardware_concurrency()), n);
-  if (workers <= 1) {
-    if (n > 0) fn(size_t{0}, n);
-    return;
-  }
-  std::vector<std::thread> pool;
-  const size_t per = (n + workers - 1) / workers;
-  for (size_t w = 1; w < workers; ++w) {
-    const size_t b = std::min(n, w * per), e = std::min(n, (w + 1) * per);
-    if (b < e) pool.emplace_back([&fn, b, e] { fn(b, e); });
-  }
-  fn(size_t{0}, std::min(n, per));
-  for (auto& t : pool) t.join();
 }
 
 // The palette-1 tile configuration: 8 tiles of 16 rows x 64 bytes.
@@ -93,7 +77,7 @@ bool AmxBf16Available() {
 void RowsToBf16(const float* rows, size_t n, size_t d, size_t padded_n, size_t padded_d,
                 uint16_t* out, float* norms, float* residuals) {
   std::fill(out, out + padded_n * padded_d, uint16_t{0});
-  Split(n, [&](size_t b, size_t e) {
+  ParallelFor(n, [&](size_t b, size_t e) {
     for (size_t r = b; r < e; ++r) {
       double norm = 0, res = 0;
       for (size_t i = 0; i < d; ++i) {
@@ -176,7 +160,7 @@ Bf16Tiles PackTilesBf16(const float* rows, size_t n, size_t d) {
   ::madvise(t.data.get(), bytes, MADV_HUGEPAGE);  // fewer page faults while it is written
   const size_t blocks = t.padded_rows / kTileRows;
   std::vector<float> norm2(blocks), res2(blocks);
-  Split(blocks, [&](size_t b, size_t e) {
+  ParallelFor(blocks, [&](size_t b, size_t e) {
     for (size_t blk = b; blk < e; ++blk) {
       uint16_t* first = t.data.get() + blk * ksteps * kTileElems;
       if ((blk + 1) * kTileRows > n) std::fill(first, first + ksteps * kTileElems, uint16_t{0});

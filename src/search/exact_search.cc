@@ -10,6 +10,7 @@
 
 #include "nearlabel/search.h"
 #include "search/bf16_gemm.h"
+#include "search/parallel.h"
 #include "search/simd.h"
 
 namespace nearlabel {
@@ -58,26 +59,6 @@ class TopK {
   size_t k_;
   std::priority_queue<Entry, std::vector<Entry>, Cmp> heap_;  // max-heap: worst on top
 };
-
-// Runs fn(begin, end) over [0, n) split across the cores (fn must be thread-safe for disjoint
-// ranges). Small n runs inline.
-template <typename Fn>
-void ParallelFor(size_t n, const Fn& fn) {
-  const size_t workers = std::min<size_t>(std::max(1u, std::thread::hardware_concurrency()),
-                                          std::max<size_t>(1, n / 64));
-  if (workers <= 1) {
-    fn(size_t{0}, n);
-    return;
-  }
-  std::vector<std::thread> pool;
-  const size_t per = (n + workers - 1) / workers;
-  for (size_t w = 1; w < workers; ++w) {
-    const size_t b = std::min(n, w * per), e = std::min(n, (w + 1) * per);
-    pool.emplace_back([&fn, b, e] { fn(b, e); });
-  }
-  fn(size_t{0}, std::min(n, per));
-  for (auto& t : pool) t.join();
-}
 
 // Whether any of s[0, n) is >= bound. Branch-free, so the compiler vectorises it: scans check
 // a chunk of similarities this way and look at single values only in the rare chunk that
@@ -147,11 +128,13 @@ std::vector<std::vector<Neighbor>> ExactSearchBatchBf16(const VectorTable& table
     const size_t nqb = std::min(qblock, padded_nq - q0), real_q = std::min(nqb, nq - q0);
     for (size_t r0 = 0; r0 < tiles.padded_rows; r0 += rblock) {
       const size_t nr = std::min(rblock, tiles.padded_rows - r0), real_r = std::min(nr, n - r0);
-      ParallelFor(nqb / 32 * 64, [&](size_t b, size_t e) {  // in 32-query tiles
-        const size_t t0 = b / 64, t1 = e / 64;
-        AmxGemmBf16(qa.data() + (q0 + t0 * 32) * pd, (t1 - t0) * 32, tiles, r0, nr,
-                    sims.data() + t0 * 32 * nr, nr);
-      });
+      ParallelFor(
+          nqb / 32,
+          [&](size_t t0, size_t t1) {  // in 32-query tiles
+            AmxGemmBf16(qa.data() + (q0 + t0 * 32) * pd, (t1 - t0) * 32, tiles, r0, nr,
+                        sims.data() + t0 * 32 * nr, nr);
+          },
+          1);
       ParallelFor(real_q, [&](size_t qb, size_t qe) {
         for (size_t qi = qb; qi < qe; ++qi) {
           const size_t q = q0 + qi;
