@@ -1,12 +1,5 @@
 #include "search/bf16_gemm.h"
 
-// GCC 12's avx512fintrin.h trips -W(maybe-)uninitialized in its casts and extracts (its
-// _mm512_undefined_* false positive, as in simd.cc).
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#ifndef __clang__
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
-#include <immintrin.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -19,6 +12,7 @@
 #include <thread>
 #include <vector>
 
+#include "search/avx512_intrinsics.h"
 #include "search/parallel.h"
 
 namespace nearlabel {

@@ -1,15 +1,8 @@
 #include "search/simd.h"
 
-// GCC 12's own avx512fintrin.h trips -W(maybe-)uninitialized in _mm512_reduce_add_ps and the
-// half conversions (a known false positive of its _mm512_undefined_*); nothing of ours is
-// uninitialised.
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#ifndef __clang__
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
-#include <immintrin.h>
-
 #include <cstring>
+
+#include "search/avx512_intrinsics.h"
 
 namespace nearlabel {
 namespace {
