@@ -12,8 +12,10 @@
 #include <cstring>
 
 #include <algorithm>
+#include <chrono>
 #include <filesystem>
 #include <memory>
+#include <thread>
 
 #include "nearlabel/store.h"
 #include "nearlabel/vector.h"
@@ -83,17 +85,26 @@ class SqliteStore : public Store {
     sqlite3_close_v2(db_);
   }
 
+  // Reads the file's header and creates or upgrades the schema as the mode allows. Idempotent:
+  // when another connection holds a lock it needs, it fails with busy() set and can be run
+  // again (OpenSqliteStore does).
   Status Init() {
+    busy_ = false;
     NL_RETURN_IF_ERROR(Exec("PRAGMA busy_timeout = 10000"));
     NL_RETURN_IF_ERROR(RegisterVectorFunctions(db_));
-    // The first read tells whether the file is a database at all.
+    // The three values come from one read transaction, so one snapshot: a writer creating the
+    // store commits them together, and reads on either side of its commit would disagree.
     int app_id = 0, version = 0, tables = 0;
-    Status st = QueryInt("PRAGMA application_id", &app_id);
+    Status st = Exec("BEGIN");
+    if (st.ok()) st = QueryInt("PRAGMA application_id", &app_id);
+    if (st.ok()) st = QueryInt("PRAGMA user_version", &version);
+    if (st.ok()) st = QueryInt("SELECT count(*) FROM sqlite_master", &tables);
+    Exec(st.ok() ? "COMMIT" : "ROLLBACK");
     if (!st.ok()) {
+      if (busy_) return st;
+      // The first read tells whether the file is a database at all.
       return Status::Corruption(path_ + " is not a nearlabel store (" + st.message() + ")");
     }
-    NL_RETURN_IF_ERROR(QueryInt("PRAGMA user_version", &version));
-    NL_RETURN_IF_ERROR(QueryInt("SELECT count(*) FROM sqlite_master", &tables));
     if (app_id != kApplicationId) {
       if (tables > 0 || app_id != 0) {
         return Status::InvalidArgument(path_ + " is an SQLite database but not a nearlabel store");
@@ -150,6 +161,7 @@ class SqliteStore : public Store {
     return Status::OK();
   }
 
+  bool busy() const { return busy_; }
   std::string location() const override { return path_; }
 
   Result<std::optional<CollectionInfo>> GetCollection() override {
@@ -572,6 +584,7 @@ class SqliteStore : public Store {
   }
 
   Status ErrorFromCode(int code, const std::string& msg) const {
+    if ((code & 0xff) == SQLITE_BUSY || (code & 0xff) == SQLITE_LOCKED) busy_ = true;
     switch (code & 0xff) {
       case SQLITE_NOTADB:
       case SQLITE_CORRUPT:
@@ -622,6 +635,7 @@ class SqliteStore : public Store {
   Mode mode_;
   bool initialised_ = false;
   bool wrote_ = false;
+  mutable bool busy_ = false;    // the last failure was another connection's lock
   bool has_thumbnails_ = false;  // format 2, or a format-1 file upgraded
 };
 
@@ -658,7 +672,18 @@ Result<std::unique_ptr<Store>> OpenSqliteStore(const std::string& path, Store::M
     return Status::IOError("cannot open store " + path + ": " + msg);
   }
   auto store = std::make_unique<SqliteStore>(db, path, mode);
-  NL_RETURN_IF_ERROR(store->Init());
+  // SQLite's busy timeout does not cover every lock an opening connection meets (switching a
+  // new file to WAL while another process opens it returns SQLITE_BUSY at once): two ingests
+  // starting on a new store retry the whole opening for as long as the busy timeout.
+  const auto start = std::chrono::steady_clock::now();
+  for (int attempt = 1;; ++attempt) {
+    Status st = store->Init();
+    if (st.ok()) break;
+    if (!store->busy() || std::chrono::steady_clock::now() - start > std::chrono::seconds(10)) {
+      return st;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(std::min(100, 5 * attempt)));
+  }
   return std::unique_ptr<Store>(std::move(store));
 }
 
