@@ -166,5 +166,34 @@ check "a damaged index file: search says so and answers exactly" \
 "$NL" ingest "$T/x.db" "$T/small" > "$T/ri" 2>&1
 check "the next ingest rebuilds a damaged index" "grep -q 'index: built over 60 rows' '$T/ri'"
 
+# 9. Open set, anomaly mode, patch-aware eval (small: 30 ok / 20 defect castings).
+"$NL" eval "$T/a.db" --open-set scratches > "$T/os" 2>&1; rc=$?
+check "eval --open-set reports the held-out class's rejection" \
+  "[ $rc -eq 0 ] && grep -qE '^scratches +10 +[0-9.]+% +25 ' '$T/os'"
+"$NL" classify "$T/a.db" --reject "$img" "$DATA"/casting/ok_front/$(ls "$DATA"/casting/ok_front | head -1) > "$T/rj" 2>&1
+check "classify --reject keeps a stored image and calls a casting photo unknown" \
+  "grep -q 'label = scratches' '$T/rj' && grep -q 'label = unknown (nearest distance' '$T/rj'"
+mkdir -p "$T/cast/ok_front" "$T/cast/def_front"
+ls "$DATA"/casting/ok_front | head -60 | while read -r f; do cp "$DATA/casting/ok_front/$f" "$T/cast/ok_front/"; done
+ls "$DATA"/casting/def_front | head -20 | while read -r f; do cp "$DATA/casting/def_front/$f" "$T/cast/def_front/"; done
+"$NL" ingest "$T/c.db" "$T/cast" > /dev/null 2>&1
+"$NL" anomaly score "$T/c.db" "$T/cast/ok_front/$(ls "$T/cast/ok_front" | head -1)" > "$T/an0" 2>&1; rc=$?
+check "anomaly score before fit: exit 1, says how to fit" \
+  "[ $rc -eq 1 ] && grep -q 'has no anomaly model .default. (fit one with' '$T/an0'"
+"$NL" anomaly fit "$T/c.db" --normal "field(metadata,'label')='ok_front'" --holdout 0.5 > "$T/an1" 2>&1; rc=$?
+check "anomaly fit on 60 normal images" \
+  "[ $rc -eq 0 ] && grep -q 'fitted on 30 normal images' '$T/an1' && grep -q 'kept out    15 more' '$T/an1'"
+"$NL" --json anomaly eval "$T/c.db" > "$T/an2" 2>&1; rc=$?
+check "anomaly eval: AUROC of held-out normal vs defect castings above chance" \
+  "[ $rc -eq 0 ] && /usr/bin/python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); assert j[\"anomalous_images\"]==20 and j[\"normal_images\"]==15 and j[\"auroc\"]>0.6, j[\"auroc\"]' '$T/an2'"
+"$NL" anomaly score "$T/c.db" "$T/cast/def_front/$(ls "$T/cast/def_front" | head -1)" --heatmap "$T/heat" > "$T/an3" 2>&1; rc=$?
+check "anomaly score writes a verdict and a PNG heat map" \
+  "[ $rc -eq 0 ] && grep -qE '(ANOMALOUS|normal) +$T/heat/1-' '$T/an3' && [ \"\$(head -c 4 $T/heat/1-*.png | tail -c 3)\" = PNG ]"
+"$NL" eval "$T/c.db" --patch-normal ok_front --show 0 > "$T/pe" 2>&1; rc=$?
+check "eval --patch-normal prints the patch-aware and the global figure" \
+  "[ $rc -eq 0 ] && grep -q 'patch-aware (10 most anomalous' '$T/pe' && grep -q '^global 1-NN on the same rows' '$T/pe'"
+"$NL" --backend opencv anomaly score "$T/c.db" "$img" > "$T/an4" 2>&1; rc=$?
+check "patch features on OpenCV DNN: a clear error" "[ $rc -eq 1 ] && grep -q 'need the ONNX Runtime backend' '$T/an4'"
+
 echo "cli: $pass passed, $fail failed"
 [ $fail -eq 0 ]

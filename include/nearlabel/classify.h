@@ -1,6 +1,7 @@
 // Classification by neighbour votes, and leave-one-out / leave-one-group-out evaluation.
 #pragma once
 
+#include <map>
 #include <string>
 #include <utility>
 #include <vector>
@@ -67,8 +68,54 @@ struct EvalReport {
   std::vector<float> nearest_distance_correct, nearest_distance_wrong;
 };
 
+// A report from per-row truths and predictions, for evaluations that do not vote among
+// whole-image neighbours (patch-aware). Rows with an empty truth or prediction are skipped;
+// `evidence[row]` is shown beside a mismatch.
+EvalReport ReportFromPredictions(const EvalOptions& options, const std::vector<std::string>& truth,
+                                 const std::vector<std::string>& predicted,
+                                 const std::vector<Neighbor>& evidence);
+
 // Evaluates `table` against itself: every row labelled by its k nearest other rows under the
 // within/group rules. Rows without a label neither query nor vote.
 Result<EvalReport> LeaveOneOut(const VectorTable& table, const EvalOptions& options);
+
+// Open-set rejection: a query is "unknown" when its nearest labelled neighbour is farther than
+// the threshold of the class that neighbour would give it. Thresholds come from leave-one-out
+// over the labelled rows: per class, the `quantile` of the nearest-neighbour distances of
+// rows whose nearest other row has their label. One global threshold is not enough: classes
+// differ in spread (on neu-surface-defects a global one caught 44-93% of a held-out class,
+// per-class ones 29-100% at 5-9% false rejections; see README, "Small defects").
+struct RejectThresholds {
+  double quantile = 0.95;
+  float global = 0;  // over all classes: for a class with fewer than kMinRows correct matches
+  std::map<std::string, float> per_class;
+  static constexpr size_t kMinRows = 5;
+  // The threshold for a query whose nearest neighbour is labelled `label`.
+  float For(const std::string& label) const;
+};
+
+// Calibrates thresholds on the rows of `table` that have `label_field`. InvalidArgument when
+// fewer than 2 such rows or quantile is outside (0, 1]. Thread-safe.
+Result<RejectThresholds> CalibrateRejection(const VectorTable& table,
+                                            const std::string& label_field, double quantile);
+
+struct OpenSetReport {
+  std::string unknown_class;
+  RejectThresholds thresholds;
+  size_t reference_rows = 0;    // known rows that calibrate and answer
+  size_t unknown_rows = 0;      // rows of the held-out class
+  size_t unknown_rejected = 0;  // ... that came back "unknown"
+  size_t known_rows = 0;        // held-out rows of the known classes
+  size_t known_rejected = 0;    // ... wrongly called "unknown"
+  size_t known_correct = 0;     // ... accepted with the right label
+};
+
+// Holds the class `unknown_class` out entirely; splits the other labelled rows at random
+// (seed) into a reference half and a held-out half; calibrates on the reference half; then
+// labels the held-out known rows and every row of the unknown class by their nearest
+// reference row, with rejection. Thread-safe.
+Result<OpenSetReport> EvaluateOpenSet(const VectorTable& table, const std::string& label_field,
+                                      const std::string& unknown_class, double quantile,
+                                      uint32_t seed = 1);
 
 }  // namespace nearlabel

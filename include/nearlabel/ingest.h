@@ -49,7 +49,7 @@ struct EmbeddedFile {
   std::string path;
   Status status;  // why it failed, if it did
   std::string sha256;
-  std::vector<float> embedding;  // dims() floats when status is OK
+  std::vector<float> embedding;  // floats_per_image() floats when status is OK
 };
 
 // Reads, decodes, preprocesses and embeds `paths` in batches (the ingest pipeline's prepare

@@ -12,9 +12,15 @@
 //                    "channel_order": "RGB" | "BGR", "scale": 0.00392156862745098,
 //                    "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]},
 //     "feature": {"onnx_tensor": "627", "opencv_layer": "onnx_node!627_DequantizeLinear",
-//                 "pooling": "mean" | "none", "dims": 1280}
+//                 "pooling": "mean" | "none", "dims": 1280},
+//     "patch": {"onnx_tensor": "591_quantized", "dims": 576, "grid": 14,   // optional
+//               "resize": "direct"}
 //   }
-// mean and std are in the tensor's channel order and apply after scale.
+// mean and std are in the tensor's channel order and apply after scale. "patch" names a
+// mid-level feature map (dims x grid x grid) whose positions are the image's patches, for
+// anomaly scores and patch-aware classification; a quantized (uint8) tensor is dequantized
+// with its producer's scale and zero point. Its "resize" (optional) overrides the
+// preprocessing's, e.g. "direct" so that patches cover the whole image, not a centre crop.
 #pragma once
 
 #include <memory>
@@ -38,12 +44,23 @@ struct ModelCard {
   std::string feature_opencv_layer;  // OpenCV DNN layer name of the same tensor
   std::string pooling = "mean";      // "mean": average over spatial positions; "none"
   int dims = 0;
+  // Patch feature map ("" when the card has none); see the card format above.
+  std::string patch_onnx_tensor;
+  int patch_dims = 0;
+  int patch_grid = 0;  // positions per side
+  PreprocessSpec patch_preprocess;
   std::string card_path;  // where the card was read from
   std::string onnx_path;  // resolved ONNX file ("" if it was not found)
 };
 
 // Parses a card. `card_path` is used for messages and to resolve `file`. Thread-safe.
 Result<ModelCard> ParseModelCard(const std::string& json_text, const std::string& card_path);
+
+// The card that reads `card`'s patch feature map: pooling "patches", dims = patch_dims,
+// preprocess = patch_preprocess. An Embedder made from it writes, per image, grid x grid
+// patch vectors of dims floats, row-major by position (y, x), neither pooled nor normalised.
+// InvalidArgument when the card has no "patch" section.
+Result<ModelCard> PatchFeatureCard(const ModelCard& card);
 
 // Where models are looked for: the directories in NEARLABEL_MODELS (colon-separated) or
 // `override_dirs` when non-empty, then the built-in card directory.
@@ -72,12 +89,19 @@ class Embedder {
   virtual const ModelCard& card() const = 0;
   // Length of each output vector.
   int dims() const { return card().dims; }
+  // Floats Embed writes per image: dims(), or grid x grid x dims() for a patch card.
+  size_t floats_per_image() const {
+    const auto& c = card();
+    return static_cast<size_t>(c.dims) *
+           (c.pooling == "patches" ? static_cast<size_t>(c.patch_grid) * c.patch_grid : 1);
+  }
   // Largest batch Embed accepts (>= 1).
   virtual int max_batch() const = 0;
   // Backend name for messages ("opencv-dnn").
   virtual std::string backend() const = 0;
   // `input` holds `count` images of 3 x height x width floats (PreprocessInto layout);
-  // writes count x dims() unit-length floats to `output`. count <= max_batch().
+  // writes count x dims() unit-length floats to `output` (count x floats_per_image() raw
+  // patch features for a patch card). count <= max_batch().
   virtual Status Embed(const float* input, int count, float* output) = 0;
 };
 

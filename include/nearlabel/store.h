@@ -98,6 +98,11 @@ class Store {
   virtual Result<std::string> GetSetting(const std::string& key) = 0;
   // Writes all `values` in one transaction ("" deletes a key).
   virtual Status PutSettings(const std::vector<std::pair<std::string, std::string>>& values) = 0;
+  // Named binary objects kept with the collection (an anomaly model's patch bank). NotFound
+  // when `key` has none.
+  virtual Result<std::string> GetBlob(const std::string& key) = 0;
+  // Writes (replaces) `value` under `key` in one transaction; "" deletes the key.
+  virtual Status PutBlob(const std::string& key, const std::string& value) = 0;
   virtual Result<ItemRecord> GetItem(int64_t id) = 0;
   // The JPEG thumbnail kept at ingest (NotFound when the row has none).
   virtual Result<std::string> GetThumbnail(int64_t id) = 0;

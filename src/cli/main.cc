@@ -11,15 +11,19 @@
 #include <iostream>
 #include <iterator>
 #include <map>
+#include <optional>
 #include <set>
 #include <thread>
 
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
+#include <opencv2/imgcodecs.hpp>
 
 #include "cli/output.h"
+#include "common/fs.h"
 #include "common/sha256.h"
 #include "eval/report.h"
+#include "nearlabel/anomaly.h"
 #include "nearlabel/classify.h"
 #include "nearlabel/dataset.h"
 #include "nearlabel/image.h"
@@ -260,6 +264,8 @@ struct QueryArgs {
   int k = 0;
   int ef = 0;
   bool exact = false;
+  bool reject = false;
+  double reject_quantile = 0.97;
 };
 
 // A row shown in an answer.
@@ -389,6 +395,15 @@ int RunQuery(const QueryArgs& a, const Global& g, bool classify) {
                                   : info.label_field.empty() ? "label"
                                                              : info.label_field;
   const int k = a.k > 0 ? a.k : (classify ? 5 : 10);
+  std::optional<RejectThresholds> reject;
+  if (classify && a.reject) {
+    // Calibrated on the rows this query may answer from (leave-one-out, one sgemm pass).
+    auto rows = store->LoadVectors(JoinWhere({within_sql, a.where}));
+    if (!rows.ok()) return Fail(rows.status());
+    auto r = CalibrateRejection(*rows, label_field, a.reject_quantile);
+    if (!r.ok()) return Fail(r.status());
+    reject = std::move(*r);
+  }
 
   const auto t_query = std::chrono::steady_clock::now();
   auto files = EmbedFiles(a.images, **embedder);
@@ -422,9 +437,24 @@ int RunQuery(const QueryArgs& a, const Global& g, bool classify) {
                       FormatDouble(nb.distance, 4), labels.back(), row->source});
     }
     Prediction p;
+    std::string rejected_why;
     if (classify) {
       p = VoteLabel(nbs, labels, vote);
+      if (reject && !nbs.empty()) {
+        const float limit = reject->For(labels.front());
+        r["reject_threshold"] = limit;
+        if (nbs.front().distance > limit) {
+          rejected_why = "nearest distance " + FormatDouble(nbs.front().distance, 4) + " > " +
+                         FormatDouble(limit, 4) + ", the " +
+                         FormatDouble(100 * reject->quantile, 0) + "th percentile for '" +
+                         labels.front() + "'";
+          r["voted_label"] = p.label;
+          p.label = "unknown";
+          p.confidence = 0;
+        }
+      }
       r["label"] = p.label;
+      r["unknown"] = !rejected_why.empty();
       r["confidence"] = p.confidence;
       r["scores"] = json::object();
       for (const auto& [l, s] : p.scores) r["scores"][l] = s;
@@ -438,9 +468,14 @@ int RunQuery(const QueryArgs& a, const Global& g, bool classify) {
       continue;
     }
     if (classify) {
-      std::printf("%s: %s = %s (confidence %.3f, k=%d, %s vote)\n", f.path.c_str(),
-                  label_field.c_str(), p.label.empty() ? "(none)" : p.label.c_str(), p.confidence,
-                  k, VoteName(vote));
+      if (!rejected_why.empty()) {
+        std::printf("%s: %s = unknown (%s)\n", f.path.c_str(), label_field.c_str(),
+                    rejected_why.c_str());
+      } else {
+        std::printf("%s: %s = %s (confidence %.3f, k=%d, %s vote)\n", f.path.c_str(),
+                    label_field.c_str(), p.label.empty() ? "(none)" : p.label.c_str(), p.confidence,
+                    k, VoteName(vote));
+      }
     } else {
       std::printf("%s: %zu nearest of %zu rows\n", f.path.c_str(), found.size(), plan.candidates());
     }
@@ -654,10 +689,112 @@ int RunDelete(const std::string& location, const std::string& where, const Globa
 
 // ---------------------------------------------------------------- eval
 struct EvalArgs {
-  std::string store, label, within, group_by, vote = "majority", where, report;
+  std::string store, label, within, group_by, vote = "majority", where, report, open_set;
   int k = 1;
   int show = -1;
+  double reject_quantile = 0.97;
+  std::string patch_normal;
+  PatchEvalOptions patch;
 };
+
+Result<std::unique_ptr<Embedder>> OpenPatchEmbedder(const std::string& location,
+                                                    const CollectionInfo& info, const Global& g,
+                                                    bool few_images, std::string* sha);
+
+// eval --patch-normal: the patch-aware prediction of every row of `table`.
+Result<EvalReport> PatchEval(const EvalArgs& a, const VectorTable& table, const EvalOptions& opt,
+                             const CollectionInfo& info, const Global& g) {
+  std::string sha;
+  NL_ASSIGN_OR_RETURN(auto embedder, OpenPatchEmbedder(a.store, info, g, false, &sha));
+  PatchEvalOptions po = a.patch;
+  po.label_field = opt.label_field;
+  po.group_field = opt.group_field;
+  po.normal_label = a.patch_normal;
+  const ModelCard& card = embedder->card();
+  const PatchProjector projector = PatchProjector::Create(card.dims, card.patch_grid, po.features);
+  PatchEvalInput in;
+  in.dims = projector.dims();
+  for (const auto& m : table.metadata) {
+    json meta = ParseMeta(m);
+    in.labels.push_back(MetadataField(meta, opt.label_field));
+    in.groups.push_back(opt.group_field.empty() ? "" : MetadataField(meta, opt.group_field));
+  }
+  // In chunks: raw maps are large (28 x 28 x 192 floats an image), projected ones small.
+  ProgressBar bar("patches");
+  constexpr size_t kChunk = 64;
+  for (size_t at = 0; at < table.size(); at += kChunk) {
+    std::vector<std::string> paths(
+        table.sources.begin() + static_cast<ptrdiff_t>(at),
+        table.sources.begin() + static_cast<ptrdiff_t>(std::min(table.size(), at + kChunk)));
+    for (PatchMap& p : ReadPatchMaps(paths, *embedder)) {
+      if (!p.status.ok()) {
+        std::fprintf(stderr, "nearlabel: warning: %s: %s (not evaluated)\n", p.path.c_str(),
+                     p.status.message().c_str());
+        in.patches.emplace_back();
+        continue;
+      }
+      in.patches.push_back(PoolPatches(projector, p.raw.data(), po.pool, &in.patches_per_row));
+    }
+    bar.Update(std::min(table.size(), at + kChunk), table.size());
+  }
+  bar.Finish();
+  NL_ASSIGN_OR_RETURN(PatchEvalResult r, PatchLeaveOneGroupOut(in, po));
+  std::vector<Neighbor> evidence;
+  for (size_t i = 0; i < table.size(); ++i) {
+    evidence.push_back({r.evidence_row[i], r.evidence_distance[i]});
+  }
+  return ReportFromPredictions(opt, in.labels, r.predicted, evidence);
+}
+
+// eval --open-set: hold each chosen class out in turn and report rejection rates.
+int RunOpenSetEval(const EvalArgs& a, const VectorTable& table, const std::string& label_field,
+                   const Global& g) {
+  std::vector<std::string> classes;
+  if (a.open_set == "all") {
+    std::set<std::string> seen;
+    for (const auto& m : table.metadata) {
+      std::string l = MetadataField(ParseMeta(m), label_field);
+      if (!l.empty()) seen.insert(l);
+    }
+    classes.assign(seen.begin(), seen.end());
+  } else {
+    classes.push_back(a.open_set);
+  }
+  json out = json::array();
+  std::vector<std::vector<std::string>> rows;
+  for (const auto& c : classes) {
+    auto rep = EvaluateOpenSet(table, label_field, c, a.reject_quantile);
+    if (!rep.ok()) return Fail(rep.status());
+    auto pct = [](size_t x, size_t n) { return n ? 100.0 * x / n : 0.0; };
+    out.push_back({{"unknown_class", c},
+                   {"quantile", a.reject_quantile},
+                   {"reference_rows", rep->reference_rows},
+                   {"unknown_rows", rep->unknown_rows},
+                   {"unknown_rejected", rep->unknown_rejected},
+                   {"known_rows", rep->known_rows},
+                   {"known_rejected", rep->known_rejected},
+                   {"known_correct", rep->known_correct}});
+    rows.push_back({c, std::to_string(rep->unknown_rows),
+                    FormatDouble(pct(rep->unknown_rejected, rep->unknown_rows), 1) + "%",
+                    std::to_string(rep->known_rows),
+                    FormatDouble(pct(rep->known_rejected, rep->known_rows), 1) + "%",
+                    FormatDouble(pct(rep->known_correct, rep->known_rows), 1) + "%"});
+  }
+  if (g.json) {
+    PrintJson(out);
+    return 0;
+  }
+  std::printf(
+      "open set, label '%s': each class below held out entirely in turn; the other classes' "
+      "rows split in half at random, one half calibrates per-class thresholds (the %.0fth "
+      "percentile of leave-one-out nearest distances of correct matches) and answers, the other "
+      "half and the held-out class are queries (1-NN, cosine)\n",
+      label_field.c_str(), 100 * a.reject_quantile);
+  PrintTable({"held-out class", "its rows", "caught as unknown", "known rows", "wrongly rejected",
+              "accepted and right"},
+             rows);
+  return 0;
+}
 
 // Writes `text` to `path` through a temporary file and a rename: a reader (or a browser
 // reloading it) never sees half a report.
@@ -687,6 +824,7 @@ int RunEval(const EvalArgs& a, const Global& g) {
   if (!table.ok()) return Fail(table.status());
   EvalOptions opt;
   opt.label_field = !a.label.empty() ? a.label : info.label_field;
+  if (!a.open_set.empty()) return RunOpenSetEval(a, *table, opt.label_field, g);
   opt.within_field = a.within;
   opt.group_field = a.group_by;
   opt.k = a.k;
@@ -698,6 +836,16 @@ int RunEval(const EvalArgs& a, const Global& g) {
   if (!rep.ok()) return Fail(rep.status());
   std::string protocol =
       a.group_by.empty() ? "leave-one-out" : "leave-one-group-out by " + a.group_by;
+  std::optional<EvalReport> global;
+  if (!a.patch_normal.empty()) {
+    // Patch-aware: the global 1-NN figure of the same rows stays for comparison.
+    auto patch = PatchEval(a, *table, opt, info, g);
+    if (!patch.ok()) return Fail(patch.status());
+    global = std::move(*rep);
+    *rep = std::move(*patch);
+    protocol += ", patch-aware (" + std::to_string(a.patch.votes) +
+                " most anomalous patches vote; normal class '" + a.patch_normal + "')";
+  }
   std::string rule = a.within.empty() ? "" : ", neighbours within the same " + a.within;
   if (!a.report.empty()) {
     // The report compares against plain leave-one-out when the evaluation is group-aware.
@@ -754,6 +902,7 @@ int RunEval(const EvalArgs& a, const Global& g) {
               {"accuracy", rep->accuracy},
               {"skipped_no_label", rep->no_label},
               {"skipped_no_candidate", rep->no_candidate},
+              {"global_accuracy", global ? json(global->accuracy) : json(nullptr)},
               {"classes", rep->classes},
               {"confusion", rep->confusion},
               {"per_class", json::array()},
@@ -773,6 +922,13 @@ int RunEval(const EvalArgs& a, const Global& g) {
               VoteName(vote), opt.label_field.c_str(), rule.c_str());
   std::printf("N = %zu, correct = %zu, accuracy = %.2f%%  (%zu of %zu correct)\n", rep->n,
               rep->correct, 100 * rep->accuracy, rep->correct, rep->n);
+  if (global) {
+    std::printf(
+        "global %d-NN on the same rows and protocol: accuracy = %.2f%% (%zu of %zu); "
+        "patch-aware is %+.2f points\n",
+        a.k, 100 * global->accuracy, global->correct, global->n,
+        100 * (rep->accuracy - global->accuracy));
+  }
   if (rep->no_label || rep->no_candidate) {
     std::printf("not evaluated: %zu rows without '%s', %zu rows with no allowed neighbour\n",
                 rep->no_label, opt.label_field.c_str(), rep->no_candidate);
@@ -811,6 +967,263 @@ int RunEval(const EvalArgs& a, const Global& g) {
                rows);
   }
   return 0;
+}
+
+// ---------------------------------------------------------------- anomaly
+struct AnomalyArgs {
+  std::string store, name = "default", normal, anomalous, heatmap_dir;
+  std::vector<std::string> images;
+  AnomalyFitOptions fit;
+};
+
+// The store's model as a patch embedder (checked against the store like OpenEmbedderForStore).
+Result<std::unique_ptr<Embedder>> OpenPatchEmbedder(const std::string& location,
+                                                    const CollectionInfo& info, const Global& g,
+                                                    bool few_images, std::string* sha) {
+  NL_ASSIGN_OR_RETURN(ModelCard card, FindModel(info.model, ModelSearchDirs(g.model_dirs)));
+  NL_ASSIGN_OR_RETURN(*sha, Sha256File(card.onnx_path));
+  if (*sha != info.model_sha256) {
+    return Status::Mismatch("store " + location + " was built with a different ONNX file of " +
+                            info.model + " than " + card.onnx_path);
+  }
+  NL_ASSIGN_OR_RETURN(ModelCard patch_card, PatchFeatureCard(card));
+  return MakeEmbedder(patch_card, g, few_images);
+}
+
+Result<AnomalyModel> LoadAnomalyModel(Store& store, const std::string& name,
+                                      const CollectionInfo& info) {
+  auto bytes = store.GetBlob(AnomalyModelKey(name));
+  if (!bytes.ok() && bytes.status().code() == Status::Code::kNotFound) {
+    return Status::NotFound("store " + store.location() + " has no anomaly model '" + name +
+                            "' (fit one with `nearlabel anomaly fit " + store.location() +
+                            " --normal CONDITION`)");
+  }
+  if (!bytes.ok()) return bytes.status();
+  auto m = AnomalyModel::Parse(*bytes);
+  if (!m.ok()) return m.status().WithContext("anomaly model '" + name + "'");
+  if (m->model != info.model || m->model_sha256 != info.model_sha256) {
+    return Status::Mismatch("anomaly model '" + name + "' was fitted with model " + m->model +
+                            ", the store now holds " + info.model + ": fit it again");
+  }
+  return m;
+}
+
+int RunAnomalyFit(const AnomalyArgs& a, const Global& g) {
+  auto store = OpenStore(a.store, Store::Mode::kReadWrite);
+  if (!store.ok()) return Fail(store.status());
+  auto info = (*store)->GetCollection();
+  if (!info.ok()) return Fail(info.status());
+  if (!*info) return Fail(Status::InvalidArgument("store " + a.store + " is empty: ingest first"));
+  std::string sha;
+  auto embedder = OpenPatchEmbedder(a.store, **info, g, false, &sha);
+  if (!embedder.ok()) return Fail(embedder.status());
+  AnomalyFitOptions opt = a.fit;
+  opt.name = a.name;
+  opt.normal_where = a.normal;
+  const auto t0 = std::chrono::steady_clock::now();
+  std::vector<std::string> warnings;
+  auto model = FitAnomalyModel(**store, **embedder, sha, opt, &warnings);
+  if (!model.ok()) return Fail(model.status());
+  for (const auto& w : warnings)
+    std::fprintf(stderr, "nearlabel: warning: skipped %s\n", w.c_str());
+  const std::string bytes = model->Serialize();
+  Status st = (*store)->PutBlob(AnomalyModelKey(a.name), bytes);
+  if (!st.ok()) return Fail(st);
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const auto& m = *model;
+  if (g.json) {
+    PrintJson({{"name", m.name},
+               {"normal", m.normal_where},
+               {"bank_images", m.bank_items.size()},
+               {"calibration_images", m.calibration_items.size()},
+               {"test_images", m.test_items.size()},
+               {"patches", m.patches_before_coreset},
+               {"bank_patches", m.bank_rows()},
+               {"patch_dims", m.projector.dims()},
+               {"bank_bytes", bytes.size()},
+               {"threshold", m.threshold},
+               {"false_alarm_rate", m.false_alarm_rate},
+               {"skipped", warnings.size()},
+               {"seconds", secs}});
+    return 0;
+  }
+  std::printf(
+      "anomaly model '%s' fitted on %zu normal images (%s) in %.1f s\n"
+      "  bank        %zu of %zu patches (greedy coreset), %d-d from a %dx%d map of %d-d, %.1f MB\n"
+      "  threshold   %.4f: %.1f%% of %zu held-out normal images score above it\n"
+      "  kept out    %zu more normal images for `nearlabel anomaly eval`\n",
+      m.name.c_str(), m.bank_items.size(), m.normal_where.c_str(), secs, m.bank_rows(),
+      m.patches_before_coreset, m.projector.dims(), m.projector.grid(), m.projector.grid(),
+      m.projector.raw_dims(), bytes.size() / 1e6, m.threshold, 100 * m.false_alarm_rate,
+      m.calibration_items.size(), m.test_items.size());
+  if (!warnings.empty()) {
+    std::printf("  skipped     %zu unreadable images (listed above)\n", warnings.size());
+  }
+  return 0;
+}
+
+// Scores the rows `ids` (their image files) with `model`.
+Result<std::vector<float>> ScoreRows(Store& store, const AnomalyModel& model, Embedder& embedder,
+                                     const std::string& where, std::vector<std::string>* sources,
+                                     size_t* unreadable) {
+  NL_ASSIGN_OR_RETURN(VectorTable rows, store.LoadVectors(where));
+  std::vector<float> scores;
+  for (const PatchMap& p : ReadPatchMaps(rows.sources, embedder)) {
+    if (!p.status.ok()) {
+      ++*unreadable;
+      continue;
+    }
+    scores.push_back(ScoreImage(model, p.raw.data()).score);
+    if (sources) sources->push_back(p.path);
+  }
+  return scores;
+}
+
+std::string IdList(const std::vector<int64_t>& ids) {
+  std::string s;
+  for (int64_t id : ids) s += (s.empty() ? "" : ",") + std::to_string(id);
+  return "id IN (" + s + ")";
+}
+
+int RunAnomalyEval(const AnomalyArgs& a, const Global& g) {
+  auto opened = OpenIngested(a.store, "majority");
+  if (!opened.ok()) return Fail(opened.status());
+  auto& store = *opened->store;
+  auto model = LoadAnomalyModel(store, a.name, opened->info);
+  if (!model.ok()) return Fail(model.status());
+  std::string sha;
+  auto embedder = OpenPatchEmbedder(a.store, opened->info, g, false, &sha);
+  if (!embedder.ok()) return Fail(embedder.status());
+  if (model->test_items.empty()) {
+    return Fail(Status::InvalidArgument("anomaly model '" + a.name + "' kept no test images"));
+  }
+  const std::string anomalous =
+      a.anomalous.empty() ? "NOT (" + model->normal_where + ")" : a.anomalous;
+  size_t unreadable = 0;
+  auto normal =
+      ScoreRows(store, *model, **embedder, IdList(model->test_items), nullptr, &unreadable);
+  if (!normal.ok()) return Fail(normal.status());
+  auto bad = ScoreRows(store, *model, **embedder, anomalous, nullptr, &unreadable);
+  if (!bad.ok()) return Fail(bad.status());
+  if (bad->empty()) {
+    return Fail(Status::InvalidArgument("no readable anomalous rows match: " + anomalous));
+  }
+  const double auroc = Auroc(*normal, *bad);
+  // Thresholds: the calibrated one, then those that give 1%, 5%, 10% false alarms on the
+  // calibration images, then those that catch 90%, 95%, 99% of the anomalies.
+  std::vector<std::pair<std::string, float>> thresholds{{"calibrated", model->threshold}};
+  for (double r : {0.01, 0.05, 0.10}) {
+    thresholds.push_back({"cal. " + FormatDouble(100 * r, 0) + "% false alarms",
+                          ThresholdForFalseAlarms(model->calibration_scores, r)});
+  }
+  for (double r : {0.90, 0.95, 0.99}) {
+    thresholds.push_back(
+        {"catch " + FormatDouble(100 * r, 0) + "% (hindsight)", ThresholdForFalseAlarms(*bad, r)});
+  }
+  auto rate_above = [](const std::vector<float>& v, float t) {
+    return v.empty() ? 0.0
+                     : static_cast<double>(
+                           std::count_if(v.begin(), v.end(), [&](float s) { return s > t; })) /
+                           static_cast<double>(v.size());
+  };
+  if (g.json) {
+    json j = {{"name", a.name},
+              {"normal", model->normal_where},
+              {"anomalous", anomalous},
+              {"normal_images", normal->size()},
+              {"anomalous_images", bad->size()},
+              {"unreadable", unreadable},
+              {"auroc", auroc},
+              {"thresholds", json::array()}};
+    for (const auto& [what, t] : thresholds) {
+      j["thresholds"].push_back({{"what", what},
+                                 {"threshold", t},
+                                 {"false_alarm_rate", rate_above(*normal, t)},
+                                 {"miss_rate", 1 - rate_above(*bad, t)}});
+    }
+    PrintJson(j);
+    return 0;
+  }
+  std::printf(
+      "anomaly model '%s': %zu held-out normal images (never in the bank) vs %zu "
+      "anomalous (%s)\n",
+      a.name.c_str(), normal->size(), bad->size(), anomalous.c_str());
+  std::printf("image AUROC = %.4f\n\n", auroc);
+  std::vector<std::vector<std::string>> rows;
+  for (const auto& [what, t] : thresholds) {
+    rows.push_back({what, FormatDouble(t, 4), FormatDouble(100 * rate_above(*normal, t), 1) + "%",
+                    FormatDouble(100 * (1 - rate_above(*bad, t)), 1) + "%"});
+  }
+  PrintTable({"threshold", "score", "false alarms", "misses"}, rows);
+  if (unreadable) std::printf("\n%zu rows skipped: image file unreadable\n", unreadable);
+  return 0;
+}
+
+int RunAnomalyScore(const AnomalyArgs& a, const Global& g) {
+  auto opened = OpenIngested(a.store, "majority");
+  if (!opened.ok()) return Fail(opened.status());
+  auto model = LoadAnomalyModel(*opened->store, a.name, opened->info);
+  if (!model.ok()) return Fail(model.status());
+  std::string sha;
+  auto embedder = OpenPatchEmbedder(a.store, opened->info, g, a.images.size() < 8, &sha);
+  if (!embedder.ok()) return Fail(embedder.status());
+  if (!a.heatmap_dir.empty()) {
+    std::error_code ec;
+    std::filesystem::create_directories(a.heatmap_dir, ec);
+    if (ec) return Fail(Status::IOError("cannot create " + a.heatmap_dir + ": " + ec.message()));
+  }
+  int failures = 0;
+  json out = json::array();
+  std::vector<std::vector<std::string>> rows;
+  const PreprocessSpec& spec = (*embedder)->card().preprocess;
+  std::vector<PatchMap> maps = ReadPatchMaps(a.images, **embedder);
+  for (size_t i = 0; i < maps.size(); ++i) {
+    const PatchMap& p = maps[i];
+    if (!p.status.ok()) {
+      std::fprintf(stderr, "nearlabel: error: %s: %s\n", p.path.c_str(),
+                   p.status.message().c_str());
+      ++failures;
+      continue;
+    }
+    const AnomalyScore s = ScoreImage(*model, p.raw.data());
+    const bool anomalous = s.score > model->threshold;
+    json r = {{"image", p.path},
+              {"score", s.score},
+              {"threshold", model->threshold},
+              {"verdict", anomalous ? "anomalous" : "normal"},
+              {"grid", model->projector.grid()},
+              {"patch_scores", s.patch_scores}};
+    std::string heatmap = "-";
+    if (!a.heatmap_dir.empty()) {
+      auto bytes = ReadFileToString(p.path);
+      auto img = bytes.ok() ? DecodeImage(*bytes) : Result<cv::Mat>(bytes.status());
+      if (!img.ok()) return Fail(img.status());
+      cv::Mat overlay =
+          HeatmapOverlay(ResizeAndCrop(*img, spec), s.patch_scores, model->projector.grid(),
+                         model->threshold, 2 * model->threshold);
+      heatmap = (std::filesystem::path(a.heatmap_dir) /
+                 (std::to_string(i + 1) + "-" + std::filesystem::path(p.path).stem().string() +
+                  ".heatmap.png"))
+                    .string();
+      std::vector<uchar> png;
+      cv::imencode(".png", overlay, png);
+      Status st = WriteFileAtomically(heatmap, std::string(png.begin(), png.end()));
+      if (!st.ok()) return Fail(st);
+      r["heatmap"] = heatmap;
+    }
+    out.push_back(r);
+    rows.push_back({p.path, FormatDouble(s.score, 4), anomalous ? "ANOMALOUS" : "normal", heatmap});
+  }
+  if (g.json) {
+    PrintJson(out);
+  } else {
+    std::printf(
+        "anomaly model '%s', threshold %.4f (%.1f%% false alarms on held-out normal "
+        "images)\n",
+        a.name.c_str(), model->threshold, 100 * model->false_alarm_rate);
+    PrintTable({"image", "score", "verdict", "heat map"}, rows);
+  }
+  return failures ? 1 : 0;
 }
 
 // ---------------------------------------------------------------- sql
@@ -1037,6 +1450,15 @@ int Main(int argc, char** argv) {
   classify->add_option("--label", ca.label, "Field to predict (default: the store's label field)");
   classify->add_option("--model", ca.model, "Model (default: the store's)");
   classify->add_flag("--exact", ca.exact, "Scan every row instead of using the store's index");
+  classify->add_flag("--reject", ca.reject,
+                     "Open set: answer \"unknown\" when the nearest neighbour is farther than its "
+                     "class's threshold (calibrated by leave-one-out over the store's rows)");
+  classify
+      ->add_option("--reject-quantile", ca.reject_quantile,
+                   "Threshold = this quantile of the class's leave-one-out nearest distances of "
+                   "correct matches: higher rejects fewer known images and catches fewer unknowns")
+      ->capture_default_str()
+      ->check(CLI::Range(0.5, 1.0));
   classify
       ->add_option("--ef", ca.ef,
                    "HNSW candidate list (default 128): higher finds more true neighbours, slower")
@@ -1078,6 +1500,35 @@ int Main(int argc, char** argv) {
                    "Also write a self-contained HTML report: summary (plain vs group-aware), "
                    "per-class table, confusion matrix, distance histogram, every mistake beside "
                    "its nearest neighbour's thumbnail");
+  eval->add_option("--patch-normal", ea.patch_normal,
+                   "Patch-aware classification: NORMAL is the defect-free class; each row is "
+                   "labelled by its most anomalous patches' nearest labelled patches (needs a "
+                   "model card with a patch map). The global k-NN figure is printed beside it");
+  eval->add_option("--patch-votes", ea.patch.votes, "Patch-aware: patches that vote per image")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 10000));
+  eval->add_option("--patch-coreset", ea.patch.coreset_fraction,
+                   "Patch-aware: fraction of the normal rows' patches kept (greedy k-centre)")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0001, 1.0));
+  eval->add_option("--patch-dims", ea.patch.features.projected_dims,
+                   "Patch-aware: random projection of patch vectors to this many dims (0: none)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 65536));
+  eval->add_option("--patch-pool", ea.patch.pool,
+                   "Patch-aware: average the patch grid over POOL x POOL cells (fewer, coarser "
+                   "patches)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 64));
+  eval->add_option("--open-set", ea.open_set,
+                   "Open-set test: hold this class (or each class: all) out entirely and report "
+                   "how many of its rows come back \"unknown\" and how many known rows are "
+                   "wrongly rejected");
+  eval->add_option("--reject-quantile", ea.reject_quantile,
+                   "Rejection thresholds: this quantile of each class's leave-one-out nearest "
+                   "distances of correct matches")
+      ->capture_default_str()
+      ->check(CLI::Range(0.5, 1.0));
 
   std::string sql_store, sql_query;
   bool sql_write = false;
@@ -1093,6 +1544,66 @@ int Main(int argc, char** argv) {
   sql->add_flag("--write", sql_write, "Allow statements that write");
 
   IndexArgs xa;
+  AnomalyArgs aa;
+  auto* anomaly = app.add_subcommand(
+      "anomaly",
+      "Anomaly detection from patch neighbours (PatchCore): fit a bank of normal patches, score "
+      "images by their worst patch, evaluate. Needs a model card with a \"patch\" map.");
+  anomaly->require_subcommand(1);
+  auto* anomaly_fit = anomaly->add_subcommand(
+      "fit",
+      "Build the bank from normal rows (re-reads their image files) and calibrate the "
+      "threshold on held-out normal rows");
+  anomaly_fit->add_option("store", aa.store, "Store file")->required();
+  anomaly_fit
+      ->add_option("--normal", aa.normal,
+                   "SQL condition selecting the normal rows, e.g. "
+                   "\"field(metadata,'label')='ok_front'\"")
+      ->required();
+  anomaly_fit->add_option("--name", aa.name, "Name of the anomaly model")->capture_default_str();
+  anomaly_fit
+      ->add_option("--coreset", aa.fit.coreset_fraction,
+                   "Fraction of the bank images' patches kept (greedy k-centre)")
+      ->capture_default_str();
+  anomaly_fit
+      ->add_option("--coreset-max", aa.fit.coreset_max, "At most this many patches (0: no cap)")
+      ->capture_default_str();
+  anomaly_fit
+      ->add_option("--holdout", aa.fit.holdout,
+                   "Fraction of normal rows kept out of the bank: half calibrate the "
+                   "threshold, half are left for `anomaly eval`")
+      ->capture_default_str();
+  anomaly_fit
+      ->add_option("--false-alarms", aa.fit.false_alarm_rate,
+                   "Share of held-out normal images allowed above the threshold")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 1.0));
+  anomaly_fit
+      ->add_option("--patch-dims", aa.fit.features.projected_dims,
+                   "Random projection of patch vectors to this many dims (0: none)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 65536));
+  anomaly_fit->add_option("--seed", aa.fit.seed, "Seed of the split, projection and coreset")
+      ->capture_default_str();
+  auto* anomaly_score = anomaly->add_subcommand(
+      "score",
+      "Score images: the worst patch's distance to the nearest normal patch, and a "
+      "verdict against the calibrated threshold");
+  anomaly_score->add_option("store", aa.store, "Store file")->required();
+  anomaly_score->add_option("images", aa.images, "Image files")->required();
+  anomaly_score->add_option("--name", aa.name, "Anomaly model")->capture_default_str();
+  anomaly_score->add_option("--heatmap", aa.heatmap_dir,
+                            "Write a PNG heat map of patch scores over each image to this folder");
+  auto* anomaly_eval = anomaly->add_subcommand(
+      "eval",
+      "Image AUROC and false-alarm / miss rates per threshold, on the held-out normal "
+      "rows and the anomalous rows");
+  anomaly_eval->add_option("store", aa.store, "Store file")->required();
+  anomaly_eval->add_option("--name", aa.name, "Anomaly model")->capture_default_str();
+  anomaly_eval->add_option("--anomalous", aa.anomalous,
+                           "SQL condition selecting the anomalous rows (default: NOT the "
+                           "model's --normal condition)");
+
   auto* index = app.add_subcommand(
       "index",
       "Manage a store's HNSW vector index (a file next to the store; classify and search use it "
@@ -1172,6 +1683,9 @@ int Main(int argc, char** argv) {
   if (sql->parsed()) return RunSql(sql_store, sql_query, sql_write, g);
   if (info->parsed()) return RunInfo(info_store, g);
   if (index_build->parsed()) return RunIndexBuild(xa, g);
+  if (anomaly_fit->parsed()) return RunAnomalyFit(aa, g);
+  if (anomaly_score->parsed()) return RunAnomalyScore(aa, g);
+  if (anomaly_eval->parsed()) return RunAnomalyEval(aa, g);
   if (index_check->parsed()) return RunIndexCheck(xa, g);
   if (del->parsed()) return RunDelete(delete_store, delete_where, g);
   if (models->parsed()) return RunModels(g);

@@ -188,7 +188,45 @@ Result<ModelCard> ParseModelCard(const std::string& text, const std::string& car
   if (c.dims <= 0 || c.dims > 65536) {
     return Status::InvalidArgument(where + ": feature dims must be within 1..65536");
   }
+
+  NL_ASSIGN_OR_RETURN(const json* patch, section("patch"));
+  c.patch_preprocess = c.preprocess;
+  if (!patch->empty()) {
+    const std::string pw = where + " patch";
+    NL_RETURN_IF_ERROR(Field(*patch, "onnx_tensor", pw, &c.patch_onnx_tensor, true));
+    NL_RETURN_IF_ERROR(Number(*patch, "dims", pw, &c.patch_dims));
+    NL_RETURN_IF_ERROR(Number(*patch, "grid", pw, &c.patch_grid));
+    std::string patch_resize;
+    NL_RETURN_IF_ERROR(Field(*patch, "resize", pw, &patch_resize, false));
+    if (c.patch_onnx_tensor.empty()) {
+      return Status::InvalidArgument(pw + ": \"onnx_tensor\" must name the feature map");
+    }
+    if (c.patch_dims <= 0 || c.patch_dims > 65536 || c.patch_grid <= 0 || c.patch_grid > 512) {
+      return Status::InvalidArgument(pw + ": dims must be within 1..65536 and grid within 1..512");
+    }
+    if (patch_resize == "direct") {
+      c.patch_preprocess.resize = PreprocessSpec::Resize::kDirect;
+    } else if (patch_resize == "shorter_side_crop") {
+      c.patch_preprocess.resize = PreprocessSpec::Resize::kShorterSideCrop;
+    } else if (!patch_resize.empty()) {
+      return Status::InvalidArgument(pw + ": resize must be \"shorter_side_crop\" or \"direct\"");
+    }
+  }
   return c;
+}
+
+Result<ModelCard> PatchFeatureCard(const ModelCard& card) {
+  if (card.patch_onnx_tensor.empty()) {
+    return Status::InvalidArgument("model " + card.name + " (" + card.card_path +
+                                   ") has no \"patch\" section naming a patch feature map");
+  }
+  ModelCard p = card;
+  p.feature_onnx_tensor = card.patch_onnx_tensor;
+  p.feature_opencv_layer.clear();
+  p.pooling = "patches";
+  p.dims = card.patch_dims;
+  p.preprocess = card.patch_preprocess;
+  return p;
 }
 
 std::string BuiltinCardsDir() {

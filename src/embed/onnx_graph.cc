@@ -8,8 +8,23 @@
 
 namespace nearlabel {
 
-Result<std::string> ExtractFeatureGraph(const std::string& onnx_bytes, const std::string& tensor,
-                                        const std::string& source) {
+namespace {
+
+// Inputs (scale, zero point) of the quantization of a quantized op's output, by op type; -1
+// when the op does not produce a quantized tensor.
+int OutputScaleInput(const onnx::NodeProto& node) {
+  const std::string& op = node.op_type();
+  if (op == "QuantizeLinear") return 1;
+  if (op == "QLinearConv" || op == "QLinearAdd" || op == "QLinearMatMul" || op == "QLinearMul") {
+    return 6;
+  }
+  return -1;
+}
+
+}  // namespace
+
+Result<std::string> ExtractFeatureGraph(const std::string& onnx_bytes, const std::string& requested,
+                                        const std::string& source, std::string* output_name) {
   onnx::ModelProto model;
   if (!model.ParseFromString(onnx_bytes) || !model.has_graph()) {
     return Status::Corruption(source + " is not a readable ONNX model");
@@ -25,8 +40,26 @@ Result<std::string> ExtractFeatureGraph(const std::string& onnx_bytes, const std
       has_subgraphs |= attr.has_g() || attr.graphs_size() > 0;
     }
   }
+  std::string tensor = requested;
   bool is_input = false;
   for (const auto& in : graph->input()) is_input |= in.name() == tensor;
+  if (auto it = producer.find(tensor); it != producer.end()) {
+    const onnx::NodeProto& node = graph->node(it->second);
+    const int at = OutputScaleInput(node);
+    if (at >= 0 && node.input_size() > at + 1) {
+      // Quantized activation: read it back as float32 with the producer's scale/zero point.
+      onnx::NodeProto* dq = graph->add_node();
+      dq->set_op_type("DequantizeLinear");
+      dq->set_name(tensor + "_nearlabel_dequantize");
+      dq->add_input(tensor);
+      dq->add_input(node.input(at));
+      dq->add_input(node.input(at + 1));
+      tensor += "_nearlabel_float";
+      dq->add_output(tensor);
+      producer[tensor] = graph->node_size() - 1;
+    }
+  }
+  if (output_name) *output_name = tensor;
   if (!producer.count(tensor) && !is_input) {
     return Status::NotFound("feature tensor '" + tensor + "' is not produced by any node of " +
                             source + " (the card's feature.onnx_tensor must name a node output)");

@@ -56,6 +56,45 @@ TEST(OnnxGraphTest, ExistingOutputKeepsEverythingItNeeds) {
   EXPECT_EQ(m.graph().input_size(), 2);
 }
 
+TEST(OnnxGraphTest, QuantizedTensorIsReadBackAsFloat) {
+  // x -> QuantizeLinear(x, s, z) -> q -> Relu -> r: asking for q adds a DequantizeLinear with
+  // q's own scale and zero point.
+  onnx::ModelProto m;
+  m.set_ir_version(7);
+  m.add_opset_import()->set_version(13);
+  auto* g = m.mutable_graph();
+  auto* qn = g->add_node();
+  qn->set_op_type("QuantizeLinear");
+  qn->add_input("x");
+  qn->add_input("s");
+  qn->add_input("z");
+  qn->add_output("q");
+  auto* rn = g->add_node();
+  rn->set_op_type("Relu");
+  rn->add_input("q");
+  rn->add_output("r");
+  g->add_input()->set_name("x");
+  g->add_output()->set_name("r");
+  std::string out_name;
+  auto bytes = ExtractFeatureGraph(m.SerializeAsString(), "q", "q.onnx", &out_name);
+  ASSERT_TRUE(bytes.ok()) << bytes.status().ToString();
+  onnx::ModelProto got;
+  ASSERT_TRUE(got.ParseFromString(*bytes));
+  EXPECT_EQ(out_name, "q_nearlabel_float");
+  ASSERT_EQ(got.graph().output_size(), 1);
+  EXPECT_EQ(got.graph().output(0).name(), out_name);
+  ASSERT_EQ(got.graph().node_size(), 2);  // the Relu is pruned
+  const auto& dq = got.graph().node(1);
+  EXPECT_EQ(dq.op_type(), "DequantizeLinear");
+  ASSERT_EQ(dq.input_size(), 3);
+  EXPECT_EQ(dq.input(0), "q");
+  EXPECT_EQ(dq.input(1), "s");
+  EXPECT_EQ(dq.input(2), "z");
+  // A float tensor is left as it is.
+  ASSERT_TRUE(ExtractFeatureGraph(m.SerializeAsString(), "r", "q.onnx", &out_name).ok());
+  EXPECT_EQ(out_name, "r");
+}
+
 TEST(OnnxGraphTest, MissingTensorAndGarbageAreClearErrors) {
   auto missing = ExtractFeatureGraph(ChainModel(), "pool5", "chain.onnx");
   EXPECT_EQ(missing.status().code(), Status::Code::kNotFound);

@@ -70,6 +70,10 @@ class OpenCvEmbedder : public Embedder {
 
 Result<std::unique_ptr<Embedder>> CreateOpenCvEmbedder(const ModelCard& card,
                                                        const EmbedderOptions& options) {
+  if (card.pooling == "patches") {
+    return Status::Unsupported("patch features of " + card.name +
+                               " need the ONNX Runtime backend (--backend onnxruntime)");
+  }
   NL_ASSIGN_OR_RETURN(std::string bytes, ReadModelFile(card));
   int threads =
       options.threads > 0 ? options.threads : static_cast<int>(std::thread::hardware_concurrency());

@@ -158,7 +158,8 @@ class Worker {
 
 class OrtEmbedder : public Embedder {
  public:
-  OrtEmbedder(const Runtime& rt, ModelCard card) : api_(rt.api), card_(std::move(card)) {}
+  OrtEmbedder(const Runtime& rt, ModelCard card, std::string output_tensor)
+      : api_(rt.api), card_(std::move(card)), output_tensor_(std::move(output_tensor)) {}
   ~OrtEmbedder() override {
     for (OrtSession* s : sessions_) api_->ReleaseSession(s);
     if (memory_) api_->ReleaseMemoryInfo(memory_);
@@ -237,7 +238,7 @@ class OrtEmbedder : public Embedder {
     for (int i = 1, begin = per; begin < count; ++i, begin += per) {
       const int c = std::min(per, count - begin);
       const float* in = input + begin * slot;
-      float* out = output + static_cast<size_t>(begin) * card_.dims;
+      float* out = output + static_cast<size_t>(begin) * floats_per_image();
       OrtSession* session = sessions_[i];
       workers_[i - 1]->Start([=] { return Run(session, in, c, out); });
       ++started;
@@ -265,7 +266,7 @@ class OrtEmbedder : public Embedder {
               "input tensor"));
     OrtValue* out = nullptr;
     const char* in_name = card_.input_name.c_str();
-    const char* out_name = card_.feature_onnx_tensor.c_str();
+    const char* out_name = output_tensor_.c_str();
     Status st = Check(api_->Run(session, nullptr, &in_name, &in, 1, &out_name, 1, &out), "Run");
     api_->ReleaseValue(in);
     if (st.ok()) st = Pool(out, count, output);
@@ -361,12 +362,23 @@ class OrtEmbedder : public Embedder {
     }
     void* data = nullptr;
     NL_RETURN_IF_ERROR(Check(api_->GetTensorMutableData(out, &data), "output data"));
+    if (card_.pooling == "patches") {
+      const size_t grid = static_cast<size_t>(card_.patch_grid);
+      if (rank != 4 || dims[2] != card_.patch_grid || dims[3] != card_.patch_grid) {
+        return Status::Mismatch("model card " + card_.name + " says the patch map " + tensor +
+                                " is " + std::to_string(grid) + "x" + std::to_string(grid) +
+                                " but it is not");
+      }
+      ChannelsLast(static_cast<const float*>(data), count, card_.dims, grid * grid, output);
+      return Status::OK();
+    }
     MeanPoolAndNormalize(static_cast<const float*>(data), count, card_.dims, spatial, output);
     return Status::OK();
   }
 
   const OrtApi* api_;
   ModelCard card_;
+  std::string output_tensor_;  // the feature tensor, or its dequantized copy
   std::vector<OrtSession*> sessions_;
   std::vector<std::unique_ptr<Worker>> workers_;  // one per session after the first
   OrtMemoryInfo* memory_ = nullptr;
@@ -391,16 +403,17 @@ Result<std::unique_ptr<Embedder>> CreateOnnxRuntimeEmbedder(const ModelCard& car
                                    " has no feature.onnx_tensor, which ONNX Runtime needs");
   }
   NL_ASSIGN_OR_RETURN(std::string bytes, ReadModelFile(card));
-  NL_ASSIGN_OR_RETURN(std::string graph,
-                      ExtractFeatureGraph(bytes, card.feature_onnx_tensor, card.onnx_path));
+  std::string output_tensor;
+  NL_ASSIGN_OR_RETURN(std::string graph, ExtractFeatureGraph(bytes, card.feature_onnx_tensor,
+                                                             card.onnx_path, &output_tensor));
   bytes.clear();
   bytes.shrink_to_fit();
-  auto embedder = std::make_unique<OrtEmbedder>(*rt, card);
+  auto embedder = std::make_unique<OrtEmbedder>(*rt, card, output_tensor);
   NL_RETURN_IF_ERROR(embedder->Init(*rt, graph, options));
   // A probe run checks the feature width against the card now, not mid-ingest.
   const auto& p = card.preprocess;
   std::vector<float> probe(static_cast<size_t>(3) * p.width * p.height, 0.f);
-  std::vector<float> out(card.dims);
+  std::vector<float> out(embedder->floats_per_image());
   NL_RETURN_IF_ERROR(embedder->Embed(probe.data(), 1, out.data()));
   return std::unique_ptr<Embedder>(std::move(embedder));
 }

@@ -21,3 +21,18 @@ void MeanPoolAndNormalize(const float* src, int count, int channels, size_t spat
 }
 
 }  // namespace nearlabel
+
+namespace nearlabel {
+
+void ChannelsLast(const float* src, int count, int channels, size_t spatial, float* out) {
+  const size_t c_count = static_cast<size_t>(channels);
+  for (int n = 0; n < count; ++n) {
+    const float* map = src + static_cast<size_t>(n) * c_count * spatial;
+    float* dst = out + static_cast<size_t>(n) * c_count * spatial;
+    for (size_t c = 0; c < c_count; ++c) {
+      for (size_t s = 0; s < spatial; ++s) dst[s * c_count + c] = map[c * spatial + s];
+    }
+  }
+}
+
+}  // namespace nearlabel

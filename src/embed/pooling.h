@@ -11,3 +11,11 @@ namespace nearlabel {
 void MeanPoolAndNormalize(const float* src, int count, int channels, size_t spatial, float* out);
 
 }  // namespace nearlabel
+
+namespace nearlabel {
+
+// `src` holds `count` feature maps of `channels` x `spatial` floats (NCHW). Writes them
+// channels-last, `count` x `spatial` x `channels`: one vector per position (patch).
+void ChannelsLast(const float* src, int count, int channels, size_t spatial, float* out);
+
+}  // namespace nearlabel

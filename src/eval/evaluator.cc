@@ -24,7 +24,66 @@ std::vector<int> KeyIds(const std::vector<std::string>& keys, bool empty_is_none
   return out;
 }
 
+// Sets the report's classes (sorted) and an empty confusion matrix; returns class -> index.
+std::map<std::string, size_t> InitClasses(const std::set<std::string>& class_set, EvalReport* rep) {
+  rep->classes.assign(class_set.begin(), class_set.end());
+  std::map<std::string, size_t> index;
+  for (size_t c = 0; c < rep->classes.size(); ++c) index[rep->classes[c]] = c;
+  rep->confusion.assign(rep->classes.size(), std::vector<size_t>(rep->classes.size(), 0));
+  return index;
+}
+
+// Accuracy and per-class precision/recall/F1 from the confusion matrix.
+void FillClassStats(EvalReport* rep) {
+  rep->accuracy = rep->n ? static_cast<double>(rep->correct) / static_cast<double>(rep->n) : 0;
+  for (size_t c = 0; c < rep->classes.size(); ++c) {
+    ClassStats s;
+    s.label = rep->classes[c];
+    for (size_t o = 0; o < rep->classes.size(); ++o) {
+      s.support += rep->confusion[c][o];
+      s.predicted += rep->confusion[o][c];
+    }
+    s.true_positives = rep->confusion[c][c];
+    s.precision = s.predicted ? static_cast<double>(s.true_positives) / s.predicted : 0;
+    s.recall = s.support ? static_cast<double>(s.true_positives) / s.support : 0;
+    s.f1 = s.precision + s.recall > 0 ? 2 * s.precision * s.recall / (s.precision + s.recall) : 0;
+    rep->per_class.push_back(s);
+  }
+}
+
 }  // namespace
+
+EvalReport ReportFromPredictions(const EvalOptions& options, const std::vector<std::string>& truth,
+                                 const std::vector<std::string>& predicted,
+                                 const std::vector<Neighbor>& evidence) {
+  EvalReport rep;
+  rep.options = options;
+  rep.rows = truth.size();
+  std::set<std::string> class_set;
+  for (size_t i = 0; i < truth.size(); ++i) {
+    if (truth[i].empty() || predicted[i].empty()) continue;
+    class_set.insert(truth[i]);
+    class_set.insert(predicted[i]);
+  }
+  std::map<std::string, size_t> index = InitClasses(class_set, &rep);
+  for (size_t i = 0; i < truth.size(); ++i) {
+    if (truth[i].empty()) {
+      ++rep.no_label;
+      continue;
+    }
+    if (predicted[i].empty()) {
+      ++rep.no_candidate;
+      continue;
+    }
+    ++rep.n;
+    const bool ok = truth[i] == predicted[i];
+    rep.correct += ok;
+    rep.confusion[index[truth[i]]][index[predicted[i]]]++;
+    if (!ok) rep.mismatches.push_back({i, truth[i], predicted[i], {evidence[i]}});
+  }
+  FillClassStats(&rep);
+  return rep;
+}
 
 Result<EvalReport> LeaveOneOut(const VectorTable& all, const EvalOptions& options) {
   if (options.label_field.empty()) return Status::InvalidArgument("--label is required");
@@ -56,11 +115,8 @@ Result<EvalReport> LeaveOneOut(const VectorTable& all, const EvalOptions& option
   std::vector<int> group = options.group_field.empty() ? std::vector<int>() : KeyIds(groups, true);
   auto neighbors = LeaveOneOutNeighbors(t, options.k, partition, group);
 
-  std::set<std::string> class_set(labels.begin(), labels.end());
-  rep.classes.assign(class_set.begin(), class_set.end());
-  std::map<std::string, size_t> class_index;
-  for (size_t c = 0; c < rep.classes.size(); ++c) class_index[rep.classes[c]] = c;
-  rep.confusion.assign(rep.classes.size(), std::vector<size_t>(rep.classes.size(), 0));
+  std::map<std::string, size_t> class_index =
+      InitClasses(std::set<std::string>(labels.begin(), labels.end()), &rep);
 
   for (size_t i = 0; i < t.size(); ++i) {
     if (neighbors[i].empty()) {
@@ -86,20 +142,7 @@ Result<EvalReport> LeaveOneOut(const VectorTable& all, const EvalOptions& option
       rep.mismatches.push_back(std::move(c));
     }
   }
-  rep.accuracy = rep.n ? static_cast<double>(rep.correct) / static_cast<double>(rep.n) : 0;
-  for (size_t c = 0; c < rep.classes.size(); ++c) {
-    ClassStats s;
-    s.label = rep.classes[c];
-    for (size_t o = 0; o < rep.classes.size(); ++o) {
-      s.support += rep.confusion[c][o];
-      s.predicted += rep.confusion[o][c];
-    }
-    s.true_positives = rep.confusion[c][c];
-    s.precision = s.predicted ? static_cast<double>(s.true_positives) / s.predicted : 0;
-    s.recall = s.support ? static_cast<double>(s.true_positives) / s.support : 0;
-    s.f1 = s.precision + s.recall > 0 ? 2 * s.precision * s.recall / (s.precision + s.recall) : 0;
-    rep.per_class.push_back(s);
-  }
+  FillClassStats(&rep);
   return rep;
 }
 

@@ -171,7 +171,7 @@ class PrepStage {
 // (indexed like b.items).
 Status EmbedBatch(PrepStage::Batch& b, size_t slot, Embedder& embedder,
                   const std::vector<size_t>& which, std::vector<std::vector<float>>* out) {
-  const int dims = embedder.dims();
+  const size_t dims = embedder.floats_per_image();  // a patch card's whole map
   // Pack selected slots to the front, in order (slot i only ever moves down).
   for (size_t j = 0; j < which.size(); ++j) {
     if (which[j] != j) {

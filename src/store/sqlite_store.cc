@@ -345,6 +345,53 @@ class SqliteStore : public Store {
     return Status::OK();
   }
 
+  // Blobs live in their own table, created by the first PutBlob: stores without one read as
+  // having no blobs, and older nearlabel builds ignore the table (no format change).
+  Result<std::string> GetBlob(const std::string& key) override {
+    int tables = 0;
+    if (initialised_) {
+      NL_RETURN_IF_ERROR(QueryInt(
+          "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'blobs'", &tables));
+    }
+    if (tables == 0) return Status::NotFound("store " + path_ + " has no " + key);
+    NL_ASSIGN_OR_RETURN(Stmt s, Prepare("SELECT value FROM blobs WHERE key = ?"));
+    sqlite3_bind_text(s.get(), 1, key.c_str(), -1, SQLITE_TRANSIENT);
+    int rc = sqlite3_step(s.get());
+    if (rc == SQLITE_DONE) return Status::NotFound("store " + path_ + " has no " + key);
+    if (rc != SQLITE_ROW) return Error("reading " + key);
+    const void* data = sqlite3_column_blob(s.get(), 0);
+    return data ? std::string(static_cast<const char*>(data),
+                              static_cast<size_t>(sqlite3_column_bytes(s.get(), 0)))
+                : std::string();
+  }
+
+  Status PutBlob(const std::string& key, const std::string& value) override {
+    NL_RETURN_IF_ERROR(RequireWritable());
+    NL_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
+    Status st =
+        Exec("CREATE TABLE IF NOT EXISTS blobs (key TEXT PRIMARY KEY, value BLOB NOT NULL)");
+    if (st.ok()) {
+      auto s = Prepare(value.empty() ? "DELETE FROM blobs WHERE key = ?"
+                                     : "INSERT OR REPLACE INTO blobs (key, value) VALUES (?, ?)");
+      if (!s.ok()) {
+        st = s.status();
+      } else {
+        sqlite3_bind_text(s->get(), 1, key.c_str(), -1, SQLITE_TRANSIENT);
+        if (!value.empty()) {
+          sqlite3_bind_blob64(s->get(), 2, value.data(), value.size(), SQLITE_STATIC);
+        }
+        if (sqlite3_step(s->get()) != SQLITE_DONE) st = Error("writing " + key);
+      }
+    }
+    if (!st.ok()) {
+      Exec("ROLLBACK");
+      return st;
+    }
+    NL_RETURN_IF_ERROR(Exec("COMMIT"));
+    wrote_ = true;
+    return Status::OK();
+  }
+
   Result<ItemRecord> GetItem(int64_t id) override {
     if (!initialised_) return Status::NotFound("no item " + std::to_string(id));
     NL_ASSIGN_OR_RETURN(

@@ -94,6 +94,30 @@ TEST(SqliteStoreTest, TwoProcessesCreatingOneStoreBothSucceed) {
   EXPECT_EQ(failed, 0) << "of 80 processes";
 }
 
+TEST(SqliteStoreTest, BlobsRoundTripAndReadOnlyStoresReadThem) {
+  testing::TempDir d;
+  const std::string path = d.Join("s.db");
+  std::string big(3 << 20, '\0');
+  for (size_t i = 0; i < big.size(); ++i) big[i] = static_cast<char>(i * 131);
+  {
+    auto s = OpenSqliteStore(path, Store::Mode::kCreate);
+    ASSERT_TRUE(s.ok());
+    ASSERT_TRUE((*s)->EnsureCollection(Info()).ok());
+    EXPECT_EQ((*s)->GetBlob("anomaly/x").status().code(), Status::Code::kNotFound);
+    ASSERT_TRUE((*s)->PutBlob("anomaly/x", "first").ok());
+    ASSERT_TRUE((*s)->PutBlob("anomaly/x", big).ok());  // replaces
+    ASSERT_TRUE((*s)->PutBlob("anomaly/y", "y").ok());
+    ASSERT_TRUE((*s)->PutBlob("anomaly/y", "").ok());  // deletes
+  }
+  auto ro = OpenSqliteStore(path, Store::Mode::kReadOnly);
+  ASSERT_TRUE(ro.ok());
+  auto got = (*ro)->GetBlob("anomaly/x");
+  ASSERT_TRUE(got.ok());
+  EXPECT_TRUE(*got == big);  // binary, NULs included
+  EXPECT_EQ((*ro)->GetBlob("anomaly/y").status().code(), Status::Code::kNotFound);
+  EXPECT_FALSE((*ro)->PutBlob("anomaly/z", "z").ok());
+}
+
 TEST(SqliteStoreTest, RejectsWrongDimsAndOtherModelWithoutWriting) {
   testing::TempDir d;
   auto s = OpenSqliteStore(d.Join("s.db"), Store::Mode::kCreate);
