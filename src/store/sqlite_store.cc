@@ -333,9 +333,16 @@ class SqliteStore : public Store {
   }
 
   Status PutSettings(const std::vector<std::pair<std::string, std::string>>& values) override {
+    return InWriteTransaction([&] { return PutAll(values); });
+  }
+
+  // Runs `body` in one BEGIN IMMEDIATE transaction: committed when it returns OK, rolled back
+  // (and its error returned) otherwise.
+  template <typename Body>
+  Status InWriteTransaction(const Body& body) {
     NL_RETURN_IF_ERROR(RequireWritable());
     NL_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
-    Status st = PutAll(values);
+    Status st = body();
     if (!st.ok()) {
       Exec("ROLLBACK");
       return st;
@@ -366,30 +373,20 @@ class SqliteStore : public Store {
   }
 
   Status PutBlob(const std::string& key, const std::string& value) override {
-    NL_RETURN_IF_ERROR(RequireWritable());
-    NL_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
-    Status st =
-        Exec("CREATE TABLE IF NOT EXISTS blobs (key TEXT PRIMARY KEY, value BLOB NOT NULL)");
-    if (st.ok()) {
-      auto s = Prepare(value.empty() ? "DELETE FROM blobs WHERE key = ?"
-                                     : "INSERT OR REPLACE INTO blobs (key, value) VALUES (?, ?)");
-      if (!s.ok()) {
-        st = s.status();
-      } else {
-        sqlite3_bind_text(s->get(), 1, key.c_str(), -1, SQLITE_TRANSIENT);
-        if (!value.empty()) {
-          sqlite3_bind_blob64(s->get(), 2, value.data(), value.size(), SQLITE_STATIC);
-        }
-        if (sqlite3_step(s->get()) != SQLITE_DONE) st = Error("writing " + key);
+    return InWriteTransaction([&]() -> Status {
+      NL_RETURN_IF_ERROR(
+          Exec("CREATE TABLE IF NOT EXISTS blobs (key TEXT PRIMARY KEY, value BLOB NOT NULL)"));
+      NL_ASSIGN_OR_RETURN(
+          Stmt st,
+          Prepare(value.empty() ? "DELETE FROM blobs WHERE key = ?"
+                                : "INSERT OR REPLACE INTO blobs (key, value) VALUES (?, ?)"));
+      sqlite3_bind_text(st.get(), 1, key.c_str(), -1, SQLITE_TRANSIENT);
+      if (!value.empty()) {
+        sqlite3_bind_blob64(st.get(), 2, value.data(), value.size(), SQLITE_STATIC);
       }
-    }
-    if (!st.ok()) {
-      Exec("ROLLBACK");
-      return st;
-    }
-    NL_RETURN_IF_ERROR(Exec("COMMIT"));
-    wrote_ = true;
-    return Status::OK();
+      if (sqlite3_step(st.get()) != SQLITE_DONE) return Error("writing " + key);
+      return Status::OK();
+    });
   }
 
   Result<ItemRecord> GetItem(int64_t id) override {
