@@ -46,11 +46,13 @@ std::vector<float> RowNorms2(const float* rows, size_t n, int dims) {
 }
 
 // min_dist[i] = min(min_dist[i], |row_i - c|^2) for rows [b, e) of `low` (sd wide, sd <= 32).
-// Eight independent partial sums let the compiler vectorise the loop; target_clones builds an
-// AVX-512 and an AVX2 copy beside the baseline one and picks at load time. This pass over
+// Eight independent partial sums let the compiler vectorise the loop; it is compiled for
+// AVX-512, AVX2 and the baseline, and UpdateMinDistances picks at run time (as search/simd.cc
+// does; target_clones' load-time ifunc resolver crashes under ThreadSanitizer). This pass over
 // every row, once per chosen centre, is where the coreset spends its time.
-__attribute__((target_clones("avx512f", "avx2", "default"))) void UpdateMinDistances(
-    const float* low, int sd, const float* c, size_t b, size_t e, float* min_dist) {
+inline __attribute__((always_inline)) void UpdateMinDistancesBody(const float* low, int sd,
+                                                                  const float* c, size_t b,
+                                                                  size_t e, float* min_dist) {
   float cpad[32] = {0};
   std::copy(c, c + sd, cpad);
   for (size_t i = b; i < e; ++i) {
@@ -68,6 +70,32 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) void UpdateMinDista
         ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
     if (s < min_dist[i]) min_dist[i] = s;
   }
+}
+
+__attribute__((target("avx512f"))) void UpdateMinDistancesAvx512(const float* low, int sd,
+                                                                 const float* c, size_t b, size_t e,
+                                                                 float* min_dist) {
+  UpdateMinDistancesBody(low, sd, c, b, e, min_dist);
+}
+
+__attribute__((target("avx2,fma"))) void UpdateMinDistancesAvx2(const float* low, int sd,
+                                                                const float* c, size_t b, size_t e,
+                                                                float* min_dist) {
+  UpdateMinDistancesBody(low, sd, c, b, e, min_dist);
+}
+
+void UpdateMinDistancesBaseline(const float* low, int sd, const float* c, size_t b, size_t e,
+                                float* min_dist) {
+  UpdateMinDistancesBody(low, sd, c, b, e, min_dist);
+}
+
+void UpdateMinDistances(const float* low, int sd, const float* c, size_t b, size_t e,
+                        float* min_dist) {
+  using Kernel = void (*)(const float*, int, const float*, size_t, size_t, float*);
+  static const Kernel kernel = __builtin_cpu_supports("avx512f") ? UpdateMinDistancesAvx512
+                               : __builtin_cpu_supports("avx2")  ? UpdateMinDistancesAvx2
+                                                                 : UpdateMinDistancesBaseline;
+  kernel(low, sd, c, b, e, min_dist);
 }
 
 }  // namespace

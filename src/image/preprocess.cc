@@ -27,6 +27,18 @@ cv::Mat ResizeAndCrop(const cv::Mat& bgr, const PreprocessSpec& spec) {
   }
   nw = std::max(nw, spec.width);
   nh = std::max(nh, spec.height);
+  if (static_cast<int64_t>(nw) * nh > 16 * static_cast<int64_t>(spec.width) * spec.height) {
+    // Extreme aspect ratio (a 1 x 51400 strip would resize to 10 GB): take the source region
+    // that the crop window covers and resize only that. Normal photos keep the exact
+    // torchvision order below, so their embeddings do not change.
+    const double cw = static_cast<double>(spec.width) * w / nw;
+    const double ch = static_cast<double>(spec.height) * h / nh;
+    const int rw = std::clamp(static_cast<int>(std::lround(cw)), 1, w);
+    const int rh = std::clamp(static_cast<int>(std::lround(ch)), 1, h);
+    cv::resize(bgr(cv::Rect((w - rw) / 2, (h - rh) / 2, rw, rh)), out,
+               cv::Size(spec.width, spec.height), 0, 0, spec.interpolation);
+    return out;
+  }
   cv::Mat resized;
   cv::resize(bgr, resized, cv::Size(nw, nh), 0, 0, spec.interpolation);
   const int x = static_cast<int>(std::lround((nw - spec.width) / 2.0));

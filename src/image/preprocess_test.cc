@@ -54,5 +54,25 @@ TEST(PreprocessTest, TinyImagesAreUpscaled) {
   EXPECT_EQ(ResizeAndCrop(one, spec).size(), cv::Size(224, 224));
 }
 
+// A 1 x 51400 strip (found by the image_decode fuzzer) used to be resized to 256 x 13 million
+// before cropping: 10 GB. Only the source region under the crop window is resized now.
+TEST(PreprocessTest, ExtremeAspectRatioCropsBeforeResizing) {
+  PreprocessSpec spec;
+  cv::Mat strip(1, 51400, CV_8UC3, cv::Scalar(0, 0, 0));
+  strip(cv::Rect(25690, 0, 20, 1)).setTo(cv::Scalar(200, 100, 50));  // centre columns only
+  cv::Mat out = ResizeAndCrop(strip, spec);
+  ASSERT_EQ(out.size(), cv::Size(224, 224));
+  EXPECT_EQ(out.at<cv::Vec3b>(0, 0), cv::Vec3b(200, 100, 50));
+  EXPECT_EQ(out.at<cv::Vec3b>(223, 223), cv::Vec3b(200, 100, 50));
+  cv::Mat tall(40000, 3, CV_8UC3, cv::Scalar(7, 8, 9));
+  EXPECT_EQ(ResizeAndCrop(tall, spec).size(), cv::Size(224, 224));
+  // A 4:1 panorama is under the bound and keeps the resize-then-crop order.
+  cv::Mat wide = testing::SyntheticImage(800, 200, 2);
+  cv::Mat resized;
+  cv::resize(wide, resized, cv::Size(1024, 256), 0, 0, cv::INTER_LINEAR);
+  cv::Mat want = resized(cv::Rect(400, 16, 224, 224));
+  EXPECT_EQ(cv::norm(ResizeAndCrop(wide, spec), want, cv::NORM_INF), 0);
+}
+
 }  // namespace
 }  // namespace nearlabel
