@@ -14,12 +14,7 @@ T=$(mktemp -d)
 SERVER=
 cleanup() { [ -n "$SERVER" ] && kill "$SERVER" 2> /dev/null; wait 2> /dev/null; rm -rf "$T"; }
 trap cleanup EXIT; [ -n "${KEEP:-}" ] && trap - EXIT
-pass=0; fail=0
-ok()   { pass=$((pass+1)); echo "ok   - $1"; }
-bad()  { fail=$((fail+1)); echo "FAIL - $1"; }
-check() { if eval "$2"; then ok "$1"; else bad "$1"; fi; }
-# json FILE EXPR: evaluates a Python expression over the parsed JSON `j`.
-json() { "$PY" -c "import json,sys; j=json.load(open(sys.argv[1])); print($2)" "$1"; }
+. "$(dirname "$0")/check_lib.sh"
 
 # A 120-image store: 20 per class of neu-surface-defects.
 mkdir -p "$T/small"

@@ -21,6 +21,10 @@ namespace nearlabel {
 struct IngestOptions {
   int batch_size = 32;   // images per embedding batch and per transaction
   int prep_threads = 0;  // 0: the number of cores
+  // Shared stores (IngestShared): the job name the dataset's listing is queued under, and how
+  // long a claimed batch may stay open before the database aborts it and frees its images.
+  std::string job;
+  int lease_seconds = 300;
 };
 
 struct IngestReport {
@@ -32,6 +36,11 @@ struct IngestReport {
   bool interrupted = false;   // stopped early by the stop flag; re-run to finish
   double seconds = 0;
   std::vector<DatasetProblem> problems;  // dataset problems first, then per-image failures
+  // Where the time went (IngestShared): embedding, and the database (claim, insert, commit).
+  double embed_seconds = 0;
+  double store_seconds = 0;
+  size_t batches = 0;            // batches this worker committed
+  size_t abandoned_batches = 0;  // claims lost (connection or lease); others redo them
 };
 
 // Called after each committed batch with (images done, images listed). May be empty.
@@ -43,6 +52,17 @@ using ProgressFn = std::function<void(size_t done, size_t total)>;
 Result<IngestReport> Ingest(const DatasetListing& listing, Embedder& embedder, Store& store,
                             const IngestOptions& options, const ProgressFn& progress,
                             const std::atomic<bool>* stop);
+
+// Ingests `listing` into a shared store through its job queue, alongside any number of other
+// workers running the same command on the same dataset (a shared file system or identical
+// copies: jobs are keyed by relative path). The listing is queued under options.job; then
+// this worker claims a batch of pending images at a time, prepares and embeds them, and
+// stores the rows and marks the jobs done in one transaction. Returns when no job is pending
+// (jobs other workers hold are waited for, so a worker that dies leaves nothing undone). The
+// report counts this worker's share. `queue` is the store's (Store::ingest_queue()).
+Result<IngestReport> IngestShared(const DatasetListing& listing, Embedder& embedder, Store& store,
+                                  IngestQueue& queue, const IngestOptions& options,
+                                  const ProgressFn& progress, const std::atomic<bool>* stop);
 
 // One embedded image file (for classify and search).
 struct EmbeddedFile {

@@ -66,6 +66,9 @@ struct SqlResult {
   int64_t changes = 0;  // rows changed by a write statement
 };
 
+class IngestQueue;
+class ChangeFeed;
+
 // A Store is used from one thread at a time (open one per thread).
 class Store {
  public:
@@ -113,8 +116,84 @@ class Store {
   // Creates the reference design's label view (aihub_labels: id, part, quality, category1,
   // category2, source, embedding) if missing.
   virtual Status EnsureAiHubView() = 0;
-  // Where this store lives, for messages.
+  // Where this store lives, for messages (a PostgreSQL URI with its password masked).
   virtual std::string location() const = 0;
+
+  // ---- Shared stores (PostgreSQL). An embedded store has neither. ----
+  // The ingest job queue on this store's connection, or nullptr when the store is embedded
+  // (one ingest process at a time).
+  virtual IngestQueue* ingest_queue() { return nullptr; }
+  // A change feed on a connection of its own (for a server's sync thread); Unsupported for
+  // an embedded store, whose only writer is the process holding it.
+  virtual Result<std::unique_ptr<ChangeFeed>> OpenChangeFeed() {
+    return Status::Unsupported("store " + location() + " has no change feed");
+  }
+};
+
+// Counts of a dataset's jobs in a shared ingest queue.
+struct QueueCounts {
+  int64_t pending = 0;  // not done yet (including those a worker holds now)
+  int64_t done = 0;
+  int64_t failed = 0;
+};
+
+// A dataset listing as a job table that many ingest workers drain at once: each worker claims
+// a batch of pending images, embeds them, and stores the rows and marks the jobs done in one
+// transaction. A worker that dies (or stalls past its lease) has its transaction aborted by
+// the database, which releases its claim: every image ends up stored exactly once. Used by one
+// thread at a time, like its Store.
+class IngestQueue {
+ public:
+  virtual ~IngestQueue() = default;
+  // Adds `relative_paths` as pending jobs of the dataset named `job`; paths already queued
+  // keep their state. Returns how many were new. Safe with other workers doing the same.
+  virtual Result<size_t> Enqueue(const std::string& job,
+                                 const std::vector<std::string>& relative_paths) = 0;
+  // Opens a transaction and claims up to `n` pending jobs of `job` that no other worker holds
+  // (SELECT ... FOR UPDATE SKIP LOCKED). Empty when none is free now. The claim lasts until
+  // Complete or Abandon; a lost connection or a transaction idle longer than the lease
+  // (`lease_seconds`) aborts it and the jobs are pending again.
+  virtual Result<std::vector<std::string>> Claim(const std::string& job, size_t n,
+                                                 int lease_seconds) = 0;
+  // In the claim's transaction: inserts `rows` (as Store::InsertBatch), marks `done` done and
+  // `failed` (path, reason) failed, and commits. All or nothing; on failure the claim is
+  // released and the jobs stay pending.
+  virtual Result<InsertResult> Complete(
+      const std::string& job, const std::vector<NewItem>& rows,
+      const std::vector<std::string>& done,
+      const std::vector<std::pair<std::string, std::string>>& failed) = 0;
+  // Rolls the claim back: its jobs are pending again.
+  virtual void Abandon() = 0;
+  virtual Result<QueueCounts> Counts(const std::string& job) = 0;
+};
+
+// One entry of a shared store's change sequence: a row inserted or deleted. Change ids
+// increase in commit order, so "every change after N" is a complete catch-up.
+struct StoreChange {
+  int64_t change_id = 0;
+  int64_t item_id = 0;
+  bool deleted = false;
+  // For an insert whose row still exists: the row (else present is false; a later change
+  // deletes it).
+  bool present = false;
+  std::string source;
+  std::string metadata;
+  std::vector<float> embedding;
+};
+
+// Reads a shared store's change sequence and waits for new changes (LISTEN/NOTIFY). Used by
+// one thread. A lost connection makes calls fail; the next call reconnects.
+class ChangeFeed {
+ public:
+  virtual ~ChangeFeed() = default;
+  // The id of the newest committed change (0 when none): rows loaded after reading it plus
+  // every change after it give the complete table.
+  virtual Result<int64_t> LastChangeId() = 0;
+  // Up to `limit` changes after `change_id`, in order.
+  virtual Result<std::vector<StoreChange>> ChangesAfter(int64_t change_id, size_t limit) = 0;
+  // Waits up to `timeout_ms` for a notification that changes were committed: true when one
+  // came, false on timeout.
+  virtual Result<bool> WaitForChanges(int timeout_ms) = 0;
 };
 
 // "FIELD=VALUE" (the --within option, e.g. "part=exp1") as a where expression for
@@ -127,7 +206,25 @@ Result<std::string> WithinToSql(const std::string& within);
 // file is left untouched.
 Result<std::unique_ptr<Store>> OpenSqliteStore(const std::string& path, Store::Mode mode);
 
-// Opens a store by location; today a SQLite file path.
+// Opens (kCreate: creating the schema, see RunPostgresMigrations) a PostgreSQL store at a
+// libpq URI (postgresql://user@host:port/db?...). The password comes from the URI,
+// PGPASSFILE or PGPASSWORD and is never printed: location() masks it. A database without the
+// nearlabel schema is NotFound unless kCreate; one of a newer schema version is Unsupported.
+Result<std::unique_ptr<Store>> OpenPostgresStore(const std::string& uri, Store::Mode mode);
+
+// Creates or upgrades the nearlabel schema of the PostgreSQL database at `uri` (versioned
+// migrations, each in one transaction, serialised by an advisory lock so many workers may run
+// it at once). Returns the schema version now in place; *applied lists what ran.
+Result<int> RunPostgresMigrations(const std::string& uri, std::vector<std::string>* applied);
+
+// `location` for messages: a PostgreSQL URI with its password (user:PASSWORD@ or
+// password=...) replaced by ***; a file path as it is.
+std::string MaskedLocation(const std::string& location);
+
+// True for "postgresql://..." and "postgres://..." locations.
+bool IsPostgresUri(const std::string& location);
+
+// Opens a store by location: a PostgreSQL URI or a SQLite file path.
 Result<std::unique_ptr<Store>> OpenStore(const std::string& location, Store::Mode mode);
 
 }  // namespace nearlabel

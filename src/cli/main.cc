@@ -111,10 +111,34 @@ Result<std::unique_ptr<Embedder>> OpenEmbedderForStore(const std::string& locati
   return MakeEmbedder(card, g, few_images);
 }
 
+// ---------------------------------------------------------------- init
+int RunInit(const std::string& uri, const Global& g) {
+  if (!IsPostgresUri(uri)) {
+    return Fail(Status::InvalidArgument(
+        uri + " is not a postgresql:// URI; a SQLite store is created by `nearlabel ingest`"));
+  }
+  std::vector<std::string> applied;
+  auto version = RunPostgresMigrations(uri, &applied);
+  if (!version.ok()) return Fail(version.status());
+  if (g.json) {
+    PrintJson({{"store", MaskedLocation(uri)}, {"schema_version", *version}, {"applied", applied}});
+  } else if (applied.empty()) {
+    std::printf("%s: schema version %d, up to date\n", MaskedLocation(uri).c_str(), *version);
+  } else {
+    std::printf("%s: schema version %d (applied %zu migration%s)\n", MaskedLocation(uri).c_str(),
+                *version, applied.size(), applied.size() == 1 ? "" : "s");
+  }
+  return 0;
+}
+
+constexpr const char* kStoreHelp =
+    "Store: a SQLite file, or a PostgreSQL URI postgresql://USER@HOST:PORT/DB (password from "
+    "PGPASSFILE, PGPASSWORD or the URI; never printed)";
+
 // ---------------------------------------------------------------- ingest
 struct IngestArgs {
-  std::string store, dataset, model, layout = "auto";
-  int batch = 32, threads = 0;
+  std::string store, dataset, model, layout = "auto", job;
+  int batch = 32, threads = 0, lease = 300;
   bool index = false;
   IndexBuildParams index_params;
 };
@@ -134,12 +158,15 @@ int RunIngest(IngestArgs a, const Global& g) {
   }
   std::string model = a.model;
   std::error_code ec;
-  if (model.empty() && std::filesystem::exists(a.store, ec)) {
+  if (model.empty() && (IsPostgresUri(a.store) || std::filesystem::exists(a.store, ec))) {
     auto existing = OpenStore(a.store, Store::Mode::kReadOnly);
-    if (!existing.ok()) return Fail(existing.status());
-    auto info = (*existing)->GetCollection();
-    if (!info.ok()) return Fail(info.status());
-    if (*info) model = (*info)->model;
+    if (existing.ok()) {
+      auto info = (*existing)->GetCollection();
+      if (!info.ok()) return Fail(info.status());
+      if (*info) model = (*info)->model;
+    } else if (existing.status().code() != Status::Code::kNotFound) {
+      return Fail(existing.status());
+    }
   }
   if (model.empty()) model = kDefaultModel;
   auto card = FindModel(model, ModelSearchDirs(g.model_dirs));
@@ -176,14 +203,21 @@ int RunIngest(IngestArgs a, const Global& g) {
   IngestOptions opt;
   opt.batch_size = a.batch;
   opt.prep_threads = a.threads;
-  auto rep = Ingest(
-      *listing, **embedder, **store, opt,
-      [&](size_t done, size_t total) { bar.Update(done, total); }, &g_stop);
+  opt.job = a.job.empty() ? std::filesystem::path(listing->root).filename().string() : a.job;
+  opt.lease_seconds = a.lease;
+  IngestQueue* queue = (*store)->ingest_queue();
+  auto progress = [&](size_t done, size_t total) { bar.Update(done, total); };
+  // A shared store (PostgreSQL) is drained through its job queue, so that any number of
+  // workers can run this same command at once.
+  auto rep = queue ? IngestShared(*listing, **embedder, **store, *queue, opt, progress, &g_stop)
+                   : Ingest(*listing, **embedder, **store, opt, progress, &g_stop);
   bar.Finish();
   if (!rep.ok()) return Fail(rep.status());
-  // An existing index follows every ingest; --index creates one.
+  const std::string where = (*store)->location();  // a URI's password masked
+  // An existing index follows every ingest; --index creates one. Shared stores keep no
+  // index file: each server builds its index in memory.
   std::string index_summary;
-  if (!rep->interrupted) {
+  if (!rep->interrupted && !queue) {
     a.index_params.threads = a.threads;
     auto summary = UpdateStoreIndex(**store, a.index, a.index_params);
     if (!summary.ok()) return Fail(summary.status().WithContext("rows stored, index not updated"));
@@ -191,7 +225,7 @@ int RunIngest(IngestArgs a, const Global& g) {
   }
   auto rows = (*store)->Count();
   if (g.json) {
-    json j = {{"store", a.store},
+    json j = {{"store", where},
               {"dataset", listing->root},
               {"layout", DatasetLayoutName(listing->layout)},
               {"model", card->name},
@@ -206,6 +240,13 @@ int RunIngest(IngestArgs a, const Global& g) {
               {"seconds", rep->seconds},
               {"interrupted", rep->interrupted},
               {"index", index_summary}};
+    if (queue) {
+      j["job"] = opt.job;
+      j["batches"] = rep->batches;
+      j["abandoned_batches"] = rep->abandoned_batches;
+      j["embed_seconds"] = rep->embed_seconds;
+      j["store_seconds"] = rep->store_seconds;
+    }
     for (const auto& p : rep->problems)
       j["problems"].push_back({{"path", p.path}, {"reason", p.reason}});
     PrintJson(j);
@@ -218,11 +259,22 @@ int RunIngest(IngestArgs a, const Global& g) {
         "  %zu images listed: %zu inserted, %zu already stored, %zu duplicate content, %zu "
         "failed; %zu other problems\n"
         "  %.1f s (%.1f images/s embedded); store now holds %lld rows\n",
-        listing->root.c_str(), DatasetLayoutName(listing->layout), a.store.c_str(),
+        listing->root.c_str(), DatasetLayoutName(listing->layout), where.c_str(),
         card->name.c_str(), rep->listed, rep->inserted, rep->already_stored, rep->duplicates,
         rep->failed, rep->problems.size() - rep->failed - rep->duplicates, rep->seconds, rate,
         static_cast<long long>(rows.ok() ? *rows : -1));
     if (!index_summary.empty()) std::printf("  %s\n", index_summary.c_str());
+    if (queue) {
+      std::printf(
+          "  job '%s': this worker committed %zu batches; embedding %.1f s, database %.2f s "
+          "(%.1f%% of embedding)%s\n",
+          opt.job.c_str(), rep->batches, rep->embed_seconds, rep->store_seconds,
+          rep->embed_seconds > 0 ? 100 * rep->store_seconds / rep->embed_seconds : 0.0,
+          rep->abandoned_batches
+              ? (", " + std::to_string(rep->abandoned_batches) + " claims lost and requeued")
+                    .c_str()
+              : "");
+    }
   }
   if (rep->failed > 0) {
     std::fprintf(stderr,
@@ -252,7 +304,8 @@ Result<Ingested> OpenIngested(const std::string& path, const std::string& vote_n
   NL_ASSIGN_OR_RETURN(r.vote, ParseVote(vote_name));
   NL_ASSIGN_OR_RETURN(r.store, OpenStore(path, Store::Mode::kReadOnly));
   NL_ASSIGN_OR_RETURN(auto info, r.store->GetCollection());
-  if (!info) return Status::InvalidArgument("store " + path + " is empty: ingest first");
+  if (!info)
+    return Status::InvalidArgument("store " + MaskedLocation(path) + " is empty: ingest first");
   r.info = *info;
   return r;
 }
@@ -527,7 +580,9 @@ int RunServe(ServeArgs a, const Global& g) {
   if (!store.ok()) return Fail(store.status());
   auto info = (*store)->GetCollection();
   if (!info.ok()) return Fail(info.status());
-  if (!*info) return Fail(Status::InvalidArgument("store " + a.store + " is empty: ingest first"));
+  if (!*info)
+    return Fail(
+        Status::InvalidArgument("store " + MaskedLocation(a.store) + " is empty: ingest first"));
   auto embedder = OpenEmbedderForStore(a.store, &**info, a.model, g, true);
   if (!embedder.ok()) return Fail(embedder.status());
   auto server = Server::Create(std::move(*store), std::move(*embedder), a.opt);
@@ -555,8 +610,8 @@ int RunServe(ServeArgs a, const Global& g) {
     }
     (*server)->Stop();
   });
-  std::printf("nearlabel: serving %s on http://%s:%d/ (%s)\n", a.store.c_str(), a.opt.host.c_str(),
-              (*server)->port(),
+  std::printf("nearlabel: serving %s on http://%s:%d/ (%s)\n", MaskedLocation(a.store).c_str(),
+              a.opt.host.c_str(), (*server)->port(),
               a.opt.token.empty() ? "read-only" : "writes need the bearer token");
   std::fflush(stdout);
   st = (*server)->Run();
@@ -584,7 +639,7 @@ int RunIndexBuild(const IndexArgs& a, const Global& g) {
   auto state = ReadIndexState(**store);
   if (!state.ok()) return Fail(state.status());
   if (g.json) {
-    PrintJson({{"store", a.store},
+    PrintJson({{"store", MaskedLocation(a.store)},
                {"file", state->file},
                {"rows", (*index)->size()},
                {"m", a.params.m},
@@ -649,7 +704,7 @@ int RunIndexCheck(const IndexArgs& a, const Global& g) {
   const double recall = total ? static_cast<double>(found) / static_cast<double>(total) : 1.0;
   const int ef = std::max(a.k, a.ef > 0 ? a.ef : IndexSearchParams::kDefaultEf);
   if (g.json) {
-    PrintJson({{"store", a.store},
+    PrintJson({{"store", MaskedLocation(a.store)},
                {"rows", (*index)->size()},
                {"added_since_save", cu.added},
                {"removed_since_save", cu.removed},
@@ -679,7 +734,10 @@ int RunDelete(const std::string& location, const std::string& where, const Globa
   auto summary = UpdateStoreIndex(**store, false, IndexBuildParams());
   if (!summary.ok()) return Fail(summary.status().WithContext("rows deleted, index not updated"));
   if (g.json) {
-    PrintJson({{"store", location}, {"deleted", ids->size()}, {"ids", *ids}, {"index", *summary}});
+    PrintJson({{"store", MaskedLocation(location)},
+               {"deleted", ids->size()},
+               {"ids", *ids},
+               {"index", *summary}});
   } else {
     std::printf("deleted %zu rows from %s\n", ids->size(), location.c_str());
     if (!summary->empty()) std::printf("%s\n", summary->c_str());
@@ -1013,7 +1071,9 @@ int RunAnomalyFit(const AnomalyArgs& a, const Global& g) {
   if (!store.ok()) return Fail(store.status());
   auto info = (*store)->GetCollection();
   if (!info.ok()) return Fail(info.status());
-  if (!*info) return Fail(Status::InvalidArgument("store " + a.store + " is empty: ingest first"));
+  if (!*info)
+    return Fail(
+        Status::InvalidArgument("store " + MaskedLocation(a.store) + " is empty: ingest first"));
   std::string sha;
   auto embedder = OpenPatchEmbedder(a.store, **info, g, false, &sha);
   if (!embedder.ok()) return Fail(embedder.status());
@@ -1296,7 +1356,7 @@ int RunInfo(const std::string& path, const Global& g) {
   if (!info.ok()) return Fail(info.status());
   auto count = (*store)->Count();
   if (!count.ok()) return Fail(count.status());
-  json j = {{"store", path}, {"rows", *count}};
+  json j = {{"store", MaskedLocation(path)}, {"rows", *count}};
   std::map<std::string, int64_t> label_counts;
   if (*info) {
     j["model"] = (*info)->model;
@@ -1315,7 +1375,10 @@ int RunInfo(const std::string& path, const Global& g) {
   }
   auto state = ReadIndexState(**store);
   if (!state.ok()) return Fail(state.status());
-  std::string index_line = "none (nearlabel index build " + path + ")";
+  std::string index_line = (*store)->ingest_queue()
+                               ? "in memory on each server (`nearlabel serve` builds it; "
+                                 "classify and search scan exactly)"
+                               : "none (nearlabel index build " + MaskedLocation(path) + ")";
   if (state->exists) {
     j["index"] = {{"file", state->file},
                   {"rows", state->rows},
@@ -1411,7 +1474,7 @@ int Main(int argc, char** argv) {
       "ingest",
       "Embed a labelled dataset into a store (created if missing). Idempotent: images whose "
       "content is stored already are skipped, so re-running after a crash or Ctrl-C resumes.");
-  ingest->add_option("store", ia.store, "Store file (SQLite)")->required();
+  ingest->add_option("store", ia.store, kStoreHelp)->required();
   ingest
       ->add_option(
           "dataset", ia.dataset,
@@ -1430,6 +1493,16 @@ int Main(int argc, char** argv) {
   ingest->add_option("--threads", ia.threads, "Decode threads (0: one per core)")
       ->capture_default_str()
       ->check(CLI::Range(0, 256));
+  ingest->add_option("--job", ia.job,
+                     "PostgreSQL stores: the name the dataset's images are queued under; workers "
+                     "on other machines that give the same name share the work (default: the "
+                     "dataset folder's name)");
+  ingest
+      ->add_option("--lease", ia.lease,
+                   "PostgreSQL stores: seconds a claimed batch may take before the database "
+                   "aborts it and hands its images to another worker")
+      ->capture_default_str()
+      ->check(CLI::Range(5, 86400));
   ingest->add_flag("--index", ia.index,
                    "Build an HNSW index after the ingest (a store's existing index is always "
                    "kept up to date)");
@@ -1437,7 +1510,7 @@ int Main(int argc, char** argv) {
 
   QueryArgs ca;
   auto* classify = app.add_subcommand("classify", "Label new images by their k nearest neighbours");
-  classify->add_option("store", ca.store, "Store file")->required();
+  classify->add_option("store", ca.store, kStoreHelp)->required();
   classify->add_option("images", ca.images, "Image files")->required();
   classify->add_option("-k,--k", ca.k, "Neighbours that vote (default 5)")
       ->check(CLI::Range(1, 10000));
@@ -1466,7 +1539,7 @@ int Main(int argc, char** argv) {
 
   QueryArgs sa;
   auto* search = app.add_subcommand("search", "List the stored images nearest to an image");
-  search->add_option("store", sa.store, "Store file")->required();
+  search->add_option("store", sa.store, kStoreHelp)->required();
   search->add_option("images", sa.images, "Image files")->required();
   search->add_option("-k,--k", sa.k, "Neighbours to list (default 10)")
       ->check(CLI::Range(1, 100000));
@@ -1485,7 +1558,7 @@ int Main(int argc, char** argv) {
       "eval",
       "Leave-one-out evaluation: label every stored image by its nearest *other* images and "
       "compare. With --group-by, images sharing that field's value never vouch for each other.");
-  eval->add_option("store", ea.store, "Store file")->required();
+  eval->add_option("store", ea.store, kStoreHelp)->required();
   eval->add_option("--label", ea.label, "Field to predict (default: the store's label field)");
   eval->add_option("--within", ea.within, "Neighbours must share this field's value (e.g. part)");
   eval->add_option("--group-by", ea.group_by,
@@ -1538,8 +1611,10 @@ int Main(int argc, char** argv) {
       "embedding), collection(key, value); view aihub_labels for AI Hub stores. Functions: "
       "vector_distance(a, b [, 'COSINE'|'EUCLIDEAN'|'EUCLIDEAN_SQUARED'|'DOT'|'MANHATTAN']), "
       "to_vector('[1,2]'), from_vector(blob), vector_dims(v), vector_norm(v), field(metadata, "
-      "'name'). Without a query, statements are read from stdin.");
-  sql->add_option("store", sql_store, "Store file")->required();
+      "'name'). On a PostgreSQL store metadata is jsonb (->, ->>, @>) and only field() and "
+      "vector_dims() exist: the vector work is nearlabel's (classify, search, eval). Without a "
+      "query, statements are read from stdin.");
+  sql->add_option("store", sql_store, kStoreHelp)->required();
   sql->add_option("query", sql_query, "SQL statement(s)");
   sql->add_flag("--write", sql_write, "Allow statements that write");
 
@@ -1554,7 +1629,7 @@ int Main(int argc, char** argv) {
       "fit",
       "Build the bank from normal rows (re-reads their image files) and calibrate the "
       "threshold on held-out normal rows");
-  anomaly_fit->add_option("store", aa.store, "Store file")->required();
+  anomaly_fit->add_option("store", aa.store, kStoreHelp)->required();
   anomaly_fit
       ->add_option("--normal", aa.normal,
                    "SQL condition selecting the normal rows, e.g. "
@@ -1589,7 +1664,7 @@ int Main(int argc, char** argv) {
       "score",
       "Score images: the worst patch's distance to the nearest normal patch, and a "
       "verdict against the calibrated threshold");
-  anomaly_score->add_option("store", aa.store, "Store file")->required();
+  anomaly_score->add_option("store", aa.store, kStoreHelp)->required();
   anomaly_score->add_option("images", aa.images, "Image files")->required();
   anomaly_score->add_option("--name", aa.name, "Anomaly model")->capture_default_str();
   anomaly_score->add_option("--heatmap", aa.heatmap_dir,
@@ -1598,7 +1673,7 @@ int Main(int argc, char** argv) {
       "eval",
       "Image AUROC and false-alarm / miss rates per threshold, on the held-out normal "
       "rows and the anomalous rows");
-  anomaly_eval->add_option("store", aa.store, "Store file")->required();
+  anomaly_eval->add_option("store", aa.store, kStoreHelp)->required();
   anomaly_eval->add_option("--name", aa.name, "Anomaly model")->capture_default_str();
   anomaly_eval->add_option("--anomalous", aa.anomalous,
                            "SQL condition selecting the anomalous rows (default: NOT the "
@@ -1611,13 +1686,13 @@ int Main(int argc, char** argv) {
   index->require_subcommand(1);
   auto* index_build = index->add_subcommand(
       "build", "Build (or rebuild) the index over every row; later ingests keep it up to date");
-  index_build->add_option("store", xa.store, "Store file")->required();
+  index_build->add_option("store", xa.store, kStoreHelp)->required();
   AddGraphOptions(index_build, &xa.params, "");
   index_build->add_option("--threads", xa.params.threads, "Build threads (0: one per core)")
       ->check(CLI::Range(0, 256));
   auto* index_check = index->add_subcommand(
       "check", "Report the index's recall@k against exact search on a sample of stored rows");
-  index_check->add_option("store", xa.store, "Store file")->required();
+  index_check->add_option("store", xa.store, kStoreHelp)->required();
   index_check->add_option("--sample", xa.sample, "Rows used as queries")
       ->capture_default_str()
       ->check(CLI::Range(1, 1000000));
@@ -1630,7 +1705,7 @@ int Main(int argc, char** argv) {
   std::string delete_store, delete_where;
   auto* del = app.add_subcommand("delete",
                                  "Delete rows (and their index entries) matching an SQL condition");
-  del->add_option("store", delete_store, "Store file")->required();
+  del->add_option("store", delete_store, kStoreHelp)->required();
   del->add_option("--where", delete_where,
                   "SQL condition on items, e.g. \"field(metadata,'label') = 'scratch'\" or "
                   "\"id IN (4, 7)\"")
@@ -1638,7 +1713,7 @@ int Main(int argc, char** argv) {
 
   std::string info_store;
   auto* info = app.add_subcommand("info", "Show a store's model, size and label counts");
-  info->add_option("store", info_store, "Store file")->required();
+  info->add_option("store", info_store, kStoreHelp)->required();
 
   auto* models = app.add_subcommand("models", "List the models nearlabel can find");
 
@@ -1647,7 +1722,7 @@ int Main(int argc, char** argv) {
       "serve",
       "Serve a store over HTTP: a web page at / (drop an image, see its label and neighbours; "
       "browse labels) and the JSON API under /v1 (classify, search, items, stats)");
-  serve->add_option("store", va.store, "Store file")->required();
+  serve->add_option("store", va.store, kStoreHelp)->required();
   serve->add_option("--host", va.opt.host, "Address to listen on")->capture_default_str();
   serve->add_option("--port", va.opt.port, "Port (0: any free port, printed at start)")
       ->capture_default_str()
@@ -1670,12 +1745,21 @@ int Main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::Range(0.000001, 1000.0));
 
+  std::string init_store;
+  auto* init = app.add_subcommand(
+      "init",
+      "Create or upgrade the nearlabel schema of a PostgreSQL database (versioned migrations, "
+      "each in one transaction; safe to run from many machines at once). `ingest` runs it "
+      "too. SQLite stores need no init: `ingest` creates the file.");
+  init->add_option("store", init_store, "postgresql://USER@HOST:PORT/DB")->required();
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     int code = app.exit(e);
     return code == 0 ? 0 : 2;
   }
+  if (init->parsed()) return RunInit(init_store, g);
   if (ingest->parsed()) return RunIngest(ia, g);
   if (classify->parsed()) return RunQuery(ca, g, true);
   if (search->parsed()) return RunQuery(sa, g, false);

@@ -147,6 +147,13 @@ Status SaveStoreIndex(Store& store, const HnswIndex& index) {
 }
 
 Result<std::unique_ptr<HnswIndex>> BuildStoreIndex(Store& store, const IndexBuildParams& params) {
+  if (store.ingest_queue()) {
+    // A shared store has many readers on many machines: no file next to it to keep.
+    return Status::Unsupported(
+        "store " + store.location() +
+        " is shared (PostgreSQL): it keeps no index file; each `nearlabel serve` builds its "
+        "index in memory and keeps it in step with the table");
+  }
   NL_ASSIGN_OR_RETURN(auto info, store.GetCollection());
   if (!info)
     return Status::InvalidArgument("store " + store.location() + " is empty: ingest first");

@@ -351,6 +351,126 @@ Result<IngestReport> Ingest(const DatasetListing& listing, Embedder& embedder, S
   return rep;
 }
 
+Result<IngestReport> IngestShared(const DatasetListing& listing, Embedder& embedder, Store& store,
+                                  IngestQueue& queue, const IngestOptions& options,
+                                  const ProgressFn& progress, const std::atomic<bool>* stop) {
+  using Clock = std::chrono::steady_clock;
+  auto since = [](Clock::time_point t) {
+    return std::chrono::duration<double>(Clock::now() - t).count();
+  };
+  const auto t0 = Clock::now();
+  IngestReport rep;
+  rep.listed = listing.items.size();
+  rep.problems = listing.problems;
+  if (options.job.empty()) return Status::InvalidArgument("a shared ingest needs a job name");
+  NL_ASSIGN_OR_RETURN(const std::unordered_set<std::string> stored, store.AllSha256());
+  std::unordered_map<std::string, size_t> by_path;
+  std::vector<std::string> relative;
+  for (size_t i = 0; i < listing.items.size(); ++i) {
+    by_path.emplace(listing.items[i].relative_path, i);
+    relative.push_back(listing.items[i].relative_path);
+  }
+  auto tq = Clock::now();
+  NL_RETURN_IF_ERROR(queue.Enqueue(options.job, relative).status());
+  rep.store_seconds += since(tq);
+
+  const int threads = DefaultThreads(options.prep_threads);
+  const size_t bs = static_cast<size_t>(std::max(1, options.batch_size));
+  size_t processed = 0;
+  int lost_in_a_row = 0;
+  for (;;) {
+    if (stop && stop->load()) {
+      rep.interrupted = true;
+      break;
+    }
+    tq = Clock::now();
+    auto claimed = queue.Claim(options.job, bs, options.lease_seconds);
+    rep.store_seconds += since(tq);
+    if (!claimed.ok()) {
+      // The database restarting, or a connection lost: try again a few times, then give up
+      // (committed batches stay; the same command resumes).
+      if (claimed.status().code() != Status::Code::kIOError || ++lost_in_a_row > 30) {
+        return claimed.status();
+      }
+      std::this_thread::sleep_for(std::chrono::seconds(1));
+      continue;
+    }
+    if (claimed->empty()) {
+      NL_ASSIGN_OR_RETURN(QueueCounts counts, queue.Counts(options.job));
+      if (counts.pending == 0) break;
+      // Other workers hold the rest. If one dies its claim comes back, and we take it.
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+      continue;
+    }
+    std::vector<std::string> paths, done;
+    std::vector<std::string> claim_of_path;  // relative path per entry of `paths`
+    std::vector<std::pair<std::string, std::string>> failed;
+    for (const std::string& rel : *claimed) {
+      auto it = by_path.find(rel);
+      if (it == by_path.end()) {
+        failed.emplace_back(rel, "not in this worker's copy of the dataset");
+        continue;
+      }
+      paths.push_back(listing.items[it->second].image_path);
+      claim_of_path.push_back(rel);
+    }
+    std::vector<NewItem> rows;
+    if (!paths.empty()) {
+      PrepStage prep(paths, embedder.card().preprocess, paths.size(), threads, 1, &stored, true);
+      PrepStage::Batch& batch = prep.Take(0);
+      std::vector<size_t> which;
+      for (size_t i = 0; i < batch.items.size(); ++i) {
+        const Prepared& p = batch.items[i];
+        const std::string& rel = claim_of_path[p.index];
+        if (!p.status.ok()) {
+          ++rep.failed;
+          rep.problems.push_back({paths[p.index], p.status.message()});
+          failed.emplace_back(rel, p.status.message());
+        } else if (p.already_stored) {
+          ++rep.already_stored;
+          done.push_back(rel);
+        } else {
+          which.push_back(i);
+          done.push_back(rel);
+        }
+      }
+      const auto te = Clock::now();
+      std::vector<std::vector<float>> vecs;
+      Status st = EmbedBatch(batch, prep.slot_floats(), embedder, which, &vecs);
+      rep.embed_seconds += since(te);
+      if (!st.ok()) {
+        queue.Abandon();
+        return st;
+      }
+      for (size_t i : which) {
+        const Prepared& p = batch.items[i];
+        const DatasetItem& item = listing.items[by_path[claim_of_path[p.index]]];
+        rows.push_back(
+            {item.image_path, p.sha256, DumpJson(item.metadata), std::move(vecs[i]), p.thumbnail});
+      }
+    }
+    tq = Clock::now();
+    auto ins = queue.Complete(options.job, rows, done, failed);
+    rep.store_seconds += since(tq);
+    if (!ins.ok()) {
+      if (ins.status().code() != Status::Code::kIOError || ++lost_in_a_row > 30) {
+        return ins.status();
+      }
+      ++rep.abandoned_batches;  // the lease ran out or the database went away: redone later
+      std::this_thread::sleep_for(std::chrono::seconds(1));
+      continue;
+    }
+    lost_in_a_row = 0;
+    ++rep.batches;
+    rep.inserted += ins->inserted;
+    rep.already_stored += ins->duplicates;  // another worker stored the same content
+    processed += claimed->size();
+    if (progress) progress(std::min(processed, rep.listed), rep.listed);
+  }
+  rep.seconds = since(t0);
+  return rep;
+}
+
 std::vector<EmbeddedFile> EmbedFiles(const std::vector<std::string>& paths, Embedder& embedder,
                                      int prep_threads) {
   std::vector<EmbeddedFile> out(paths.size());

@@ -20,13 +20,23 @@ std::string LabelOf(const std::string& metadata, const std::string& field) {
 
 Result<std::unique_ptr<LiveCollection>> LiveCollection::Load(Store& store,
                                                              const std::string& label_field,
-                                                             std::string* notice) {
+                                                             std::string* notice,
+                                                             bool memory_index) {
   std::unique_ptr<LiveCollection> c(new LiveCollection());
   c->label_field_ = label_field;
   NL_ASSIGN_OR_RETURN(c->table_, store.LoadVectors(""));
   c->dims_ = c->table_.dims;
   c->labels_.reserve(c->table_.size());
   for (const std::string& m : c->table_.metadata) c->labels_.push_back(LabelOf(m, label_field));
+  if (memory_index) {
+    c->index_ = HnswIndex::Create(c->dims_, IndexBuildParams{});
+    c->index_in_memory_ = true;
+    if (c->table_.size() > 0) {
+      NL_RETURN_IF_ERROR(
+          c->index_->Add(c->table_.ids.data(), c->table_.vectors.data(), c->table_.size(), 0));
+    }
+    return c;
+  }
   NL_ASSIGN_OR_RETURN(StoreIndexState state, ReadIndexState(store));
   if (state.exists) {
     // A long-running server catches up however far behind the saved index is.
@@ -138,25 +148,27 @@ Status LiveCollection::Add(int64_t id, const std::vector<float>& vector, const s
     return Status::Mismatch("vector of " + std::to_string(vector.size()) + " dims, expected " +
                             std::to_string(dims_));
   }
-  if (Find(id) >= 0) return Status::OK();  // already here (a duplicate upload)
-  // Store ids only grow, so appending keeps table_ sorted.
-  if (!table_.ids.empty() && id < table_.ids.back()) {
-    return Status::Internal("row id " + std::to_string(id) + " is below the highest loaded id");
-  }
+  if (Find(id) >= 0 || removed_.count(id)) return Status::OK();  // here already, or gone
   if (index_) {
     NL_RETURN_IF_ERROR(index_->Add(&id, vector.data(), 1, 1));
     index_changed_ = true;
   }
-  table_.ids.push_back(id);
-  table_.sources.push_back(source);
-  table_.metadata.push_back(metadata);
-  table_.vectors.insert(table_.vectors.end(), vector.begin(), vector.end());
-  labels_.push_back(LabelOf(metadata, label_field_));
+  // New rows almost always have the highest id (append); a row another writer committed just
+  // before ours can arrive after it, and goes to its sorted place.
+  const size_t at = static_cast<size_t>(std::lower_bound(table_.ids.begin(), table_.ids.end(), id) -
+                                        table_.ids.begin());
+  table_.ids.insert(table_.ids.begin() + static_cast<long>(at), id);
+  table_.sources.insert(table_.sources.begin() + static_cast<long>(at), source);
+  table_.metadata.insert(table_.metadata.begin() + static_cast<long>(at), metadata);
+  table_.vectors.insert(table_.vectors.begin() + static_cast<long>(at * static_cast<size_t>(dims_)),
+                        vector.begin(), vector.end());
+  labels_.insert(labels_.begin() + static_cast<long>(at), LabelOf(metadata, label_field_));
   return Status::OK();
 }
 
 void LiveCollection::Remove(int64_t id) {
   std::unique_lock<std::shared_mutex> lock(mu_);
+  removed_.insert(id);
   const long i = Find(id);
   if (i < 0) return;
   const size_t r = static_cast<size_t>(i);
@@ -174,7 +186,7 @@ void LiveCollection::Remove(int64_t id) {
 
 Status LiveCollection::SaveIndexIfChanged(Store& store) {
   std::unique_lock<std::shared_mutex> lock(mu_);
-  if (!index_ || !index_changed_) return Status::OK();
+  if (!index_ || !index_changed_ || index_in_memory_) return Status::OK();
   NL_RETURN_IF_ERROR(SaveStoreIndex(store, *index_));
   index_changed_ = false;
   return Status::OK();

@@ -6,6 +6,7 @@
 #include <memory>
 #include <shared_mutex>
 #include <string>
+#include <unordered_set>
 #include <vector>
 
 #include "nearlabel/index.h"
@@ -18,8 +19,11 @@ class LiveCollection {
   // Loads every row of `store` and its index (caught up with the table; an unusable index is
   // reported in *notice and searches are exact). `label_field` is the field counted by
   // LabelCounts and browsed by Browse.
+  // With `memory_index` (shared stores, which keep no index file) an HNSW index is built in
+  // memory over the loaded rows instead.
   static Result<std::unique_ptr<LiveCollection>> Load(Store& store, const std::string& label_field,
-                                                      std::string* notice);
+                                                      std::string* notice,
+                                                      bool memory_index = false);
 
   struct Row {
     int64_t id = 0;
@@ -42,10 +46,12 @@ class LiveCollection {
   std::vector<Row> Browse(const std::string& label, size_t offset, size_t limit,
                           size_t* total) const;
 
-  // Adds a row the store has just committed. Takes the write lock.
+  // Adds a row the store has committed. Idempotent, and a row once removed never comes back
+  // (ids are never reused), so a server's own writes and the same rows arriving again from the
+  // change feed, in either order, give the same collection. Takes the write lock.
   Status Add(int64_t id, const std::vector<float>& vector, const std::string& source,
              const std::string& metadata);
-  // Drops a row the store has just deleted. Takes the write lock.
+  // Drops a row the store has deleted (idempotent). Takes the write lock.
   void Remove(int64_t id);
   // Saves the index when rows were added or removed since it was loaded (store read-write).
   Status SaveIndexIfChanged(Store& store);
@@ -67,6 +73,8 @@ class LiveCollection {
   std::vector<std::string> labels_;  // per row of table_
   std::unique_ptr<HnswIndex> index_;
   bool index_changed_ = false;
+  bool index_in_memory_ = false;         // built at load, no file to save
+  std::unordered_set<int64_t> removed_;  // ids removed since load: never added again
 };
 
 }  // namespace nearlabel

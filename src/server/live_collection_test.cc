@@ -106,5 +106,43 @@ TEST(LiveCollectionTest, ThroughTheIndexWithExactDistancesAndSavesItsChanges) {
   EXPECT_EQ(cu.removed, 0u);
 }
 
+// Rows of a shared store arrive twice (a server's own write, then the change feed) and out of
+// id order (another writer committed a lower id just before); removed rows never come back.
+TEST(LiveCollectionTest, OutOfOrderDuplicateAndRemovedRowsFromAChangeFeed) {
+  testing::TempDir d;
+  auto store = MakeStore(d.Join("s.db"), 4);  // ids 1..4
+  auto c = LiveCollection::Load(*store, "label", nullptr, /*memory_index=*/true);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_TRUE((*c)->has_index());
+  const NewItem a = Item(20, "late"), b = Item(10, "early");
+  ASSERT_TRUE((*c)->Add(20, a.embedding, a.source, a.metadata_json).ok());
+  ASSERT_TRUE((*c)->Add(10, b.embedding, b.source, b.metadata_json).ok());  // below 20
+  ASSERT_TRUE((*c)->Add(20, a.embedding, a.source, a.metadata_json).ok());  // again
+  EXPECT_EQ((*c)->size(), 6u);
+  size_t total = 0;
+  std::vector<int64_t> order;
+  for (const auto& row : (*c)->Browse("", 0, 100, &total)) order.push_back(row.id);
+  EXPECT_EQ(order, (std::vector<int64_t>{1, 2, 3, 4, 10, 20}));
+  // Each row is found at distance 0 with its own label: vectors stayed with their ids.
+  for (const NewItem* it : {&a, &b}) {
+    std::string plan;
+    auto found = (*c)->Search(it->embedding.data(), 1, nullptr, 0, &plan);
+    ASSERT_EQ(found.size(), 1u);
+    LiveCollection::Row row;
+    ASSERT_TRUE((*c)->Get(found[0].id, &row));
+    EXPECT_EQ(row.metadata, it->metadata_json) << plan;
+    EXPECT_NEAR(found[0].distance, 0.0f, 1e-5);
+  }
+  (*c)->Remove(10);
+  ASSERT_TRUE((*c)->Add(10, b.embedding, b.source, b.metadata_json).ok());  // a stale feed entry
+  LiveCollection::Row row;
+  EXPECT_FALSE((*c)->Get(10, &row));
+  EXPECT_EQ((*c)->size(), 5u);
+  // The in-memory index has no file: saving is a no-op, not an error.
+  EXPECT_TRUE((*c)->SaveIndexIfChanged(*store).ok());
+  StoreIndexState state = *ReadIndexState(*store);
+  EXPECT_FALSE(state.exists);
+}
+
 }  // namespace
 }  // namespace nearlabel

@@ -1,16 +1,22 @@
 // The HTTP server (Debian's cpp-httplib): routes, parameter checking and JSON. Threading: the
 // library's pool runs requests concurrently; searches share LiveCollection's read lock, the
 // model runs one image at a time (embed_mu), the store is used by one request at a time
-// (store_mu), and writes take LiveCollection's write lock after the store has committed.
+// (store_mu), and writes take LiveCollection's write lock after the store has committed. On a
+// shared store (PostgreSQL) one sync thread follows the store's change feed on a connection of
+// its own and applies other writers' rows to LiveCollection.
 #include "nearlabel/server.h"
 
 #include <httplib.h>
 
+#include <atomic>
 #include <cctype>
 #include <chrono>
+#include <condition_variable>
+#include <cstdio>
 #include <cstring>
 #include <mutex>
 #include <set>
+#include <thread>
 
 #include <nlohmann/json.hpp>
 
@@ -211,6 +217,87 @@ struct Server::Impl {
   HttpServer http;
   int port = 0;
 
+  // ---- Shared stores: following the change feed ----
+  std::unique_ptr<ChangeFeed> feed;
+  std::thread sync_thread;
+  std::mutex sync_mu;  // guards stopping (with sync_cv)
+  std::condition_variable sync_cv;
+  bool stopping = false;
+  std::atomic<int64_t> synced_change{0};  // every change up to this one is applied
+  std::atomic<bool> feed_connected{true};
+  std::atomic<int64_t> reconnects{0};
+
+  ~Impl() { StopSync(); }
+
+  void StopSync() {
+    {
+      std::lock_guard<std::mutex> lock(sync_mu);
+      stopping = true;
+    }
+    sync_cv.notify_all();
+    if (sync_thread.joinable()) sync_thread.join();
+  }
+
+  // Applies every change after synced_change. False when the connection failed.
+  bool CatchUp() {
+    for (;;) {
+      auto changes = feed->ChangesAfter(synced_change.load(), 4096);
+      if (!changes.ok()) return false;
+      for (const StoreChange& c : *changes) {
+        if (c.deleted) {
+          live->Remove(c.item_id);
+        } else if (c.present) {
+          Status st = live->Add(c.item_id, c.embedding, c.source, c.metadata);
+          if (!st.ok()) {
+            std::fprintf(stderr, "nearlabel: serve: row %lld not applied: %s\n",
+                         static_cast<long long>(c.item_id), st.message().c_str());
+          }
+        }
+        synced_change = c.change_id;
+      }
+      if (changes->size() < 4096) return true;
+    }
+  }
+
+  // The sync thread: wakes on a notification (or every 500 ms, in case one was missed), then
+  // catches up by change id. A lost connection is retried with a growing pause while the
+  // server keeps answering reads from the rows it has; on reconnecting it catches up.
+  void SyncLoop() {
+    int pause_ms = 100;
+    for (;;) {
+      {
+        std::unique_lock<std::mutex> lock(sync_mu);
+        if (stopping) return;
+      }
+      auto woke = feed->WaitForChanges(500);
+      const bool ok = woke.ok() && CatchUp();
+      if (ok) {
+        if (!feed_connected.exchange(true)) {
+          ++reconnects;
+          std::fprintf(stderr,
+                       "nearlabel: serve: database connection back; caught up to change %lld\n",
+                       static_cast<long long>(synced_change.load()));
+        }
+        pause_ms = 100;
+        continue;
+      }
+      if (feed_connected.exchange(false)) {
+        std::fprintf(stderr,
+                     "nearlabel: serve: lost the database connection (%s); serving the rows "
+                     "synced so far, retrying\n",
+                     woke.ok() ? "reading changes" : woke.status().message().c_str());
+      }
+      std::unique_lock<std::mutex> lock(sync_mu);
+      sync_cv.wait_for(lock, std::chrono::milliseconds(pause_ms), [&] { return stopping; });
+      pause_ms = std::min(2000, pause_ms * 2);
+    }
+  }
+
+  // A store failure as an HTTP error: a database that cannot be reached is 503 (retry later).
+  static HttpError StoreError(const Status& st) {
+    return HttpError{st.code() == Status::Code::kIOError ? 503 : 500, st.message()};
+  }
+
   // Decode + preprocess (concurrently) and embed (one at a time) an uploaded image.
   std::vector<float> Embed(const std::string& bytes, std::string* thumbnail) {
     if (bytes.size() > opt.max_upload_bytes) {
@@ -243,7 +330,7 @@ struct Server::Impl {
     if (!sql.ok()) throw HttpError{400, "within wants FIELD=VALUE, e.g. within=part=exp1"};
     std::lock_guard<std::mutex> lock(store_mu);
     auto ids = store->SelectIds(*sql);
-    if (!ids.ok()) throw HttpError{500, ids.status().message()};
+    if (!ids.ok()) throw StoreError(ids.status());
     return *ids;
   }
 
@@ -361,7 +448,7 @@ struct Server::Impl {
     {
       std::lock_guard<std::mutex> lock(store_mu);
       auto inserted = store->InsertBatch({item});
-      if (!inserted.ok()) throw HttpError{500, inserted.status().message()};
+      if (!inserted.ok()) throw StoreError(inserted.status());
       r = *inserted;
       // Added to the in-memory rows while the store lock is held, so two uploads reach the
       // collection in id order.
@@ -380,7 +467,7 @@ struct Server::Impl {
     const int64_t id = IdOf(req);
     std::lock_guard<std::mutex> lock(store_mu);
     auto gone = store->Delete("id = " + std::to_string(id));
-    if (!gone.ok()) throw HttpError{500, gone.status().message()};
+    if (!gone.ok()) throw StoreError(gone.status());
     if (gone->empty()) throw HttpError{404, "no item " + std::to_string(id)};
     live->Remove(id);
     SendJson(res, 200, {{"deleted", id}});
@@ -419,6 +506,10 @@ struct Server::Impl {
                {"labels", labels},
                {"index", live->has_index() ? "hnsw" : "none (exact scan)"},
                {"writable", !opt.token.empty()},
+               {"sync", feed ? json{{"change_id", synced_change.load()},
+                                    {"connected", feed_connected.load()},
+                                    {"reconnects", reconnects.load()}}
+                             : json(nullptr)},
                {"limits",
                 {{"max_upload_bytes", opt.max_upload_bytes}, {"max_pixels", opt.max_pixels}}}});
         }));
@@ -518,8 +609,23 @@ Result<std::unique_ptr<Server>> Server::Create(std::unique_ptr<Store> store,
   impl->label_field = !options.label_field.empty() ? options.label_field
                       : info->label_field.empty()  ? "label"
                                                    : info->label_field;
-  NL_ASSIGN_OR_RETURN(impl->live, LiveCollection::Load(*store, impl->label_field, &impl->notice));
+  // A shared store: note the newest change before loading the rows, so that the rows plus
+  // every later change are the whole table (a change applied twice is harmless).
+  auto feed = store->OpenChangeFeed();
+  if (feed.ok()) {
+    impl->feed = std::move(*feed);
+    NL_ASSIGN_OR_RETURN(int64_t last, impl->feed->LastChangeId());
+    impl->synced_change = last;
+  } else if (feed.status().code() != Status::Code::kUnsupported) {
+    return feed.status();
+  }
+  NL_ASSIGN_OR_RETURN(impl->live, LiveCollection::Load(*store, impl->label_field, &impl->notice,
+                                                       impl->feed != nullptr));
   impl->store = std::move(store);
+  if (impl->feed) {
+    Impl* raw = impl.get();
+    impl->sync_thread = std::thread([raw] { raw->SyncLoop(); });
+  }
   impl->embedder = std::move(embedder);
   impl->http.set_payload_max_length(options.max_upload_bytes + (64u << 10));  // + form overhead
   const int threads = std::max(1, options.threads);

@@ -731,10 +731,12 @@ Result<std::unique_ptr<Store>> OpenSqliteStore(const std::string& path, Store::M
   return std::unique_ptr<Store>(std::move(store));
 }
 
+bool IsPostgresUri(const std::string& location) {
+  return location.rfind("postgresql://", 0) == 0 || location.rfind("postgres://", 0) == 0;
+}
+
 Result<std::unique_ptr<Store>> OpenStore(const std::string& location, Store::Mode mode) {
-  if (location.rfind("postgresql://", 0) == 0 || location.rfind("postgres://", 0) == 0) {
-    return Status::Unsupported("PostgreSQL stores are not built into this nearlabel yet");
-  }
+  if (IsPostgresUri(location)) return OpenPostgresStore(location, mode);
   return OpenSqliteStore(location, mode);
 }
 
