@@ -291,18 +291,20 @@ int RunIngest(IngestArgs a, const Global& g) {
   return 0;
 }
 
-// A store that has been ingested into, opened read-only, with its collection info, and the
-// parsed --vote: what classify, search and eval start from.
+// A store that has been ingested into (opened read-only unless `mode` says otherwise), with
+// its collection info, and the parsed --vote: what classify, search, eval, serve and the
+// anomaly commands start from. An empty store is an error that says to ingest first.
 struct Ingested {
   std::unique_ptr<Store> store;
   CollectionInfo info;
   Vote vote = Vote::kMajority;
 };
 
-Result<Ingested> OpenIngested(const std::string& path, const std::string& vote_name) {
+Result<Ingested> OpenIngested(const std::string& path, const std::string& vote_name,
+                              Store::Mode mode = Store::Mode::kReadOnly) {
   Ingested r;
   NL_ASSIGN_OR_RETURN(r.vote, ParseVote(vote_name));
-  NL_ASSIGN_OR_RETURN(r.store, OpenStore(path, Store::Mode::kReadOnly));
+  NL_ASSIGN_OR_RETURN(r.store, OpenStore(path, mode));
   NL_ASSIGN_OR_RETURN(auto info, r.store->GetCollection());
   if (!info)
     return Status::InvalidArgument("store " + MaskedLocation(path) + " is empty: ingest first");
@@ -575,17 +577,12 @@ int RunServe(ServeArgs a, const Global& g) {
   a.opt.max_pixels = static_cast<int64_t>(a.max_megapixels * 1e6);
   a.opt.max_upload_bytes = static_cast<size_t>(a.max_upload_mb * 1024 * 1024);
   // Without a token the server never writes: open the store read-only.
-  auto store =
-      OpenStore(a.store, a.opt.token.empty() ? Store::Mode::kReadOnly : Store::Mode::kReadWrite);
-  if (!store.ok()) return Fail(store.status());
-  auto info = (*store)->GetCollection();
-  if (!info.ok()) return Fail(info.status());
-  if (!*info)
-    return Fail(
-        Status::InvalidArgument("store " + MaskedLocation(a.store) + " is empty: ingest first"));
-  auto embedder = OpenEmbedderForStore(a.store, &**info, a.model, g, true);
+  auto opened = OpenIngested(
+      a.store, "majority", a.opt.token.empty() ? Store::Mode::kReadOnly : Store::Mode::kReadWrite);
+  if (!opened.ok()) return Fail(opened.status());
+  auto embedder = OpenEmbedderForStore(a.store, &opened->info, a.model, g, true);
   if (!embedder.ok()) return Fail(embedder.status());
-  auto server = Server::Create(std::move(*store), std::move(*embedder), a.opt);
+  auto server = Server::Create(std::move(opened->store), std::move(*embedder), a.opt);
   if (!server.ok()) return Fail(server.status());
   if (!(*server)->notice().empty()) {
     std::fprintf(stderr, "nearlabel: notice: %s\n", (*server)->notice().c_str());
@@ -1067,27 +1064,23 @@ Result<AnomalyModel> LoadAnomalyModel(Store& store, const std::string& name,
 }
 
 int RunAnomalyFit(const AnomalyArgs& a, const Global& g) {
-  auto store = OpenStore(a.store, Store::Mode::kReadWrite);
-  if (!store.ok()) return Fail(store.status());
-  auto info = (*store)->GetCollection();
-  if (!info.ok()) return Fail(info.status());
-  if (!*info)
-    return Fail(
-        Status::InvalidArgument("store " + MaskedLocation(a.store) + " is empty: ingest first"));
+  auto opened = OpenIngested(a.store, "majority", Store::Mode::kReadWrite);
+  if (!opened.ok()) return Fail(opened.status());
+  Store& store = *opened->store;
   std::string sha;
-  auto embedder = OpenPatchEmbedder(a.store, **info, g, false, &sha);
+  auto embedder = OpenPatchEmbedder(a.store, opened->info, g, false, &sha);
   if (!embedder.ok()) return Fail(embedder.status());
   AnomalyFitOptions opt = a.fit;
   opt.name = a.name;
   opt.normal_where = a.normal;
   const auto t0 = std::chrono::steady_clock::now();
   std::vector<std::string> warnings;
-  auto model = FitAnomalyModel(**store, **embedder, sha, opt, &warnings);
+  auto model = FitAnomalyModel(store, **embedder, sha, opt, &warnings);
   if (!model.ok()) return Fail(model.status());
   for (const auto& w : warnings)
     std::fprintf(stderr, "nearlabel: warning: skipped %s\n", w.c_str());
   const std::string bytes = model->Serialize();
-  Status st = (*store)->PutBlob(AnomalyModelKey(a.name), bytes);
+  Status st = store.PutBlob(AnomalyModelKey(a.name), bytes);
   if (!st.ok()) return Fail(st);
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const auto& m = *model;
