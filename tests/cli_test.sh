@@ -173,6 +173,11 @@ check "eval --open-set reports the held-out class's rejection" \
 "$NL" classify "$T/a.db" --reject "$img" "$DATA"/casting/ok_front/$(ls "$DATA"/casting/ok_front | head -1) > "$T/rj" 2>&1
 check "classify --reject keeps a stored image and calls a casting photo unknown" \
   "grep -q 'label = scratches' '$T/rj' && grep -q 'label = unknown (nearest distance' '$T/rj'"
+"$NL" -v classify "$T/a.db" --reject "$img" > "$T/rj2" 2>&1
+"$NL" sql "$T/a.db" --write "UPDATE items SET metadata = json_set(metadata, '$.label', 'scratches') WHERE id = 1" > /dev/null
+"$NL" -v classify "$T/a.db" --reject "$img" > "$T/rj3" 2>&1
+check "classify --reject reuses its cached thresholds, and recalibrates after a relabel" \
+  "grep -q 'thresholds from the store.s cache' '$T/rj2' && grep -q 'thresholds calibrated (leave-one-out) and cached' '$T/rj3'"
 mkdir -p "$T/cast/ok_front" "$T/cast/def_front"
 ls "$DATA"/casting/ok_front | head -60 | while read -r f; do cp "$DATA/casting/ok_front/$f" "$T/cast/ok_front/"; done
 ls "$DATA"/casting/def_front | head -20 | while read -r f; do cp "$DATA/casting/def_front/$f" "$T/cast/def_front/"; done

@@ -118,6 +118,13 @@ AnomalyScore ScoreImage(const AnomalyModel& model, const float* raw_patches);
 cv::Mat HeatmapOverlay(const cv::Mat& image, const std::vector<float>& patch_scores, int grid,
                        float threshold, float scale);
 
+// The heat map of one scored image as the patch model saw it: `image` (decoded, any size) is
+// cropped and resized by `spec` (the patch card's preprocessing), then HeatmapOverlay with the
+// red end at twice the model's threshold. Used by `anomaly score --heatmap`, the server's
+// /v1/anomaly and the `anomaly eval --report` page, so all three draw the same picture.
+cv::Mat AnomalyHeatmap(const cv::Mat& image, const PreprocessSpec& spec, const AnomalyModel& model,
+                       const std::vector<float>& patch_scores);
+
 struct AnomalyFitOptions {
   std::string name = "default";
   std::string normal_where;        // SQL condition selecting the normal rows (required)

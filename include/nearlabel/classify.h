@@ -99,6 +99,18 @@ struct RejectThresholds {
 Result<RejectThresholds> CalibrateRejection(const VectorTable& table,
                                             const std::string& label_field, double quantile);
 
+// The rejection thresholds of the rows of `store` matching `where` ("" = all), cached: they are
+// kept in the store's settings under a key of (label field, quantile, where) with a signature
+// of the rows (per label: count and two sums of the ids, one GROUP BY query), and reused while
+// the signature is unchanged, so that an insert, a delete or a relabelled row recalibrates and
+// nothing else does. A miss calibrates (LoadVectors + CalibrateRejection) and saves through a
+// read-write handle of `location`; when that cannot be opened (read-only file, replica) the
+// thresholds are still returned, uncached. *how (optional) says which happened, for `-v`.
+// Same thread-safety as `store`.
+Result<RejectThresholds> CachedRejection(Store& store, const std::string& location,
+                                         const std::string& where, const std::string& label_field,
+                                         double quantile, std::string* how = nullptr);
+
 struct OpenSetReport {
   std::string unknown_class;
   RejectThresholds thresholds;

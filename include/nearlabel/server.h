@@ -6,6 +6,7 @@
 #include <memory>
 #include <string>
 
+#include "nearlabel/anomaly.h"
 #include "nearlabel/model.h"
 #include "nearlabel/status.h"
 #include "nearlabel/store.h"
@@ -23,14 +24,23 @@ struct ServerOptions {
   int threads = 8;                      // request worker threads
 };
 
+// Anomaly scoring for POST /v1/anomaly and the page's Anomaly tab: a fitted model and the
+// store's model as a patch embedder (PatchFeatureCard). Both null: the server has none.
+struct ServerAnomaly {
+  std::unique_ptr<AnomalyModel> model;
+  std::unique_ptr<Embedder> patch_embedder;
+};
+
 class Server {
  public:
   ~Server();
   // Loads the store's rows and index. `store` must be open read-write when a token is set.
-  // `embedder` must match the store's model (the caller checks).
+  // `embedder` must match the store's model, and `anomaly` (optional) the store and its model
+  // (the caller checks both).
   static Result<std::unique_ptr<Server>> Create(std::unique_ptr<Store> store,
                                                 std::unique_ptr<Embedder> embedder,
-                                                const ServerOptions& options);
+                                                const ServerOptions& options,
+                                                ServerAnomaly anomaly = {});
   // Binds the port (Status on failure: port in use, bad host). After it, port() is the bound
   // port and Run serves.
   Status Bind();

@@ -6,6 +6,7 @@
 #include <opencv2/imgproc.hpp>
 
 #include "nearlabel/anomaly.h"
+#include "nearlabel/image.h"
 
 namespace nearlabel {
 namespace {
@@ -132,6 +133,12 @@ cv::Mat HeatmapOverlay(const cv::Mat& image, const std::vector<float>& patch_sco
   cv::findContours(mask, contours, cv::RETR_EXTERNAL, cv::CHAIN_APPROX_SIMPLE);
   cv::drawContours(out, contours, -1, cv::Scalar(255, 255, 255), 2);
   return out;
+}
+
+cv::Mat AnomalyHeatmap(const cv::Mat& image, const PreprocessSpec& spec, const AnomalyModel& model,
+                       const std::vector<float>& patch_scores) {
+  return HeatmapOverlay(ResizeAndCrop(image, spec), patch_scores, model.projector.grid(),
+                        model.threshold, 2 * model.threshold);
 }
 
 }  // namespace nearlabel

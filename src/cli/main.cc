@@ -452,12 +452,16 @@ int RunQuery(const QueryArgs& a, const Global& g, bool classify) {
   const int k = a.k > 0 ? a.k : (classify ? 5 : 10);
   std::optional<RejectThresholds> reject;
   if (classify && a.reject) {
-    // Calibrated on the rows this query may answer from (leave-one-out, one sgemm pass).
-    auto rows = store->LoadVectors(JoinWhere({within_sql, a.where}));
-    if (!rows.ok()) return Fail(rows.status());
-    auto r = CalibrateRejection(*rows, label_field, a.reject_quantile);
-    if (!r.ok()) return Fail(r.status());
+    // Calibrated on the rows this query may answer from (leave-one-out, one sgemm pass), and
+    // cached in the store until those rows or their labels change.
+    std::string how;
+    auto r = CachedRejection(*store, a.store, JoinWhere({within_sql, a.where}), label_field,
+                             a.reject_quantile, &how);
+    if (!r.ok()) return Fail(r.status().WithContext("--reject"));
     reject = std::move(*r);
+    if (g.verbose) {
+      std::fprintf(stderr, "nearlabel: rejection thresholds %s\n", how.c_str());
+    }
   }
 
   const auto t_query = std::chrono::steady_clock::now();
@@ -565,10 +569,34 @@ void AddGraphOptions(CLI::App* cmd, IndexBuildParams* p, const std::string& when
 // ---------------------------------------------------------------- serve
 struct ServeArgs {
   std::string store, model;
+  std::string anomaly = "default";  // anomaly model for /v1/anomaly ("" or "none": none)
+  bool anomaly_given = false;       // --anomaly was on the command line: missing is an error
   ServerOptions opt;
   double max_megapixels = 50;
   double max_upload_mb = 20;
 };
+
+Result<std::unique_ptr<Embedder>> OpenPatchEmbedder(const std::string& location,
+                                                    const CollectionInfo& info, const Global& g,
+                                                    bool few_images, std::string* sha);
+Result<AnomalyModel> LoadAnomalyModel(Store& store, const std::string& name,
+                                      const CollectionInfo& info);
+
+// The anomaly model `serve` offers: --anomaly NAME, or "default" when the store has one.
+Result<ServerAnomaly> OpenServerAnomaly(const ServeArgs& a, Store& store,
+                                        const CollectionInfo& info, const Global& g) {
+  ServerAnomaly out;
+  if (a.anomaly.empty() || a.anomaly == "none") return out;
+  auto model = LoadAnomalyModel(store, a.anomaly, info);
+  if (!model.ok()) {
+    if (model.status().code() == Status::Code::kNotFound && !a.anomaly_given) return out;
+    return model.status();
+  }
+  std::string sha;
+  NL_ASSIGN_OR_RETURN(out.patch_embedder, OpenPatchEmbedder(a.store, info, g, true, &sha));
+  out.model = std::make_unique<AnomalyModel>(std::move(*model));
+  return out;
+}
 
 int RunServe(ServeArgs a, const Global& g) {
   if (a.opt.token.empty()) {
@@ -582,7 +610,12 @@ int RunServe(ServeArgs a, const Global& g) {
   if (!opened.ok()) return Fail(opened.status());
   auto embedder = OpenEmbedderForStore(a.store, &opened->info, a.model, g, true);
   if (!embedder.ok()) return Fail(embedder.status());
-  auto server = Server::Create(std::move(opened->store), std::move(*embedder), a.opt);
+  auto anomaly = OpenServerAnomaly(a, *opened->store, opened->info, g);
+  if (!anomaly.ok()) return Fail(anomaly.status().WithContext("--anomaly"));
+  const std::string anomaly_line =
+      anomaly->model ? ", anomaly model '" + anomaly->model->name + "'" : std::string();
+  auto server =
+      Server::Create(std::move(opened->store), std::move(*embedder), a.opt, std::move(*anomaly));
   if (!server.ok()) return Fail(server.status());
   if (!(*server)->notice().empty()) {
     std::fprintf(stderr, "nearlabel: notice: %s\n", (*server)->notice().c_str());
@@ -607,9 +640,10 @@ int RunServe(ServeArgs a, const Global& g) {
     }
     (*server)->Stop();
   });
-  std::printf("nearlabel: serving %s on http://%s:%d/ (%s)\n", MaskedLocation(a.store).c_str(),
+  std::printf("nearlabel: serving %s on http://%s:%d/ (%s%s)\n", MaskedLocation(a.store).c_str(),
               a.opt.host.c_str(), (*server)->port(),
-              a.opt.token.empty() ? "read-only" : "writes need the bearer token");
+              a.opt.token.empty() ? "read-only" : "writes need the bearer token",
+              anomaly_line.c_str());
   std::fflush(stdout);
   st = (*server)->Run();
   const char b = 0;  // the server stopped otherwise: end the waiter
@@ -751,10 +785,6 @@ struct EvalArgs {
   std::string patch_normal;
   PatchEvalOptions patch;
 };
-
-Result<std::unique_ptr<Embedder>> OpenPatchEmbedder(const std::string& location,
-                                                    const CollectionInfo& info, const Global& g,
-                                                    bool few_images, std::string* sha);
 
 // eval --patch-normal: the patch-aware prediction of every row of `table`.
 Result<EvalReport> PatchEval(const EvalArgs& a, const VectorTable& table, const EvalOptions& opt,
@@ -1026,7 +1056,7 @@ int RunEval(const EvalArgs& a, const Global& g) {
 
 // ---------------------------------------------------------------- anomaly
 struct AnomalyArgs {
-  std::string store, name = "default", normal, anomalous, heatmap_dir;
+  std::string store, name = "default", normal, anomalous, heatmap_dir, report;
   std::vector<std::string> images;
   AnomalyFitOptions fit;
 };
@@ -1115,27 +1145,71 @@ int RunAnomalyFit(const AnomalyArgs& a, const Global& g) {
   return 0;
 }
 
-// Scores the rows `ids` (their image files) with `model`.
-Result<std::vector<float>> ScoreRows(Store& store, const AnomalyModel& model, Embedder& embedder,
-                                     const std::string& where, std::vector<std::string>* sources,
-                                     size_t* unreadable) {
+// A row scored by an anomaly model.
+struct ScoredRow {
+  int64_t id = 0;
+  std::string source;
+  AnomalyScore score;
+};
+
+// Scores the rows matching `where` (their image files) with `model`, reading the patch maps a
+// few dozen at a time (one map is grid x grid x raw dims floats: 0.6 MB for the default
+// model). Keeps the patch scores only with `keep_patches` (for heat maps).
+Result<std::vector<ScoredRow>> ScoreRows(Store& store, const AnomalyModel& model,
+                                         Embedder& embedder, const std::string& where,
+                                         bool keep_patches, size_t* unreadable) {
   NL_ASSIGN_OR_RETURN(VectorTable rows, store.LoadVectors(where));
-  std::vector<float> scores;
-  for (const PatchMap& p : ReadPatchMaps(rows.sources, embedder)) {
-    if (!p.status.ok()) {
-      ++*unreadable;
-      continue;
+  std::vector<ScoredRow> out;
+  constexpr size_t kChunk = 64;
+  for (size_t at = 0; at < rows.size(); at += kChunk) {
+    const size_t end = std::min(rows.size(), at + kChunk);
+    const std::vector<std::string> paths(rows.sources.begin() + static_cast<ptrdiff_t>(at),
+                                         rows.sources.begin() + static_cast<ptrdiff_t>(end));
+    const std::vector<PatchMap> maps = ReadPatchMaps(paths, embedder);
+    for (size_t i = 0; i < maps.size(); ++i) {
+      if (!maps[i].status.ok()) {
+        ++*unreadable;
+        continue;
+      }
+      ScoredRow r{rows.ids[at + i], maps[i].path, ScoreImage(model, maps[i].raw.data())};
+      if (!keep_patches) r.score.patch_scores.clear();
+      out.push_back(std::move(r));
     }
-    scores.push_back(ScoreImage(model, p.raw.data()).score);
-    if (sources) sources->push_back(p.path);
   }
-  return scores;
+  return out;
+}
+
+std::vector<float> ScoresOf(const std::vector<ScoredRow>& rows) {
+  std::vector<float> v;
+  for (const ScoredRow& r : rows) v.push_back(r.score.score);
+  return v;
 }
 
 std::string IdList(const std::vector<int64_t>& ids) {
   std::string s;
   for (int64_t id : ids) s += (s.empty() ? "" : ",") + std::to_string(id);
   return "id IN (" + s + ")";
+}
+
+// The heat maps of up to `cap` of `rows` for the report, in the order given.
+std::vector<AnomalyReportImage> ReportImages(const std::vector<const ScoredRow*>& rows, size_t cap,
+                                             const AnomalyModel& model,
+                                             const PreprocessSpec& spec) {
+  std::vector<AnomalyReportImage> out;
+  for (size_t i = 0; i < rows.size() && i < cap; ++i) {
+    const ScoredRow& r = *rows[i];
+    AnomalyReportImage im{r.id, r.source, r.score.score, ""};
+    auto bytes = ReadFileToString(r.source);
+    auto img = bytes.ok() ? DecodeImage(*bytes) : Result<cv::Mat>(bytes.status());
+    if (img.ok()) {
+      std::vector<uchar> jpeg;
+      cv::imencode(".jpg", AnomalyHeatmap(*img, spec, model, r.score.patch_scores), jpeg,
+                   {cv::IMWRITE_JPEG_QUALITY, 85});
+      im.heatmap_jpeg.assign(jpeg.begin(), jpeg.end());
+    }
+    out.push_back(std::move(im));
+  }
+  return out;
 }
 
 int RunAnomalyEval(const AnomalyArgs& a, const Global& g) {
@@ -1152,16 +1226,18 @@ int RunAnomalyEval(const AnomalyArgs& a, const Global& g) {
   }
   const std::string anomalous =
       a.anomalous.empty() ? "NOT (" + model->normal_where + ")" : a.anomalous;
+  const bool report = !a.report.empty();
   size_t unreadable = 0;
-  auto normal =
-      ScoreRows(store, *model, **embedder, IdList(model->test_items), nullptr, &unreadable);
-  if (!normal.ok()) return Fail(normal.status());
-  auto bad = ScoreRows(store, *model, **embedder, anomalous, nullptr, &unreadable);
-  if (!bad.ok()) return Fail(bad.status());
-  if (bad->empty()) {
+  auto normal_rows =
+      ScoreRows(store, *model, **embedder, IdList(model->test_items), report, &unreadable);
+  if (!normal_rows.ok()) return Fail(normal_rows.status());
+  auto bad_rows = ScoreRows(store, *model, **embedder, anomalous, report, &unreadable);
+  if (!bad_rows.ok()) return Fail(bad_rows.status());
+  if (bad_rows->empty()) {
     return Fail(Status::InvalidArgument("no readable anomalous rows match: " + anomalous));
   }
-  const double auroc = Auroc(*normal, *bad);
+  const std::vector<float> normal = ScoresOf(*normal_rows), bad = ScoresOf(*bad_rows);
+  const double auroc = Auroc(normal, bad);
   // Thresholds: the calibrated one, then those that give 1%, 5%, 10% false alarms on the
   // calibration images, then those that catch 90%, 95%, 99% of the anomalies.
   std::vector<std::pair<std::string, float>> thresholds{{"calibrated", model->threshold}};
@@ -1171,7 +1247,7 @@ int RunAnomalyEval(const AnomalyArgs& a, const Global& g) {
   }
   for (double r : {0.90, 0.95, 0.99}) {
     thresholds.push_back(
-        {"catch " + FormatDouble(100 * r, 0) + "% (hindsight)", ThresholdForFalseAlarms(*bad, r)});
+        {"catch " + FormatDouble(100 * r, 0) + "% (hindsight)", ThresholdForFalseAlarms(bad, r)});
   }
   auto rate_above = [](const std::vector<float>& v, float t) {
     return v.empty() ? 0.0
@@ -1179,36 +1255,79 @@ int RunAnomalyEval(const AnomalyArgs& a, const Global& g) {
                            std::count_if(v.begin(), v.end(), [&](float s) { return s > t; })) /
                            static_cast<double>(v.size());
   };
+  if (report) {
+    AnomalyReportPage page;
+    page.store = MaskedLocation(a.store);
+    page.name = a.name;
+    page.model = model->model;
+    page.normal = model->normal_where;
+    page.anomalous = anomalous;
+    page.auroc = auroc;
+    page.threshold = model->threshold;
+    page.false_alarm_rate = model->false_alarm_rate;
+    page.normal_scores = normal;
+    page.anomalous_scores = bad;
+    for (const auto& [what, t] : thresholds) {
+      page.thresholds.push_back({what, t, rate_above(normal, t), 1 - rate_above(bad, t)});
+    }
+    // Misses lowest score first (the least visible), alarms and catches highest first.
+    std::vector<const ScoredRow*> missed, alarms, caught;
+    for (const ScoredRow& r : *bad_rows) {
+      (r.score.score > model->threshold ? caught : missed).push_back(&r);
+    }
+    for (const ScoredRow& r : *normal_rows) {
+      if (r.score.score > model->threshold) alarms.push_back(&r);
+    }
+    auto by_score = [](bool ascending) {
+      return [ascending](const ScoredRow* x, const ScoredRow* y) {
+        return ascending ? x->score.score < y->score.score : x->score.score > y->score.score;
+      };
+    };
+    std::sort(missed.begin(), missed.end(), by_score(true));
+    std::sort(alarms.begin(), alarms.end(), by_score(false));
+    std::sort(caught.begin(), caught.end(), by_score(false));
+    const PreprocessSpec& spec = (*embedder)->card().preprocess;
+    page.missed = ReportImages(missed, 24, *model, spec);
+    page.false_alarms = ReportImages(alarms, 24, *model, spec);
+    page.caught = ReportImages(caught, 12, *model, spec);
+    page.missed_total = missed.size();
+    page.false_alarms_total = alarms.size();
+    page.caught_total = caught.size();
+    Status st = WriteFileAtomically(a.report, RenderAnomalyReport(page));
+    if (!st.ok()) return Fail(st);
+  }
   if (g.json) {
     json j = {{"name", a.name},
               {"normal", model->normal_where},
               {"anomalous", anomalous},
-              {"normal_images", normal->size()},
-              {"anomalous_images", bad->size()},
+              {"normal_images", normal.size()},
+              {"anomalous_images", bad.size()},
               {"unreadable", unreadable},
               {"auroc", auroc},
               {"thresholds", json::array()}};
     for (const auto& [what, t] : thresholds) {
       j["thresholds"].push_back({{"what", what},
                                  {"threshold", t},
-                                 {"false_alarm_rate", rate_above(*normal, t)},
-                                 {"miss_rate", 1 - rate_above(*bad, t)}});
+                                 {"false_alarm_rate", rate_above(normal, t)},
+                                 {"miss_rate", 1 - rate_above(bad, t)}});
     }
+    if (report) j["report"] = a.report;
     PrintJson(j);
     return 0;
   }
   std::printf(
       "anomaly model '%s': %zu held-out normal images (never in the bank) vs %zu "
       "anomalous (%s)\n",
-      a.name.c_str(), normal->size(), bad->size(), anomalous.c_str());
+      a.name.c_str(), normal.size(), bad.size(), anomalous.c_str());
   std::printf("image AUROC = %.4f\n\n", auroc);
   std::vector<std::vector<std::string>> rows;
   for (const auto& [what, t] : thresholds) {
-    rows.push_back({what, FormatDouble(t, 4), FormatDouble(100 * rate_above(*normal, t), 1) + "%",
-                    FormatDouble(100 * (1 - rate_above(*bad, t)), 1) + "%"});
+    rows.push_back({what, FormatDouble(t, 4), FormatDouble(100 * rate_above(normal, t), 1) + "%",
+                    FormatDouble(100 * (1 - rate_above(bad, t)), 1) + "%"});
   }
   PrintTable({"threshold", "score", "false alarms", "misses"}, rows);
   if (unreadable) std::printf("\n%zu rows skipped: image file unreadable\n", unreadable);
+  if (report) std::printf("\nreport: %s\n", a.report.c_str());
   return 0;
 }
 
@@ -1251,9 +1370,7 @@ int RunAnomalyScore(const AnomalyArgs& a, const Global& g) {
       auto bytes = ReadFileToString(p.path);
       auto img = bytes.ok() ? DecodeImage(*bytes) : Result<cv::Mat>(bytes.status());
       if (!img.ok()) return Fail(img.status());
-      cv::Mat overlay =
-          HeatmapOverlay(ResizeAndCrop(*img, spec), s.patch_scores, model->projector.grid(),
-                         model->threshold, 2 * model->threshold);
+      const cv::Mat overlay = AnomalyHeatmap(*img, spec, *model, s.patch_scores);
       heatmap = (std::filesystem::path(a.heatmap_dir) /
                  (std::to_string(i + 1) + "-" + std::filesystem::path(p.path).stem().string() +
                   ".heatmap.png"))
@@ -1671,6 +1788,10 @@ int Main(int argc, char** argv) {
   anomaly_eval->add_option("--anomalous", aa.anomalous,
                            "SQL condition selecting the anomalous rows (default: NOT the "
                            "model's --normal condition)");
+  anomaly_eval->add_option("--report", aa.report,
+                           "Also write a self-contained HTML report: AUROC, thresholds, score "
+                           "histogram, heat maps of the missed anomalies, the false alarms and "
+                           "the clearest catches");
 
   auto* index = app.add_subcommand(
       "index",
@@ -1726,6 +1847,12 @@ int Main(int argc, char** argv) {
   serve->add_option("--label", va.opt.label_field,
                     "Field classify predicts (default: the store's label field)");
   serve->add_option("--model", va.model, "Model (default: the store's)");
+  serve
+      ->add_option("--anomaly", va.anomaly,
+                   "Anomaly model behind POST /v1/anomaly and the page's Anomaly tab (`anomaly "
+                   "fit --name`; default: 'default' when the store has it; none: no anomaly "
+                   "scoring)")
+      ->each([&va](const std::string&) { va.anomaly_given = true; });
   serve->add_option("--threads", va.opt.threads, "Request threads")
       ->capture_default_str()
       ->check(CLI::Range(1, 256));

@@ -5,9 +5,11 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/sha256.h"
 #include "nearlabel/anomaly.h"
 #include "nearlabel/classify.h"
 #include "nearlabel/dataset.h"
+#include "nearlabel/store.h"
 
 namespace nearlabel {
 namespace {
@@ -75,6 +77,75 @@ Result<RejectThresholds> CalibrateRejection(const VectorTable& table,
     if (d.size() >= RejectThresholds::kMinRows) {
       r.per_class[label] = ThresholdForFalseAlarms(d, 1 - quantile);
     }
+  }
+  return r;
+}
+
+namespace {
+
+std::string SqlQuote(const std::string& s) {
+  std::string out = "'";
+  for (char c : s) out += c == '\'' ? std::string("''") : std::string(1, c);
+  return out + "'";
+}
+
+std::string CellText(const SqlValue& v) {
+  if (auto* i = std::get_if<int64_t>(&v)) return std::to_string(*i);
+  if (auto* d = std::get_if<double>(&v)) return std::to_string(*d);
+  if (auto* t = std::get_if<std::string>(&v)) return *t;
+  return "null";
+}
+
+}  // namespace
+
+Result<RejectThresholds> CachedRejection(Store& store, const std::string& location,
+                                         const std::string& where, const std::string& label_field,
+                                         double quantile, std::string* how) {
+  // The rows' signature. Vectors are never edited in place, so rows added, deleted or
+  // relabelled are what can change the thresholds, and each changes a label's count or sums.
+  const std::string sql = "SELECT field(metadata, " + SqlQuote(label_field) +
+                          ") AS l, count(*), sum(id), sum((id % 1000003) * (id % 999983)) FROM "
+                          "items" +
+                          (where.empty() ? "" : " WHERE (" + where + ")") +
+                          " GROUP BY l ORDER BY l";
+  NL_ASSIGN_OR_RETURN(std::vector<SqlResult> res, store.Execute(sql));
+  std::string signature;
+  for (const auto& row : res.at(0).rows) {
+    for (const SqlValue& v : row) signature += CellText(v) + "\t";
+    signature += "\n";
+  }
+  const std::string key =
+      "reject-cache/" + Sha256Hex(label_field + '\0' + where + '\0' + std::to_string(quantile));
+  const std::string want = Sha256Hex(signature);
+  NL_ASSIGN_OR_RETURN(std::string entry, store.GetSetting(key));
+  if (!entry.empty()) {
+    const nlohmann::json j = nlohmann::json::parse(entry, nullptr, false);
+    if (j.is_object() && j.value("signature", "") == want) {
+      try {
+        RejectThresholds r;
+        r.quantile = j.at("quantile").get<double>();
+        r.global = j.at("global").get<float>();
+        r.per_class = j.at("per_class").get<std::map<std::string, float>>();
+        if (how) *how = "from the store's cache";
+        return r;
+      } catch (const nlohmann::json::exception&) {
+        // A damaged entry: calibrate again and overwrite it.
+      }
+    }
+  }
+  NL_ASSIGN_OR_RETURN(VectorTable rows, store.LoadVectors(where));
+  NL_ASSIGN_OR_RETURN(RejectThresholds r, CalibrateRejection(rows, label_field, quantile));
+  const nlohmann::json j = {{"signature", want},
+                            {"quantile", r.quantile},
+                            {"global", r.global},
+                            {"per_class", r.per_class}};
+  // A cache: when it cannot be written the thresholds are still right, only slower next time.
+  auto writable = OpenStore(location, Store::Mode::kReadWrite);
+  const Status saved =
+      writable.ok() ? (*writable)->PutSettings({{key, j.dump()}}) : writable.status();
+  if (how) {
+    *how = saved.ok() ? "calibrated (leave-one-out) and cached"
+                      : "calibrated (leave-one-out), not cached: " + saved.message();
   }
   return r;
 }

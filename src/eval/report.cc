@@ -1,13 +1,12 @@
 #include "eval/report.h"
 
-#include <openssl/evp.h>
-
 #include <algorithm>
 #include <cstdio>
 #include <sstream>
 
 #include <nlohmann/json.hpp>
 
+#include "common/data_uri.h"
 #include "nearlabel/dataset.h"
 
 namespace nearlabel {
@@ -45,27 +44,20 @@ std::string Fixed(double v, int digits) {
   return buf;
 }
 
-std::string DataUri(const std::string& jpeg) {
-  if (jpeg.empty()) return "";
-  std::string b64(4 * ((jpeg.size() + 2) / 3) + 1, '\0');
-  const int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(b64.data()),
-                                reinterpret_cast<const unsigned char*>(jpeg.data()),
-                                static_cast<int>(jpeg.size()));
-  b64.resize(static_cast<size_t>(n));
-  return "data:image/jpeg;base64," + b64;
-}
-
 std::string Thumb(const EvalReportPage& page, size_t row) {
   const int64_t id = page.table->ids[row];
-  const std::string uri = page.thumbnail ? DataUri(page.thumbnail(id)) : "";
+  const std::string uri = page.thumbnail ? DataUri(page.thumbnail(id), "image/jpeg") : "";
   if (uri.empty()) return "<div class=\"nothumb\">no thumbnail</div>";
   return "<img src=\"" + uri + "\" alt=\"row " + std::to_string(id) + "\">";
 }
 
-// Two overlaid histograms of nearest-neighbour distances as an SVG.
-std::string Histogram(const std::vector<float>& correct, const std::vector<float>& wrong) {
+// Two overlaid histograms as an SVG: `correct` in blue, `wrong` in red (their names in the bars'
+// tooltips), and a dashed line at `marker` when it is >= 0.
+std::string Histogram(const std::vector<float>& correct, const std::vector<float>& wrong,
+                      const char* correct_name = " correct", const char* wrong_name = " wrong",
+                      const char* what = "distance", float marker = -1) {
   constexpr int kBins = 30, kW = 640, kH = 200, kPad = 30;
-  float hi = 1e-6f;
+  float hi = std::max(1e-6f, marker * 1.05f);
   for (float d : correct) hi = std::max(hi, d);
   for (float d : wrong) hi = std::max(hi, d);
   std::vector<size_t> c(kBins), w(kBins);
@@ -76,7 +68,7 @@ std::string Histogram(const std::vector<float>& correct, const std::vector<float
   for (int i = 0; i < kBins; ++i) top = std::max({top, c[i], w[i]});
   std::ostringstream s;
   s << "<svg class=\"hist\" viewBox=\"0 0 " << kW << " " << kH + kPad
-    << "\" role=\"img\" aria-label=\"nearest-neighbour distance histogram\">";
+    << "\" role=\"img\" aria-label=\"histogram of " << what << "\">";
   const double bw = static_cast<double>(kW - kPad) / kBins;
   for (int i = 0; i < kBins; ++i) {
     const double x = kPad + i * bw;
@@ -86,8 +78,8 @@ std::string Histogram(const std::vector<float>& correct, const std::vector<float
       s << "<rect x=\"" << Fixed(x + series * bw / 2, 1) << "\" y=\"" << Fixed(kH - h, 1)
         << "\" width=\"" << Fixed(bw / 2 - 1, 1) << "\" height=\"" << Fixed(h, 1) << "\" class=\""
         << (series == 0 ? "ok" : "bad") << "\"><title>" << n
-        << (series == 0 ? " correct" : " wrong") << ", distance " << Fixed(hi * i / kBins, 3) << "–"
-        << Fixed(hi * (i + 1) / kBins, 3) << "</title></rect>";
+        << (series == 0 ? correct_name : wrong_name) << ", " << what << " "
+        << Fixed(hi * i / kBins, 3) << "–" << Fixed(hi * (i + 1) / kBins, 3) << "</title></rect>";
     }
   }
   s << "<line x1=\"" << kPad << "\" y1=\"" << kH << "\" x2=\"" << kW << "\" y2=\"" << kH
@@ -95,6 +87,12 @@ std::string Histogram(const std::vector<float>& correct, const std::vector<float
   for (int t = 0; t <= 4; ++t) {
     s << "<text x=\"" << Fixed(kPad + (kW - kPad) * t / 4.0, 1) << "\" y=\"" << kH + 18
       << "\" text-anchor=\"middle\">" << Fixed(hi * t / 4, 3) << "</text>";
+  }
+  if (marker >= 0) {
+    const double x = kPad + (kW - kPad) * marker / hi;
+    s << "<line x1=\"" << Fixed(x, 1) << "\" y1=\"0\" x2=\"" << Fixed(x, 1) << "\" y2=\"" << kH
+      << "\" stroke=\"#1d2330\" stroke-dasharray=\"4 3\"><title>threshold " << Fixed(marker, 4)
+      << "</title></line>";
   }
   s << "<text x=\"2\" y=\"12\">" << top << "</text></svg>";
   return s.str();
@@ -117,21 +115,32 @@ table.cm td { width: 52px; height: 34px; text-align: center; }
 .pair img, .nothumb { width: 100%; height: 140px; object-fit: contain; background: #f0f2f5; }
 .nothumb { display: flex; align-items: center; justify-content: center; color: #999; }
 .muted { color: #667085; }
+.heat { display: grid; grid-template-columns: repeat(auto-fill, minmax(200px, 1fr)); gap: 12px; }
+.heat figure { margin: 0; border: 1px solid #e4e7ec; border-radius: 6px; padding: 6px;
+               font-size: 12px; word-break: break-all; }
+.heat img { width: 100%; aspect-ratio: 1; object-fit: contain; background: #f0f2f5; }
 )css";
+
+// The page's head and title, up to the opened summary table.
+void PageStart(std::ostringstream& h, const std::string& title) {
+  h << "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>nearlabel: "
+    << Escape(title) << "</title><style>" << kStyle << "</style></head><body>";
+  h << "<h1>" << Escape(title) << "</h1><h2>Summary</h2><table id=\"summary\">";
+}
+
+// A summary row: `key` is text, `value_html` HTML.
+void SummaryRow(std::ostringstream& h, const std::string& key, const std::string& value_html) {
+  h << "<tr><th class=\"l\">" << Escape(key) << "</th><td class=\"l\">" << value_html
+    << "</td></tr>";
+}
 
 }  // namespace
 
 std::string RenderEvalReport(const EvalReportPage& page) {
   const EvalReport& r = *page.report;
   std::ostringstream h;
-  h << "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>nearlabel "
-       "evaluation: "
-    << Escape(page.store) << "</title><style>" << kStyle << "</style></head><body>";
-  h << "<h1>Evaluation of " << Escape(page.store) << "</h1>";
-  h << "<h2>Summary</h2><table id=\"summary\">";
-  auto row = [&](const std::string& k, const std::string& v) {
-    h << "<tr><th class=\"l\">" << Escape(k) << "</th><td class=\"l\">" << v << "</td></tr>";
-  };
+  PageStart(h, "Evaluation of " + page.store);
+  auto row = [&](const std::string& k, const std::string& v) { SummaryRow(h, k, v); };
   row("model", Escape(page.model));
   row("protocol", Escape(page.protocol));
   row("label", Escape(r.options.label_field));
@@ -204,6 +213,66 @@ std::string RenderEvalReport(const EvalReportPage& page) {
       << Escape(page.table->sources[nb.row]) << "</figcaption></figure></div></div>";
   }
   h << "</div><p class=\"muted\">Written by nearlabel.</p></body></html>\n";
+  return h.str();
+}
+
+std::string RenderAnomalyReport(const AnomalyReportPage& page) {
+  std::ostringstream h;
+  PageStart(h, "Anomaly evaluation of " + page.store);
+  auto row = [&](const std::string& k, const std::string& v) { SummaryRow(h, k, v); };
+  row("anomaly model", Escape(page.name) + " (patches of " + Escape(page.model) + ")");
+  row("normal (bank, calibration, test)", Escape(page.normal));
+  row("anomalous", Escape(page.anomalous));
+  row("held-out normal images",
+      "<span id=\"normal-n\">" + std::to_string(page.normal_scores.size()) + "</span>");
+  row("anomalous images",
+      "<span id=\"anomalous-n\">" + std::to_string(page.anomalous_scores.size()) + "</span>");
+  row("image AUROC", "<b id=\"auroc\">" + Fixed(page.auroc, 4) + "</b>");
+  row("calibrated threshold", Fixed(page.threshold, 4) + " <span class=\"muted\">(" +
+                                  Fixed(100 * page.false_alarm_rate, 1) +
+                                  "% false alarms on the calibration images)</span>");
+  h << "</table>";
+
+  h << "<h2>Thresholds</h2><table id=\"thresholds\"><tr><th class=\"l\">threshold</th>"
+       "<th>score</th><th>false alarms</th><th>misses</th></tr>";
+  for (const auto& t : page.thresholds) {
+    h << "<tr><td class=\"l\">" << Escape(t.what) << "</td><td>" << Fixed(t.threshold, 4)
+      << "</td><td>" << Fixed(100 * t.false_alarm_rate, 1) << "%</td><td>"
+      << Fixed(100 * t.miss_rate, 1) << "%</td></tr>";
+  }
+  h << "</table>";
+
+  h << "<h2>Scores</h2><p class=\"legend\"><span style=\"background:#2563eb\"></span>normal ("
+    << page.normal_scores.size() << ")<span style=\"background:#dc2626\"></span>anomalous ("
+    << page.anomalous_scores.size() << "); dashed: the calibrated threshold</p>"
+    << Histogram(page.normal_scores, page.anomalous_scores, " normal", " anomalous",
+                 "anomaly score", page.threshold);
+
+  auto section = [&](const char* id, const std::string& title, const std::string& note,
+                     const std::vector<AnomalyReportImage>& images, size_t total) {
+    h << "<h2>" << Escape(title) << " (" << total << ")</h2>";
+    if (images.size() < total) {
+      h << "<p class=\"muted\">the " << images.size() << " " << note << " shown</p>";
+    }
+    h << "<div class=\"heat\" id=\"" << id << "\">";
+    for (const AnomalyReportImage& im : images) {
+      const std::string uri = DataUri(im.heatmap_jpeg, "image/jpeg");
+      h << "<figure data-score=\"" << Fixed(im.score, 6) << "\">"
+        << (uri.empty()
+                ? "<div class=\"nothumb\">file unreadable</div>"
+                : "<img src=\"" + uri + "\" alt=\"heat map of row " + std::to_string(im.id) + "\">")
+        << "<figcaption>score <b>" << Fixed(im.score, 4) << "</b><br>#" << im.id << " "
+        << Escape(im.source) << "</figcaption></figure>";
+    }
+    h << "</div>";
+  };
+  h << "<p class=\"muted\">Heat maps: every patch coloured from blue (like the normal images) "
+       "to red (twice the threshold); patches above the threshold are outlined.</p>";
+  section("missed", "Missed anomalies", "lowest-scoring are", page.missed, page.missed_total);
+  section("false-alarms", "False alarms", "highest-scoring are", page.false_alarms,
+          page.false_alarms_total);
+  section("caught", "Caught anomalies", "highest-scoring are", page.caught, page.caught_total);
+  h << "<p class=\"muted\">Written by nearlabel.</p></body></html>\n";
   return h.str();
 }
 

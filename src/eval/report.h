@@ -27,4 +27,34 @@ struct EvalReportPage {
 // checks that they sum to N).
 std::string RenderEvalReport(const EvalReportPage& page);
 
+// The anomaly evaluation report (`nearlabel anomaly eval --report FILE`), as self-contained as
+// the one above: summary, threshold table, score histogram, and heat maps of the missed
+// anomalies, the false alarms and the clearest catches at the calibrated threshold.
+struct AnomalyReportImage {
+  int64_t id = 0;
+  std::string source;
+  float score = 0;
+  std::string heatmap_jpeg;  // "" when the image could not be drawn
+};
+
+struct AnomalyReportPage {
+  std::string store;
+  std::string name, model, normal, anomalous;
+  double auroc = 0.5;
+  float threshold = 0;
+  double false_alarm_rate = 0;
+  std::vector<float> normal_scores, anomalous_scores;
+  struct Threshold {
+    std::string what;
+    float threshold = 0;
+    double false_alarm_rate = 0, miss_rate = 0;
+  };
+  std::vector<Threshold> thresholds;
+  // Each list is capped; *_total counts them all.
+  std::vector<AnomalyReportImage> missed, false_alarms, caught;
+  size_t missed_total = 0, false_alarms_total = 0, caught_total = 0;
+};
+
+std::string RenderAnomalyReport(const AnomalyReportPage& page);
+
 }  // namespace nearlabel

@@ -1,9 +1,10 @@
 // The HTTP server (Debian's cpp-httplib): routes, parameter checking and JSON. Threading: the
 // library's pool runs requests concurrently; searches share LiveCollection's read lock, the
 // model runs one image at a time (embed_mu), the store is used by one request at a time
-// (store_mu), and writes take LiveCollection's write lock after the store has committed. On a
-// shared store (PostgreSQL) one sync thread follows the store's change feed on a connection of
-// its own and applies other writers' rows to LiveCollection.
+// (store_mu), the anomaly model's patch embedder runs one image at a time (anomaly_mu), and writes
+// take LiveCollection's write lock after the store has committed. On a shared store (PostgreSQL)
+// one sync thread follows the store's change feed on a connection of its own and applies other
+// writers' rows to LiveCollection.
 #include "nearlabel/server.h"
 
 #include <httplib.h>
@@ -19,7 +20,9 @@
 #include <thread>
 
 #include <nlohmann/json.hpp>
+#include <opencv2/imgcodecs.hpp>
 
+#include "common/data_uri.h"
 #include "common/sha256.h"
 #include "nearlabel/classify.h"
 #include "nearlabel/dataset.h"
@@ -211,6 +214,8 @@ struct Server::Impl {
   std::unique_ptr<Embedder> embedder;
   std::mutex embed_mu;
   std::unique_ptr<LiveCollection> live;
+  ServerAnomaly anomaly;
+  std::mutex anomaly_mu;
   CollectionInfo info;
   std::string label_field;
   std::string notice;
@@ -298,8 +303,8 @@ struct Server::Impl {
     return HttpError{st.code() == Status::Code::kIOError ? 503 : 500, st.message()};
   }
 
-  // Decode + preprocess (concurrently) and embed (one at a time) an uploaded image.
-  std::vector<float> Embed(const std::string& bytes, std::string* thumbnail) {
+  // An uploaded image, decoded (concurrently with other requests), within the limits.
+  cv::Mat Decode(const std::string& bytes) {
     if (bytes.size() > opt.max_upload_bytes) {
       throw HttpError{413, "image of " + std::to_string(bytes.size()) + " bytes; the limit is " +
                                std::to_string(opt.max_upload_bytes)};
@@ -309,18 +314,79 @@ struct Server::Impl {
       const bool too_large = img.status().code() == Status::Code::kInvalidArgument;
       throw HttpError{too_large ? 413 : 400, img.status().message()};
     }
-    const PreprocessSpec& spec = embedder->card().preprocess;
+    return std::move(*img);
+  }
+
+  // Preprocesses `img` (concurrently) for `model` and runs it under `mu` (one image at a time).
+  static std::vector<float> RunModel(const cv::Mat& img, Embedder& model, std::mutex& mu) {
+    const PreprocessSpec& spec = model.card().preprocess;
     std::vector<float> tensor(static_cast<size_t>(3) * spec.width * spec.height);
-    PreprocessInto(*img, spec, tensor.data());
-    if (thumbnail) *thumbnail = EncodeThumbnail(*img);
-    std::vector<float> out(static_cast<size_t>(embedder->dims()));
+    PreprocessInto(img, spec, tensor.data());
+    std::vector<float> out(model.floats_per_image());
     Status st;
     {
-      std::lock_guard<std::mutex> lock(embed_mu);
-      st = embedder->Embed(tensor.data(), 1, out.data());
+      std::lock_guard<std::mutex> lock(mu);
+      st = model.Embed(tensor.data(), 1, out.data());
     }
     if (!st.ok()) throw HttpError{500, "embedding failed: " + st.message()};
     return out;
+  }
+
+  // Decodes and embeds an uploaded image.
+  std::vector<float> Embed(const std::string& bytes, std::string* thumbnail) {
+    const cv::Mat img = Decode(bytes);
+    if (thumbnail) *thumbnail = EncodeThumbnail(img);
+    return RunModel(img, *embedder, embed_mu);
+  }
+
+  // The anomaly model's summary for /v1/stats (null without one).
+  json AnomalyInfo() const {
+    if (!anomaly.model) return nullptr;
+    const AnomalyModel& m = *anomaly.model;
+    return {{"name", m.name},
+            {"normal", m.normal_where},
+            {"threshold", m.threshold},
+            {"false_alarm_rate", m.false_alarm_rate},
+            {"bank_patches", m.bank_rows()},
+            {"grid", m.projector.grid()}};
+  }
+
+  // POST /v1/anomaly: the image's anomaly score, verdict and heat map (a JPEG data: URI of the
+  // overlay `anomaly score --heatmap` writes; heatmap=0 leaves it out).
+  void ScoreAnomaly(const httplib::Request& req, httplib::Response& res) {
+    const auto t0 = std::chrono::steady_clock::now();
+    if (!anomaly.model) {
+      throw HttpError{404,
+                      "this server has no anomaly model: fit one with `nearlabel anomaly fit "
+                      "STORE --normal CONDITION`, then start serve again"};
+    }
+    auto params = Params(req);
+    params.erase("image");
+    RejectUnknown(params, {"heatmap"});
+    const bool want_heatmap = IntParam(params, "heatmap", 1, 0, 1) == 1;
+    auto [bytes, filename] = ImageOf(req);
+    const cv::Mat img = Decode(bytes);
+    const std::vector<float> raw = RunModel(img, *anomaly.patch_embedder, anomaly_mu);
+    const AnomalyModel& m = *anomaly.model;
+    const AnomalyScore s = ScoreImage(m, raw.data());
+    json body = {{"name", m.name},
+                 {"score", s.score},
+                 {"threshold", m.threshold},
+                 {"false_alarm_rate", m.false_alarm_rate},
+                 {"verdict", s.score > m.threshold ? "anomalous" : "normal"},
+                 {"grid", m.projector.grid()},
+                 {"patch_scores", s.patch_scores}};
+    if (!filename.empty()) body["image"] = filename;
+    if (want_heatmap) {
+      const cv::Mat overlay =
+          AnomalyHeatmap(img, anomaly.patch_embedder->card().preprocess, m, s.patch_scores);
+      std::vector<uchar> jpeg;
+      cv::imencode(".jpg", overlay, jpeg, {cv::IMWRITE_JPEG_QUALITY, 90});
+      body["heatmap"] = DataUri(std::string(jpeg.begin(), jpeg.end()), "image/jpeg");
+    }
+    body["ms"] =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    SendJson(res, 200, body);
   }
 
   // Ids allowed by a `within` parameter ("FIELD=VALUE"), or nullopt for no filter.
@@ -506,6 +572,7 @@ struct Server::Impl {
                {"labels", labels},
                {"index", live->has_index() ? "hnsw" : "none (exact scan)"},
                {"writable", !opt.token.empty()},
+               {"anomaly", AnomalyInfo()},
                {"sync", feed ? json{{"change_id", synced_change.load()},
                                     {"connected", feed_connected.load()},
                                     {"reconnects", reconnects.load()}}
@@ -515,6 +582,9 @@ struct Server::Impl {
         }));
     http.Post("/v1/classify", wrap([this](const httplib::Request& req, httplib::Response& res) {
                 Query(req, res, true);
+              }));
+    http.Post("/v1/anomaly", wrap([this](const httplib::Request& req, httplib::Response& res) {
+                ScoreAnomaly(req, res);
               }));
     http.Post("/v1/search", wrap([this](const httplib::Request& req, httplib::Response& res) {
                 Query(req, res, false);
@@ -597,9 +667,14 @@ Server::~Server() = default;
 
 Result<std::unique_ptr<Server>> Server::Create(std::unique_ptr<Store> store,
                                                std::unique_ptr<Embedder> embedder,
-                                               const ServerOptions& options) {
+                                               const ServerOptions& options,
+                                               ServerAnomaly anomaly) {
+  if (!anomaly.model != !anomaly.patch_embedder) {
+    return Status::InvalidArgument("an anomaly model needs its patch embedder, and only it");
+  }
   auto impl = std::make_unique<Impl>();
   impl->opt = options;
+  impl->anomaly = std::move(anomaly);
   NL_ASSIGN_OR_RETURN(auto info, store->GetCollection());
   if (!info) {
     return Status::InvalidArgument("store " + store->location() +

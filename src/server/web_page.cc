@@ -22,11 +22,11 @@ extern const char kWebPage[] = R"html(<!doctype html>
   main { padding:20px 24px; max-width:1200px; }
   .panel { background:#fff; border:1px solid var(--line); border-radius:8px; padding:16px;
            margin-bottom:16px; }
-  #drop { border:2px dashed #b6c2d6; border-radius:8px; padding:28px; text-align:center;
+  .drop { border:2px dashed #b6c2d6; border-radius:8px; padding:28px; text-align:center;
           color:var(--muted); cursor:pointer; }
-  #drop.over { border-color:var(--accent); background:#eef4ff; }
+  .drop.over { border-color:var(--accent); background:#eef4ff; }
   .row { display:flex; gap:20px; flex-wrap:wrap; align-items:flex-start; }
-  #query-img { max-width:220px; max-height:220px; border-radius:6px; border:1px solid var(--line); }
+  #query-img, #anomaly-img, #anomaly-heatmap { max-width:220px; max-height:220px; border-radius:6px; border:1px solid var(--line); }
   #result-label { font-size:28px; font-weight:600; }
   .muted { color:var(--muted); font-size:13px; }
   .bars { min-width:280px; flex:1; }
@@ -50,6 +50,9 @@ extern const char kWebPage[] = R"html(<!doctype html>
            border:1px solid var(--line); border-radius:5px; }
   button.primary { background:var(--accent); color:#fff; border:0; border-radius:5px;
                    padding:7px 14px; font:inherit; cursor:pointer; }
+  .verdict { font-size:28px; font-weight:600; }
+  .verdict.anomalous { color:#b42318; }
+  .verdict.normal { color:#067647; }
   [hidden] { display:none !important; }
 </style>
 </head>
@@ -59,6 +62,7 @@ extern const char kWebPage[] = R"html(<!doctype html>
   <nav>
     <button id="tab-classify" class="active" data-view="classify">Classify</button>
     <button id="tab-browse" data-view="browse">Browse labels</button>
+    <button id="tab-anomaly" data-view="anomaly" hidden>Anomaly</button>
     <button id="tab-add" data-view="add">Add an image</button>
   </nav>
   <span class="info" id="store-info">loading…</span>
@@ -66,7 +70,7 @@ extern const char kWebPage[] = R"html(<!doctype html>
 <main>
 <section id="view-classify">
   <div class="panel">
-    <div id="drop" tabindex="0">Drop an image here, or click to pick one
+    <div id="drop" class="drop" tabindex="0">Drop an image here, or click to pick one
       <input type="file" id="file" accept="image/*" hidden></div>
     <div style="margin-top:10px">
       <label>k <input type="number" id="k" value="5" min="1" max="100" style="width:64px"></label>
@@ -96,6 +100,31 @@ extern const char kWebPage[] = R"html(<!doctype html>
     <div class="muted" id="browse-count"></div>
     <div class="grid" id="browse-grid"></div>
     <button class="chip" id="more" hidden>more</button>
+  </div>
+</section>
+<section id="view-anomaly" hidden>
+  <div class="panel">
+    <div id="anomaly-drop" class="drop" tabindex="0">Drop an image here, or click to pick one:
+      its patches are compared with the normal images' patches
+      <input type="file" id="anomaly-file" accept="image/*" hidden></div>
+    <p class="muted" id="anomaly-model"></p>
+  </div>
+  <div id="anomaly-error" class="error" hidden></div>
+  <div class="panel" id="anomaly-result" hidden>
+    <div class="row">
+      <img id="anomaly-img" alt="the image you gave">
+      <img id="anomaly-heatmap" alt="heat map of the patch scores">
+      <div>
+        <div class="muted">verdict</div>
+        <div id="anomaly-verdict" class="verdict"></div>
+        <div class="muted">score <span id="anomaly-score"></span> · threshold
+          <span id="anomaly-threshold"></span> · <span id="anomaly-ms"></span></div>
+        <p class="muted" style="max-width:360px">The score is the distance of the image's most
+          unusual patch to the nearest patch of a normal image. The heat map colours every
+          patch from blue (like the normal images) to red (twice the threshold); outlined
+          patches are above the threshold.</p>
+      </div>
+    </div>
   </div>
 </section>
 <section id="view-add" hidden>
@@ -134,7 +163,7 @@ async function api(path, options) {
 }
 
 function show(view) {
-  for (const v of ["classify", "browse", "add"]) {
+  for (const v of ["classify", "browse", "anomaly", "add"]) {
     $("view-" + v).hidden = v !== view;
     $("tab-" + v).classList.toggle("active", v === view);
   }
@@ -164,6 +193,13 @@ async function loadStats() {
   $("add-field").textContent = stats.label_field;
   $("add-readonly").hidden = stats.writable;
   $("add-form").hidden = !stats.writable;
+  $("tab-anomaly").hidden = !stats.anomaly;
+  if (stats.anomaly) {
+    const a = stats.anomaly;
+    $("anomaly-model").textContent = "anomaly model '" + a.name + "': " + a.bank_patches +
+        " normal patches (" + a.normal + "), threshold " + a.threshold.toFixed(4) + " (" +
+        (100 * a.false_alarm_rate).toFixed(1) + "% false alarms on held-out normal images)";
+  }
   const list = $("label-list");
   list.replaceChildren(...stats.labels.map((l) => { const o = document.createElement("option");
     o.value = l.label; return o; }));
@@ -203,17 +239,41 @@ async function classify(file) {
   }
 }
 
-const drop = $("drop");
-drop.addEventListener("click", () => $("file").click());
-drop.addEventListener("keydown", (e) => { if (e.key === "Enter") $("file").click(); });
-$("file").addEventListener("change", () => { if ($("file").files[0]) classify($("file").files[0]); });
-drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
-drop.addEventListener("dragleave", () => drop.classList.remove("over"));
-drop.addEventListener("drop", (e) => {
-  e.preventDefault();
-  drop.classList.remove("over");
-  if (e.dataTransfer.files[0]) classify(e.dataTransfer.files[0]);
-});
+async function scoreAnomaly(file) {
+  $("anomaly-error").hidden = true;
+  const form = new FormData();
+  form.append("image", file);
+  try {
+    const r = await api("/v1/anomaly", { method: "POST", body: form });
+    $("anomaly-img").src = URL.createObjectURL(file);
+    $("anomaly-heatmap").src = r.heatmap;
+    $("anomaly-verdict").textContent = r.verdict;
+    $("anomaly-verdict").className = "verdict " + r.verdict;
+    $("anomaly-score").textContent = r.score.toFixed(4);
+    $("anomaly-threshold").textContent = r.threshold.toFixed(4);
+    $("anomaly-ms").textContent = r.ms.toFixed(0) + " ms";
+    $("anomaly-result").hidden = false;
+  } catch (e) {
+    $("anomaly-error").textContent = e.message;
+    $("anomaly-error").hidden = false;
+  }
+}
+
+// A drop zone: click (or Enter) opens the file picker; a dropped or picked file goes to `use`.
+function dropZone(drop, input, use) {
+  drop.addEventListener("click", () => input.click());
+  drop.addEventListener("keydown", (e) => { if (e.key === "Enter") input.click(); });
+  input.addEventListener("change", () => { if (input.files[0]) use(input.files[0]); });
+  drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
+  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+  drop.addEventListener("drop", (e) => {
+    e.preventDefault();
+    drop.classList.remove("over");
+    if (e.dataTransfer.files[0]) use(e.dataTransfer.files[0]);
+  });
+}
+dropZone($("drop"), $("file"), classify);
+dropZone($("anomaly-drop"), $("anomaly-file"), scoreAnomaly);
 
 let browseLabel = "", browseOffset = 0, browseSeq = 0;
 async function loadChips() {

@@ -30,10 +30,16 @@ function check(what, fn) {
   return Promise.resolve(fn()).then(() => { ++checks; console.log("ok   " + what); });
 }
 
-// A store of one shared dataset, and the report of its evaluation.
+// A store of one shared dataset, and the report of its evaluation; an anomaly model that takes
+// crazing as normal, and the report of its evaluation against scratches.
 run(["ingest", store, dataset]);
 const report = join(work, "report.html");
 run(["eval", store, "--report", report, "--show", "0"]);
+const normal = "field(metadata,'label')='crazing'";
+run(["anomaly", "fit", store, "--normal", normal, "--coreset", "0.02"]);
+const anomalyReport = join(work, "anomaly.html");
+const anomalyEval = JSON.parse(run(["--json", "anomaly", "eval", store, "--report", anomalyReport,
+                                    "--anomalous", "field(metadata,'label')='scratches'"]));
 
 // The server on a free port (it prints the port it bound).
 const server = spawn(nl, ["serve", store, "--port", "0", "--token", token],
@@ -133,9 +139,35 @@ try {
     assert.match(await page.textContent("#neighbors .card"), /distance 0\.0000/);
   });
   await page.screenshot({ path: join(artifacts, "added.png"), fullPage: true });
+
+  // 5. Anomaly: the tab scores an image like `nearlabel anomaly score` and shows its heat map.
+  const scratch = join(dataset, "scratches", readdirSync(join(dataset, "scratches")).sort()[5]);
+  const scored = JSON.parse(run(["--json", "anomaly", "score", store, scratch]))[0];
+  await page.click("#tab-anomaly");
+  await page.setInputFiles("#anomaly-file", scratch);
+  await page.waitForSelector("#anomaly-result:not([hidden])");
+  await check("the anomaly tab gives the score and verdict of nearlabel anomaly score", async () => {
+    assert.equal(await page.textContent("#anomaly-score"), scored.score.toFixed(4));
+    assert.equal(await page.textContent("#anomaly-verdict"), scored.verdict);
+    assert.equal(await page.textContent("#anomaly-threshold"), scored.threshold.toFixed(4));
+  });
+  await check("the heat map is an image of the model's input size", async () => {
+    await page.waitForFunction(() => {
+      const i = document.getElementById("anomaly-heatmap");
+      return i.complete && i.naturalWidth > 0;
+    });
+    const size = await page.$eval("#anomaly-heatmap", (i) => [i.naturalWidth, i.naturalHeight]);
+    assert.ok(size[0] >= 100 && size[0] === size[1], "heat map " + size);
+  });
+  await page.setInputFiles("#anomaly-file", { name: "notes.txt", mimeType: "text/plain", buffer: Buffer.from("hi") });
+  await check("a non-image in the anomaly tab shows the server's error", async () => {
+    await page.waitForSelector("#anomaly-error:not([hidden])");
+    assert.match(await page.textContent("#anomaly-error"), /not an image/);
+  });
+  await page.screenshot({ path: join(artifacts, "anomaly.png"), fullPage: true });
   assert.deepEqual(pageErrors, [], "no JavaScript errors on the page");
 
-  // 5. The evaluation report: the confusion matrix adds up to N.
+  // 6. The evaluation report: the confusion matrix adds up to N.
   const rp = await browser.newPage({ viewport: { width: 1280, height: 900 } });
   await rp.goto("file://" + report);
   await check("the report's confusion matrix cells sum to N", async () => {
@@ -152,6 +184,28 @@ try {
     assert.equal(await rp.locator("#mistakes .pair img").count(), 2 * mistakes);
   });
   await rp.screenshot({ path: join(artifacts, "report.png"), fullPage: true });
+
+  // 7. The anomaly report: its figures are the CLI's, and it shows a heat map for every error.
+  const ap = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+  await ap.goto("file://" + anomalyReport);
+  await check("the anomaly report's AUROC and counts are those of anomaly eval --json", async () => {
+    assert.equal(await ap.textContent("#auroc"), anomalyEval.auroc.toFixed(4));
+    assert.equal(Number(await ap.textContent("#normal-n")), anomalyEval.normal_images);
+    assert.equal(Number(await ap.textContent("#anomalous-n")), anomalyEval.anomalous_images);
+  });
+  await check("missed anomalies and false alarms match the calibrated threshold's rates", async () => {
+    const cal = anomalyEval.thresholds[0];
+    const count = async (title) => Number((await ap.textContent(`h2:has-text('${title}')`)).match(/\((\d+)\)/)[1]);
+    assert.equal(await count("Missed anomalies"), Math.round(cal.miss_rate * anomalyEval.anomalous_images));
+    assert.equal(await count("False alarms"), Math.round(cal.false_alarm_rate * anomalyEval.normal_images));
+    const shown = await ap.locator("#missed figure, #false-alarms figure").count();
+    assert.equal(shown, Math.min(24, await count("Missed anomalies")) + Math.min(24, await count("False alarms")));
+  });
+  await check("every heat map in the anomaly report loads", async () => {
+    const sizes = await ap.$$eval(".heat img", (imgs) => imgs.map((i) => i.naturalWidth));
+    assert.ok(sizes.length > 0 && sizes.every((w) => w > 0), "heat maps: " + sizes);
+  });
+  await ap.screenshot({ path: join(artifacts, "anomaly-report.png"), fullPage: true });
 } catch (e) {
   failed = true;
   console.error("FAIL " + e.stack);
