@@ -194,6 +194,12 @@ check "anomaly eval: AUROC of held-out normal vs defect castings above chance" \
 "$NL" anomaly score "$T/c.db" "$T/cast/def_front/$(ls "$T/cast/def_front" | head -1)" --heatmap "$T/heat" > "$T/an3" 2>&1; rc=$?
 check "anomaly score writes a verdict and a PNG heat map" \
   "[ $rc -eq 0 ] && grep -qE '(ANOMALOUS|normal) +$T/heat/1-' '$T/an3' && [ \"\$(head -c 4 $T/heat/1-*.png | tail -c 3)\" = PNG ]"
+"$NL" --json anomaly fit "$T/c.db" --name graph --bank-search hnsw --normal "field(metadata,'label')='ok_front'" --holdout 0.5 > "$T/an5" 2>&1; rc=$?
+d=$(ls "$T/cast/def_front" | head -1)
+"$NL" --json anomaly score "$T/c.db" "$T/cast/def_front/$d" > "$T/an6" 2>&1
+"$NL" --json anomaly score "$T/c.db" --name graph "$T/cast/def_front/$d" > "$T/an7" 2>&1
+check "anomaly fit --bank-search hnsw stores a graph that scores as the scan does (same bank)" \
+  "[ $rc -eq 0 ] && grep -q '\"bank_search\": \"hnsw graph (ef 32)\"' '$T/an5' && /usr/bin/python3 -c 'import json,sys; a=json.load(open(sys.argv[1]))[0][\"score\"]; b=json.load(open(sys.argv[2]))[0][\"score\"]; assert b >= a * 0.9999 and b <= a * 1.02, (a, b)' '$T/an6' '$T/an7'"
 "$NL" eval "$T/c.db" --patch-normal ok_front --show 0 > "$T/pe" 2>&1; rc=$?
 check "eval --patch-normal prints the patch-aware and the global figure" \
   "[ $rc -eq 0 ] && grep -q 'patch-aware (10 most anomalous' '$T/pe' && grep -q '^global 1-NN on the same rows' '$T/pe'"

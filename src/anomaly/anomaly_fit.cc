@@ -96,6 +96,14 @@ Result<AnomalyModel> FitAnomalyModel(Store& store, Embedder& patch_embedder,
                     all.begin() + static_cast<ptrdiff_t>((i + 1) * dims));
     }
   }
+  const bool graph = options.bank_index == AnomalyFitOptions::BankIndex::kHnsw ||
+                     (options.bank_index == AnomalyFitOptions::BankIndex::kAuto &&
+                      m.bank_rows() >= AnomalyFitOptions::kAutoIndexPatches);
+  if (graph) {
+    // Built before calibrating, so the threshold comes from the search that scores later.
+    m.bank_index = PatchBankIndex::Build(m.bank.data(), m.bank_rows(), dims, options.index_params);
+    m.bank_index_ef = options.index_params.ef;
+  }
   for (size_t r : cal_rows) m.calibration_scores.push_back(ScoreImage(m, maps[r].raw.data()).score);
   m.threshold = ThresholdForFalseAlarms(m.calibration_scores, options.false_alarm_rate);
   return m;

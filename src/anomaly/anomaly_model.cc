@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 #include <opencv2/imgproc.hpp>
 
+#include "common/sha256.h"
 #include "nearlabel/anomaly.h"
 #include "nearlabel/image.h"
 
@@ -21,7 +22,11 @@ void AppendFloats(std::string* out, const std::vector<float>& v) {
 
 std::string AnomalyModelKey(const std::string& name) { return "anomaly/" + name; }
 
-std::string AnomalyModel::Serialize() const {
+Result<std::string> AnomalyModel::Serialize() const {
+  std::string graph;
+  if (bank_index) {
+    NL_ASSIGN_OR_RETURN(graph, bank_index->Serialize());
+  }
   nlohmann::json h = {{"name", name},
                       {"model", model},
                       {"model_sha256", model_sha256},
@@ -38,13 +43,17 @@ std::string AnomalyModel::Serialize() const {
                       {"bank_items", bank_items},
                       {"calibration_items", calibration_items},
                       {"test_items", test_items},
-                      {"calibration_floats", calibration_scores.size()}};
+                      {"calibration_floats", calibration_scores.size()},
+                      {"bank_index_bytes", graph.size()},
+                      {"bank_index_sha256", graph.empty() ? "" : Sha256Hex(graph)},
+                      {"bank_index_ef", bank_index_ef}};
   std::string out = kMagic;
   out += h.dump();
   out += '\n';
   AppendFloats(&out, projector.matrix());
   AppendFloats(&out, bank);
   AppendFloats(&out, calibration_scores);
+  out += graph;
   return out;
 }
 
@@ -74,7 +83,13 @@ Result<AnomalyModel> AnomalyModel::Parse(const std::string& bytes) {
     const size_t matrix_floats = h.at("matrix_floats").get<size_t>();
     const size_t bank_floats = h.at("bank_floats").get<size_t>();
     const size_t calibration_floats = h.at("calibration_floats").get<size_t>();
-    const size_t have = bytes.size() - eol - 1;
+    // Models saved before the graph existed have neither field.
+    const size_t graph_bytes = h.value("bank_index_bytes", size_t{0});
+    m.bank_index_ef = h.value("bank_index_ef", 0);
+    if (graph_bytes > bytes.size() - eol - 1) {
+      return Status::Corruption("anomaly model data is truncated");
+    }
+    const size_t have = bytes.size() - eol - 1 - graph_bytes;
     if (have % sizeof(float) != 0 ||
         have / sizeof(float) != matrix_floats + bank_floats + calibration_floats ||
         matrix_floats > have || bank_floats > have) {
@@ -95,6 +110,16 @@ Result<AnomalyModel> AnomalyModel::Parse(const std::string& bytes) {
     if (m.bank.size() % static_cast<size_t>(m.projector.dims()) != 0) {
       return Status::Corruption("anomaly model bank is not a whole number of patches");
     }
+    if (graph_bytes > 0) {
+      // hnswlib trusts the sizes and links it reads: damaged bytes must not reach it.
+      const std::string graph = bytes.substr(bytes.size() - graph_bytes);
+      if (Sha256Hex(graph) != h.value("bank_index_sha256", "")) {
+        return Status::Corruption("anomaly model: the bank's graph does not match its checksum");
+      }
+      auto index = PatchBankIndex::Parse(graph, m.projector.dims(), m.bank_rows(), m.bank_index_ef);
+      if (!index.ok()) return Status::Corruption("anomaly model: " + index.status().message());
+      m.bank_index = std::move(*index);
+    }
   } catch (const nlohmann::json::exception& e) {
     return Status::Corruption(std::string("anomaly model header: ") + e.what());
   }
@@ -106,8 +131,12 @@ AnomalyScore ScoreImage(const AnomalyModel& model, const float* raw_patches) {
   std::vector<float> projected(p.patches() * static_cast<size_t>(p.dims()));
   p.Apply(raw_patches, projected.data());
   AnomalyScore s;
-  NearestPatches(model.bank.data(), model.bank_rows(), projected.data(), p.patches(), p.dims(),
-                 &s.patch_scores, nullptr);
+  if (model.bank_index) {
+    model.bank_index->Nearest(projected.data(), p.patches(), &s.patch_scores);
+  } else {
+    NearestPatches(model.bank.data(), model.bank_rows(), projected.data(), p.patches(), p.dims(),
+                   &s.patch_scores, nullptr);
+  }
   s.score = s.patch_scores.empty()
                 ? 0.f
                 : *std::max_element(s.patch_scores.begin(), s.patch_scores.end());

@@ -128,7 +128,7 @@ TEST(AnomalyModel, RoundTripsAndRejectsDamage) {
   m.calibration_items = {4};
   m.test_items = {5};
   m.calibration_scores = {1.25f};
-  const std::string bytes = m.Serialize();
+  const std::string bytes = m.Serialize().value();
   auto back = AnomalyModel::Parse(bytes);
   ASSERT_TRUE(back.ok()) << back.status().message();
   EXPECT_EQ(back->bank, m.bank);
@@ -142,6 +142,51 @@ TEST(AnomalyModel, RoundTripsAndRejectsDamage) {
             Status::Code::kCorruption);
   EXPECT_EQ(AnomalyModel::Parse("not a model").status().code(), Status::Code::kCorruption);
   EXPECT_EQ(AnomalyModel::Parse(bytes + "xxxx").status().code(), Status::Code::kCorruption);
+}
+
+TEST(PatchBankIndex, FindsTheExactNearestPatchAndTravelsWithTheModel) {
+  // 2000 bank rows, 300 queries: with ef 64 the walk finds the scan's nearest row for
+  // (nearly) every query, and never one nearer than the exact nearest.
+  const int dims = 16;
+  AnomalyModel m;
+  PatchFeatureOptions opt;
+  opt.projected_dims = 0;
+  opt.local_average = false;
+  m.projector = PatchProjector::Create(dims, 1, opt);
+  m.bank = RandomRows(2000, dims, 31);
+  const auto queries = RandomRows(300, dims, 32);
+  std::vector<float> exact, walk;
+  NearestPatches(m.bank.data(), 2000, queries.data(), 300, dims, &exact, nullptr);
+  PatchBankIndexParams p;
+  p.ef = 64;
+  auto index = PatchBankIndex::Build(m.bank.data(), 2000, dims, p);
+  index->Nearest(queries.data(), 300, &walk);
+  int same = 0;
+  for (size_t q = 0; q < 300; ++q) {
+    EXPECT_GE(walk[q], exact[q] * (1 - 1e-4f)) << q;
+    same += std::fabs(walk[q] - exact[q]) <= 1e-4f * exact[q];
+  }
+  EXPECT_GE(same, 297);
+  // Through Serialize and Parse the model keeps its graph and scores the same.
+  m.bank_index = std::move(index);
+  m.bank_index_ef = p.ef;
+  const std::string bytes = m.Serialize().value();
+  auto back = AnomalyModel::Parse(bytes);
+  ASSERT_TRUE(back.ok()) << back.status().message();
+  ASSERT_NE(back->bank_index, nullptr);
+  for (size_t q = 0; q < 300; q += 37) {
+    EXPECT_FLOAT_EQ(ScoreImage(*back, queries.data() + q * dims).score,
+                    ScoreImage(m, queries.data() + q * dims).score);
+  }
+  // A graph cut short or damaged, or one of another bank size, is refused.
+  std::string damaged = bytes;
+  damaged[damaged.size() - 50] ^= 0x5a;
+  EXPECT_EQ(AnomalyModel::Parse(damaged).status().code(), Status::Code::kCorruption);
+  EXPECT_EQ(AnomalyModel::Parse(bytes.substr(0, bytes.size() - 100)).status().code(),
+            Status::Code::kCorruption);
+  EXPECT_EQ(
+      PatchBankIndex::Parse(m.bank_index->Serialize().value(), dims, 1999, 64).status().code(),
+      Status::Code::kCorruption);
 }
 
 TEST(AnomalyScore, AnOddPatchScoresHighAndLightsTheHeatMap) {

@@ -14,6 +14,8 @@
 //  - the save: hnswlib writes through an unchecked ofstream, so the file is written to a
 //    temporary name, its size checked against what the graph must occupy, fsynced, hashed
 //    and renamed.
+// PatchBankIndex (anomaly.h) is at the end: hnswlib 0.6.2's headers define non-inline
+// functions, so this is the one file that may include them.
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -25,6 +27,7 @@
 #include <cstring>
 #include <filesystem>
 #include <functional>
+#include <limits>
 #include <queue>
 #include <thread>
 
@@ -33,7 +36,9 @@
 
 #include "common/crash_point.h"
 #include "common/sha256.h"
+#include "nearlabel/anomaly.h"
 #include "nearlabel/index.h"
+#include "search/parallel.h"
 #include "search/simd.h"
 
 namespace nearlabel {
@@ -484,6 +489,141 @@ Result<std::unique_ptr<HnswIndex>> HnswIndex::Load(const std::string& path, int 
   index->params_.m = static_cast<int>(g.M_);
   index->params_.ef_construction = static_cast<int>(g.ef_construction_);
   return index;
+}
+
+}  // namespace nearlabel
+
+// ---- PatchBankIndex: hnswlib's own L2 space over an anomaly model's bank ----
+// The graph travels inside the model's blob: hnswlib saves and loads only through a file
+// name, so the bytes pass through an anonymous in-memory file (memfd) named by /proc/self/fd.
+namespace nearlabel {
+namespace {
+
+// An anonymous file that lives as long as this object, reachable by path.
+class MemFile {
+ public:
+  MemFile() : fd_(static_cast<int>(::memfd_create("nearlabel-patch-bank", MFD_CLOEXEC))) {}
+  ~MemFile() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  bool ok() const { return fd_ >= 0; }
+  std::string path() const { return "/proc/self/fd/" + std::to_string(fd_); }
+  bool Write(const std::string& bytes) {
+    size_t at = 0;
+    while (at < bytes.size()) {
+      const ssize_t n = ::pwrite(fd_, bytes.data() + at, bytes.size() - at, static_cast<off_t>(at));
+      if (n <= 0) return false;
+      at += static_cast<size_t>(n);
+    }
+    return true;
+  }
+  bool Read(std::string* bytes) {
+    const off_t size = ::lseek(fd_, 0, SEEK_END);
+    if (size < 0) return false;
+    bytes->assign(static_cast<size_t>(size), '\0');
+    size_t at = 0;
+    while (at < bytes->size()) {
+      const ssize_t n =
+          ::pread(fd_, bytes->data() + at, bytes->size() - at, static_cast<off_t>(at));
+      if (n <= 0) return false;
+      at += static_cast<size_t>(n);
+    }
+    return true;
+  }
+
+ private:
+  int fd_;
+};
+
+}  // namespace
+
+struct PatchBankIndex::Impl {
+  explicit Impl(int dims) : space(static_cast<size_t>(dims)) {}
+  hnswlib::L2Space space;
+  std::unique_ptr<hnswlib::HierarchicalNSW<float>> graph;
+};
+
+PatchBankIndex::PatchBankIndex(int dims, size_t rows) : dims_(dims), rows_(rows) {
+  impl_ = std::make_unique<Impl>(dims);
+}
+PatchBankIndex::~PatchBankIndex() = default;
+
+std::unique_ptr<PatchBankIndex> PatchBankIndex::Build(const float* bank, size_t rows, int dims,
+                                                      const PatchBankIndexParams& params) {
+  std::unique_ptr<PatchBankIndex> index(new PatchBankIndex(dims, rows));
+  index->impl_->graph = std::make_unique<hnswlib::HierarchicalNSW<float>>(
+      &index->impl_->space, std::max<size_t>(rows, 1), static_cast<size_t>(params.m),
+      static_cast<size_t>(params.ef_construction), /*random_seed=*/100);
+  auto& g = *index->impl_->graph;
+  g.setEf(static_cast<size_t>(std::max(params.ef, 1)));
+  if (rows > 0) g.addPoint(bank, 0);  // the entry point first, then the rest in parallel
+  ParallelFor(
+      rows > 0 ? rows - 1 : 0,
+      [&](size_t b, size_t e) {
+        for (size_t i = b; i < e; ++i) {
+          g.addPoint(bank + (i + 1) * static_cast<size_t>(dims), i + 1);
+        }
+      },
+      256);
+  return index;
+}
+
+Result<std::string> PatchBankIndex::Serialize() const {
+  MemFile f;
+  if (!f.ok()) return Status::IOError("memfd_create failed: cannot serialise the patch index");
+  try {
+    impl_->graph->saveIndex(f.path());
+  } catch (const std::exception& e) {
+    return Status::IOError(std::string("saving the patch index: ") + e.what());
+  }
+  std::string bytes;
+  if (!f.Read(&bytes)) return Status::IOError("reading the saved patch index back failed");
+  return bytes;
+}
+
+Result<std::unique_ptr<PatchBankIndex>> PatchBankIndex::Parse(const std::string& bytes, int dims,
+                                                              size_t rows, int ef) {
+  MemFile f;
+  if (!f.ok() || !f.Write(bytes)) {
+    return Status::IOError("memfd_create failed: cannot load the patch index");
+  }
+  std::unique_ptr<PatchBankIndex> index(new PatchBankIndex(dims, rows));
+  try {
+    index->impl_->graph = std::make_unique<hnswlib::HierarchicalNSW<float>>(&index->impl_->space,
+                                                                            f.path(), false, rows);
+  } catch (const std::exception& e) {
+    return Status::Corruption(std::string("patch index cannot be read: ") + e.what());
+  }
+  auto& g = *index->impl_->graph;
+  g.setEf(static_cast<size_t>(std::max(ef, 1)));
+  if (g.cur_element_count != rows || g.data_size_ != static_cast<size_t>(dims) * sizeof(float)) {
+    return Status::Corruption("patch index holds " + std::to_string(g.cur_element_count) +
+                              " rows of " + std::to_string(g.data_size_ / sizeof(float)) +
+                              " dims, the bank " + std::to_string(rows) + " of " +
+                              std::to_string(dims));
+  }
+  return index;
+}
+
+void PatchBankIndex::Nearest(const float* queries, size_t nq, std::vector<float>* distance) const {
+  distance->assign(nq, std::numeric_limits<float>::infinity());
+  if (rows_ == 0) return;
+  auto& g = *impl_->graph;
+  ParallelFor(
+      nq,
+      [&](size_t b, size_t e) {
+        for (size_t q = b; q < e; ++q) {
+          auto top = g.searchKnn(queries + q * static_cast<size_t>(dims_), 1);
+          if (!top.empty()) (*distance)[q] = std::sqrt(std::max(0.0f, top.top().first));
+        }
+      },
+      64);
+}
+
+size_t PatchBankIndex::MemoryBytes() const {
+  const auto& g = *impl_->graph;
+  return g.max_elements_ * g.size_data_per_element_ +
+         g.cur_element_count * (sizeof(void*) + g.size_links_per_element_);
 }
 
 }  // namespace nearlabel

@@ -348,6 +348,7 @@ struct Server::Impl {
             {"threshold", m.threshold},
             {"false_alarm_rate", m.false_alarm_rate},
             {"bank_patches", m.bank_rows()},
+            {"bank_search", m.bank_index ? "hnsw" : "exact"},
             {"grid", m.projector.grid()}};
   }
 
