@@ -1057,6 +1057,7 @@ int RunEval(const EvalArgs& a, const Global& g) {
 // ---------------------------------------------------------------- anomaly
 struct AnomalyArgs {
   std::string store, name = "default", normal, anomalous, heatmap_dir, report;
+  std::string bank_search = "auto";
   std::vector<std::string> images;
   AnomalyFitOptions fit;
 };
@@ -1106,6 +1107,9 @@ int RunAnomalyFit(const AnomalyArgs& a, const Global& g) {
   if (!embedder.ok()) return Fail(embedder.status());
   AnomalyFitOptions opt = a.fit;
   opt.name = a.name;
+  opt.bank_index = a.bank_search == "hnsw"    ? AnomalyFitOptions::BankIndex::kHnsw
+                   : a.bank_search == "exact" ? AnomalyFitOptions::BankIndex::kExact
+                                              : AnomalyFitOptions::BankIndex::kAuto;
   opt.normal_where = a.normal;
   const auto t0 = std::chrono::steady_clock::now();
   std::vector<std::string> warnings;
@@ -1779,17 +1783,12 @@ int Main(int argc, char** argv) {
   anomaly_fit->add_option("--seed", aa.fit.seed, "Seed of the split, projection and coreset")
       ->capture_default_str();
   anomaly_fit
-      ->add_option("--bank-search", aa.fit.bank_index,
+      ->add_option("--bank-search", aa.bank_search,
                    "Nearest-patch search: hnsw (a graph stored with the model), exact (a scan), "
                    "or auto: hnsw for banks of 30000 patches or more, where the graph is 2x to "
                    "20x faster (bench/patch_bank_search)")
-      ->transform(CLI::CheckedTransformer(
-          std::map<std::string, AnomalyFitOptions::BankIndex>{
-              {"auto", AnomalyFitOptions::BankIndex::kAuto},
-              {"hnsw", AnomalyFitOptions::BankIndex::kHnsw},
-              {"exact", AnomalyFitOptions::BankIndex::kExact}},
-          CLI::ignore_case))
-      ->default_str("auto");
+      ->check(CLI::IsMember({"auto", "hnsw", "exact"}))
+      ->capture_default_str();
   auto* anomaly_score = anomaly->add_subcommand(
       "score",
       "Score images: the worst patch's distance to the nearest normal patch, and a "
