@@ -196,6 +196,13 @@ class ChangeFeed {
   virtual Result<bool> WaitForChanges(int timeout_ms) = 0;
 };
 
+// `text` as an SQL string literal ('it''s'), safe to splice into a statement.
+std::string SqlStringLiteral(const std::string& text);
+
+// One cell as text: NULL, the number (doubles with 9 significant digits), the string, or
+// "<blob N bytes>".
+std::string SqlValueText(const SqlValue& v);
+
 // "FIELD=VALUE" (the --within option, e.g. "part=exp1") as a where expression for
 // LoadVectors/SelectIds: rows whose label field FIELD equals VALUE. The value is quoted, so
 // any text is safe. InvalidArgument without a "=".

@@ -1409,18 +1409,6 @@ int RunAnomalyScore(const AnomalyArgs& a, const Global& g) {
 }
 
 // ---------------------------------------------------------------- sql
-std::string CellText(const SqlValue& v) {
-  if (std::holds_alternative<std::monostate>(v)) return "NULL";
-  if (auto* i = std::get_if<int64_t>(&v)) return std::to_string(*i);
-  if (auto* d = std::get_if<double>(&v)) {
-    char buf[40];
-    std::snprintf(buf, sizeof buf, "%.9g", *d);
-    return buf;
-  }
-  if (auto* s = std::get_if<std::string>(&v)) return *s;
-  return "<blob " + std::to_string(std::get<std::vector<uint8_t>>(v).size()) + " bytes>";
-}
-
 json CellJson(const SqlValue& v) {
   if (std::holds_alternative<std::monostate>(v)) return nullptr;
   if (auto* i = std::get_if<int64_t>(&v)) return *i;
@@ -1461,7 +1449,7 @@ int RunSql(const std::string& store_path, std::string query, bool write, const G
     std::vector<std::vector<std::string>> rows;
     for (const auto& row : r.rows) {
       std::vector<std::string> cells;
-      for (const auto& v : row) cells.push_back(CellText(v));
+      for (const auto& v : row) cells.push_back(SqlValueText(v));
       rows.push_back(cells);
     }
     PrintTable(r.columns, rows);
@@ -1490,7 +1478,7 @@ int RunInfo(const std::string& path, const Global& g) {
                                  "'), count(*) FROM items GROUP BY 1 ORDER BY 1");
     if (res.ok() && !res->empty()) {
       for (const auto& row : res->back().rows) {
-        label_counts[CellText(row[0])] = std::get<int64_t>(row[1]);
+        label_counts[SqlValueText(row[0])] = std::get<int64_t>(row[1]);
       }
     }
     j["labels"] = label_counts;

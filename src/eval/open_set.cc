@@ -81,29 +81,12 @@ Result<RejectThresholds> CalibrateRejection(const VectorTable& table,
   return r;
 }
 
-namespace {
-
-std::string SqlQuote(const std::string& s) {
-  std::string out = "'";
-  for (char c : s) out += c == '\'' ? std::string("''") : std::string(1, c);
-  return out + "'";
-}
-
-std::string CellText(const SqlValue& v) {
-  if (auto* i = std::get_if<int64_t>(&v)) return std::to_string(*i);
-  if (auto* d = std::get_if<double>(&v)) return std::to_string(*d);
-  if (auto* t = std::get_if<std::string>(&v)) return *t;
-  return "null";
-}
-
-}  // namespace
-
 Result<RejectThresholds> CachedRejection(Store& store, const std::string& location,
                                          const std::string& where, const std::string& label_field,
                                          double quantile, std::string* how) {
   // The rows' signature. Vectors are never edited in place, so rows added, deleted or
   // relabelled are what can change the thresholds, and each changes a label's count or sums.
-  const std::string sql = "SELECT field(metadata, " + SqlQuote(label_field) +
+  const std::string sql = "SELECT field(metadata, " + SqlStringLiteral(label_field) +
                           ") AS l, count(*), sum(id), sum((id % 1000003) * (id % 999983)) FROM "
                           "items" +
                           (where.empty() ? "" : " WHERE (" + where + ")") +
@@ -111,7 +94,7 @@ Result<RejectThresholds> CachedRejection(Store& store, const std::string& locati
   NL_ASSIGN_OR_RETURN(std::vector<SqlResult> res, store.Execute(sql));
   std::string signature;
   for (const auto& row : res.at(0).rows) {
-    for (const SqlValue& v : row) signature += CellText(v) + "\t";
+    for (const SqlValue& v : row) signature += SqlValueText(v) + "\t";
     signature += "\n";
   }
   const std::string key =

@@ -9,6 +9,7 @@
 // with fsync runs when the store is closed after writing).
 #include <sqlite3.h>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 
 #include <algorithm>
@@ -685,17 +686,31 @@ class SqliteStore : public Store {
 
 }  // namespace
 
+std::string SqlStringLiteral(const std::string& text) {
+  std::string q = "'";
+  for (char c : text) q += c == '\'' ? std::string("''") : std::string(1, c);
+  return q + "'";
+}
+
+std::string SqlValueText(const SqlValue& v) {
+  if (std::holds_alternative<std::monostate>(v)) return "NULL";
+  if (auto* i = std::get_if<int64_t>(&v)) return std::to_string(*i);
+  if (auto* d = std::get_if<double>(&v)) {
+    char buf[40];
+    std::snprintf(buf, sizeof buf, "%.9g", *d);
+    return buf;
+  }
+  if (auto* s = std::get_if<std::string>(&v)) return *s;
+  return "<blob " + std::to_string(std::get<std::vector<uint8_t>>(v).size()) + " bytes>";
+}
+
 Result<std::string> WithinToSql(const std::string& within) {
   auto eq = within.find('=');
   if (eq == std::string::npos || eq == 0) {
     return Status::InvalidArgument("--within wants FIELD=VALUE, e.g. --within part=exp1");
   }
-  auto quote = [](const std::string& s) {
-    std::string q = "'";
-    for (char c : s) q += c == '\'' ? std::string("''") : std::string(1, c);
-    return q + "'";
-  };
-  return "field(metadata, " + quote(within.substr(0, eq)) + ") = " + quote(within.substr(eq + 1));
+  return "field(metadata, " + SqlStringLiteral(within.substr(0, eq)) +
+         ") = " + SqlStringLiteral(within.substr(eq + 1));
 }
 
 Result<std::unique_ptr<Store>> OpenSqliteStore(const std::string& path, Store::Mode mode) {

@@ -63,6 +63,31 @@ TEST(SqliteStoreTest, RoundTripAndIdempotence) {
   EXPECT_EQ(filtered->size(), 2u);
 }
 
+// A label holding a quote is selected by --within as written, and cannot end the literal.
+TEST(SqliteStoreTest, WithinQuotesAnyLabel) {
+  testing::TempDir d;
+  auto s = OpenSqliteStore(d.Join("s.db"), Store::Mode::kCreate);
+  ASSERT_TRUE(s.ok()) << s.status().ToString();
+  ASSERT_TRUE((*s)->EnsureCollection(Info()).ok());
+  ASSERT_TRUE((*s)->InsertBatch({Item("o'brien", {1, 0, 0}), Item("b", {0, 1, 0})}).ok());
+  EXPECT_EQ(SqlStringLiteral("o'brien"), "'o''brien'");
+  auto where = WithinToSql("label=o'brien");
+  ASSERT_TRUE(where.ok());
+  auto t = (*s)->LoadVectors(*where);
+  ASSERT_TRUE(t.ok()) << t.status().ToString();
+  ASSERT_EQ(t->size(), 1u);
+  EXPECT_EQ(t->sources[0], "/data/o'brien");
+  EXPECT_FALSE(WithinToSql("o'brien").ok());  // no '='
+}
+
+TEST(SqliteStoreTest, SqlValueTextShowsEachKind) {
+  EXPECT_EQ(SqlValueText(SqlValue{}), "NULL");
+  EXPECT_EQ(SqlValueText(SqlValue{int64_t{-42}}), "-42");
+  EXPECT_EQ(SqlValueText(SqlValue{0.1}), "0.1");
+  EXPECT_EQ(SqlValueText(SqlValue{std::string("good")}), "good");
+  EXPECT_EQ(SqlValueText(SqlValue{std::vector<uint8_t>(5)}), "<blob 5 bytes>");
+}
+
 // Two processes creating the same new store at the same moment (two ingests started together)
 // both succeed, with one row for their one image. Before the opening retried on locks, about
 // 3 in 10 such starts failed ("database is locked", or a half-seen schema).
