@@ -206,7 +206,9 @@ async function loadStats() {
 }
 
 async function classify(file) {
+  // The previous image's result goes at once: it must not stand beside this one's error.
   $("classify-error").hidden = true;
+  $("result").hidden = true;
   const form = new FormData();
   form.append("image", file);
   form.append("k", $("k").value);
@@ -241,6 +243,7 @@ async function classify(file) {
 
 async function scoreAnomaly(file) {
   $("anomaly-error").hidden = true;
+  $("anomaly-result").hidden = true;
   const form = new FormData();
   form.append("image", file);
   try {

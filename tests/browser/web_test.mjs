@@ -96,6 +96,7 @@ try {
   await check("a non-image upload shows the server's error", async () => {
     await page.waitForSelector("#classify-error:not([hidden])");
     assert.match(await page.textContent("#classify-error"), /not an image/);
+    assert.ok(await page.isHidden("#result"), "the previous image's result is gone");
   });
 
   // 3. Browse the labels.
@@ -163,6 +164,7 @@ try {
   await check("a non-image in the anomaly tab shows the server's error", async () => {
     await page.waitForSelector("#anomaly-error:not([hidden])");
     assert.match(await page.textContent("#anomaly-error"), /not an image/);
+    assert.ok(await page.isHidden("#anomaly-result"), "the previous image's result is gone");
   });
   await page.screenshot({ path: join(artifacts, "anomaly.png"), fullPage: true });
   assert.deepEqual(pageErrors, [], "no JavaScript errors on the page");
