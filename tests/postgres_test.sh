@@ -118,6 +118,12 @@ IMG=$(ls "$DATA"/neu-surface-defects/scratches/* | tail -1)   # not in the store
 "$NL" --json classify "$BASE/three" "$IMG" > "$T/c_pg.json" 2> "$T/c_pg.err"
 check "classify: same label and neighbours' labels" \
   "[ -s '$T/c_pg.json' ] && [ \"\$(json '$T/c_pg.json' \"j[0]['label'], [n['label'] for n in j[0]['neighbors']]\")\" = \"\$(json '$T/c_sqlite.json' \"j[0]['label'], [n['label'] for n in j[0]['neighbors']]\")\" ]"
+"$NL" --json classify "$T/s.db" --reject "$IMG" > "$T/r_sqlite.json" 2> "$T/r_sqlite.err"
+"$NL" -v --json classify "$BASE/three" --reject "$IMG" > "$T/r_pg1.json" 2> "$T/r_pg1.err"
+"$NL" -v --json classify "$BASE/three" --reject "$IMG" > "$T/r_pg2.json" 2> "$T/r_pg2.err"
+reject_of() { json "$1" "j[0]['label'], round(j[0]['reject_threshold'], 4)"; }
+check "classify --reject: PostgreSQL calibrates, caches and agrees with SQLite" \
+  "[ -s '$T/r_pg2.json' ] && [ \"\$(reject_of '$T/r_pg1.json')\" = \"\$(reject_of '$T/r_sqlite.json')\" ] && [ \"\$(reject_of '$T/r_pg2.json')\" = \"\$(reject_of '$T/r_sqlite.json')\" ] && grep -q 'calibrated (leave-one-out) and cached' '$T/r_pg1.err' && grep -q 'from the store.s cache' '$T/r_pg2.err'"
 "$NL" sql "$BASE/three" "SELECT field(metadata, 'label') AS l, count(*) FROM items WHERE metadata->>'label' = 'crazing' GROUP BY 1" > "$T/sql1" 2>&1
 check "sql: jsonb operators and field() work" "grep -q 'crazing *25' '$T/sql1'"
 "$NL" sql "$BASE/three" "DELETE FROM items" > "$T/sql2" 2>&1

@@ -86,8 +86,10 @@ Result<RejectThresholds> CachedRejection(Store& store, const std::string& locati
                                          double quantile, std::string* how) {
   // The rows' signature. Vectors are never edited in place, so rows added, deleted or
   // relabelled are what can change the thresholds, and each changes a label's count or sums.
+  // The residues keep the second sum below SQLite's 64-bit limit (sum() fails on overflow) up
+  // to two billion rows a label.
   const std::string sql = "SELECT field(metadata, " + SqlStringLiteral(label_field) +
-                          ") AS l, count(*), sum(id), sum((id % 1000003) * (id % 999983)) FROM "
+                          ") AS l, count(*), sum(id), sum((id % 65521) * (id % 65519)) FROM "
                           "items" +
                           (where.empty() ? "" : " WHERE (" + where + ")") +
                           " GROUP BY l ORDER BY l";
