@@ -14,25 +14,11 @@
 
 #include "nearlabel/anomaly.h"
 #include "nearlabel/store.h"
+#include "timing.h"
 
 using namespace nearlabel;
 
-namespace {
-
-template <typename Fn>
-double BestMs(int reps, const Fn& fn) {
-  double best = 1e30;
-  for (int r = 0; r < reps; ++r) {
-    const auto t0 = std::chrono::steady_clock::now();
-    fn();
-    best = std::min(
-        best,
-        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
-  }
-  return best;
-}
-
-}  // namespace
+namespace {}  // namespace
 
 int main(int argc, char** argv) {
   if (argc < 2) {
@@ -68,9 +54,10 @@ int main(int argc, char** argv) {
       bank.insert(bank.end(), r, r + dims);
     }
     std::vector<float> exact;
-    const double scan_ms = BestMs(3, [&] {
-      NearestPatches(bank.data(), size, queries.data(), kQueries, dims, &exact, nullptr);
-    });
+    const double scan_ms =
+        1e3 * bench::BestSeconds(3, [&] {
+          NearestPatches(bank.data(), size, queries.data(), kQueries, dims, &exact, nullptr);
+        });
     const float exact_max = *std::max_element(exact.begin(), exact.end());
     for (int ef : {16, 32, 64}) {
       PatchBankIndexParams p;
@@ -80,7 +67,8 @@ int main(int argc, char** argv) {
       const double build_s =
           std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       std::vector<float> walk;
-      const double walk_ms = BestMs(3, [&] { index->Nearest(queries.data(), kQueries, &walk); });
+      const double walk_ms =
+          1e3 * bench::BestSeconds(3, [&] { index->Nearest(queries.data(), kQueries, &walk); });
       size_t hits = 0;
       double max_err = 0;
       for (size_t q = 0; q < kQueries; ++q) {

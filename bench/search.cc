@@ -33,6 +33,7 @@
 #include "nearlabel/search.h"
 #include "search/bf16_gemm.h"
 #include "search/simd.h"
+#include "timing.h"
 
 using namespace nearlabel;
 using Clock = std::chrono::steady_clock;
@@ -41,17 +42,6 @@ namespace {
 
 double Seconds(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
-}
-
-// Best wall time of `passes` runs of fn.
-double Best(int passes, const std::function<void()>& fn) {
-  double best = 1e30;
-  for (int i = 0; i < passes; ++i) {
-    auto t0 = Clock::now();
-    fn();
-    best = std::min(best, Seconds(t0));
-  }
-  return best;
 }
 
 VectorTable Generate(size_t n, int d, bool clustered, unsigned seed) {
@@ -79,7 +69,7 @@ VectorTable Generate(size_t n, int d, bool clustered, unsigned seed) {
 double SgemmGflops() {
   const int m = 4096, k = 1024;
   std::vector<float> a(static_cast<size_t>(m) * k, 0.5f), c(static_cast<size_t>(m) * m);
-  double s = Best(3, [&] {
+  double s = bench::BestSeconds(3, [&] {
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, m, k, 1.0f, a.data(), k, a.data(), k,
                 0.0f, c.data(), m);
   });
@@ -226,11 +216,11 @@ int main(int argc, char** argv) {
       sp.k = 10;
       double ours = 1e30, theirs = 1e30;
       for (int pass = 0; pass < 3; ++pass) {
-        ours = std::min(ours, Best(1, [&] {
+        ours = std::min(ours, bench::BestSeconds(1, [&] {
                           for (size_t q = 0; q < a.single; ++q)
                             ExactSearch(base, queries.row(q), sp);
                         }));
-        theirs = std::min(theirs, Best(1, [&] {
+        theirs = std::min(theirs, bench::BestSeconds(1, [&] {
                             for (size_t q = 0; q < a.single; ++q)
                               flat.search(1, queries.row(q), 10, fd.data(), fi.data());
                           }));
@@ -249,13 +239,13 @@ int main(int argc, char** argv) {
       ours = theirs = 1e30;
       std::vector<std::vector<Neighbor>> got;
       for (int pass = 0; pass < 3; ++pass) {
-        ours = std::min(ours, Best(1, [&] {
+        ours = std::min(ours, bench::BestSeconds(1, [&] {
                           got = ExactSearchBatch(base, queries.vectors.data(), a.batch, sp);
                         }));
-        ours32 = std::min(ours32, Best(1, [&] {
+        ours32 = std::min(ours32, bench::BestSeconds(1, [&] {
                             ExactSearchBatch(base, queries.vectors.data(), a.batch, sp32);
                           }));
-        theirs = std::min(theirs, Best(1, [&] {
+        theirs = std::min(theirs, bench::BestSeconds(1, [&] {
                             flat.search(static_cast<faiss::Index::idx_t>(a.batch),
                                         queries.vectors.data(), 10, fd.data(), fi.data());
                           }));
@@ -389,7 +379,7 @@ int main(int argc, char** argv) {
         omp_set_num_threads(1);
         for (int ef : efs) {
           fh.hnsw.efSearch = ef;
-          double s = Best(3, [&] {
+          double s = bench::BestSeconds(3, [&] {
             for (size_t q = 0; q < nq; ++q)
               fh.search(1, queries.row(q), 10, fd.data(), fi.data() + q * 10);
           });
@@ -426,7 +416,7 @@ int main(int argc, char** argv) {
         ip.filter = &f;
         std::vector<std::vector<IdNeighbor>> got(nq);
         IndexSearchStats st;
-        double s = Best(3, [&] {
+        double s = bench::BestSeconds(3, [&] {
           for (size_t q = 0; q < nq; ++q) got[q] = index->Search(queries.row(q), ip, &st);
         });
         size_t hits = 0, total = 0, min_rows = SIZE_MAX, bad = 0;
