@@ -3,8 +3,8 @@
 //
 // Usage: patch_bank_search STORE [MODEL_NAME]
 // The model should hold a large bank (`anomaly fit --coreset 1` keeps every patch); banks of
-// 14k, 57k and all rows are drawn from it at random, 784 other rows (one 28x28 image's worth)
-// are the queries. Prints, per size: the scan's time (the baseline), the graph's build time,
+// 5k, 14k, 30k, 57k and all rows are drawn from it at random, 784 other rows (one 28x28 image's
+// worth) are the queries. Prints, per size: the scan's time (the baseline), the graph's build time,
 // and per ef the walk's time, its recall@1 and how far its distances are from the exact ones.
 #include <algorithm>
 #include <chrono>
@@ -45,7 +45,7 @@ int main(int argc, char** argv) {
   std::printf("bank of %zu patches, %d-d; %zu query patches held out of it\n", all, dims, kQueries);
   std::printf("%9s %10s %10s %4s %10s %8s %9s %9s %8s\n", "bank", "scan ms", "build s", "ef",
               "walk ms", "speed-up", "recall@1", "max err", "max(img)");
-  for (size_t size : {size_t{14000}, size_t{57000}, all - kQueries}) {
+  for (size_t size : {size_t{5000}, size_t{14000}, size_t{30000}, size_t{57000}, all - kQueries}) {
     if (size > all - kQueries) continue;
     std::vector<float> bank;
     bank.reserve(size * dims);
