@@ -53,6 +53,9 @@ struct VectorTable {
   std::vector<std::string> sources;
   std::vector<std::string> metadata;  // JSON text per row
   std::vector<float> vectors;
+  // Rows whose embedding failed EmbeddingProblem (NaN, infinity, not unit length): left out
+  // of the table so they are never ranked, listed here (id, why) so callers can say so.
+  std::vector<std::pair<int64_t, std::string>> damaged;
   size_t size() const { return ids.size(); }
   const float* row(size_t i) const { return vectors.data() + i * static_cast<size_t>(dims); }
 };
@@ -116,6 +119,11 @@ class Store {
   // Creates the reference design's label view (aihub_labels: id, part, quality, category1,
   // category2, source, embedding) if missing.
   virtual Status EnsureAiHubView() = 0;
+  // Verifies the store's own bytes (SQLite: PRAGMA integrity_check, which also finds index
+  // entries that disagree with their rows; PostgreSQL checks its own pages: OK). Corruption,
+  // with what was found and what to do, when the store is damaged. Reads the whole file:
+  // commands that write rows call it once before their first write.
+  virtual Status CheckIntegrity() = 0;
   // Where this store lives, for messages (a PostgreSQL URI with its password masked).
   virtual std::string location() const = 0;
 
@@ -195,6 +203,10 @@ class ChangeFeed {
   // came, false on timeout.
   virtual Result<bool> WaitForChanges(int timeout_ms) = 0;
 };
+
+// One line for stderr when `table` left damaged rows out ("" when none): how many, the first
+// few ids with why, that they are never ranked, and to run `nearlabel check`.
+std::string DamagedRowsNotice(const VectorTable& table, const std::string& location);
 
 // `text` as an SQL string literal ('it''s'), safe to splice into a statement.
 std::string SqlStringLiteral(const std::string& text);

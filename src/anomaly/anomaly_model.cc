@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 #include <opencv2/imgproc.hpp>
 
+#include "common/json.h"
 #include "common/sha256.h"
 #include "nearlabel/anomaly.h"
 #include "nearlabel/image.h"
@@ -64,9 +65,7 @@ Result<AnomalyModel> AnomalyModel::Parse(const std::string& bytes) {
   }
   const size_t eol = bytes.find('\n', magic);
   if (eol == std::string::npos) return Status::Corruption("anomaly model header is truncated");
-  nlohmann::json h =
-      nlohmann::json::parse(bytes.begin() + static_cast<ptrdiff_t>(magic),
-                            bytes.begin() + static_cast<ptrdiff_t>(eol), nullptr, false);
+  nlohmann::json h = ParseJson(std::string_view(bytes).substr(magic, eol - magic));
   if (!h.is_object()) return Status::Corruption("anomaly model header is not JSON");
   AnomalyModel m;
   try {

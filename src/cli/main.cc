@@ -19,11 +19,13 @@
 #include <nlohmann/json.hpp>
 #include <opencv2/imgcodecs.hpp>
 
+#include "common/json.h"
 #include "cli/output.h"
 #include "common/fs.h"
 #include "common/sha256.h"
 #include "eval/report.h"
 #include "nearlabel/anomaly.h"
+#include "nearlabel/check.h"
 #include "nearlabel/classify.h"
 #include "nearlabel/dataset.h"
 #include "nearlabel/image.h"
@@ -55,7 +57,7 @@ struct Global {
 };
 
 int Fail(const Status& st) {
-  std::fprintf(stderr, "nearlabel: error: %s\n", st.message().c_str());
+  std::fprintf(stderr, "nearlabel: error: %s\n", TerminalSafe(st.message()).c_str());
   return 1;
 }
 
@@ -83,7 +85,22 @@ void PrintJson(const json& j) {
   std::printf("%s\n", j.dump(2, ' ', false, json::error_handler_t::replace).c_str());
 }
 
-json ParseMeta(const std::string& text) { return json::parse(text, nullptr, false); }
+json ParseMeta(const std::string& text) { return ParseJson(text); }
+
+// Opens a store for a command that writes rows or files (ingest, index build, delete, serve
+// with a token, anomaly fit): a store that fails SQLite's integrity check is refused before
+// anything is written (re-ingesting into a damaged UNIQUE index stored duplicates).
+Result<std::unique_ptr<Store>> OpenForWriting(const std::string& location, Store::Mode mode) {
+  NL_ASSIGN_OR_RETURN(auto store, OpenStore(location, mode));
+  NL_RETURN_IF_ERROR(store->CheckIntegrity());
+  return store;
+}
+
+// Says on stderr that damaged rows were left out of `table` (nothing when none were).
+void WarnDamaged(const VectorTable& table, const Store& store) {
+  const std::string notice = DamagedRowsNotice(table, store.location());
+  if (!notice.empty()) std::fprintf(stderr, "nearlabel: warning: %s\n", notice.c_str());
+}
 
 std::string JoinWhere(const std::vector<std::string>& parts) {
   std::string out;
@@ -151,7 +168,7 @@ int RunIngest(IngestArgs a, const Global& g) {
   if (!listing.ok()) return Fail(listing.status());
   if (listing->items.empty()) {
     for (const auto& p : listing->problems) {
-      std::fprintf(stderr, "  %s: %s\n", p.path.c_str(), p.reason.c_str());
+      std::fprintf(stderr, "  %s: %s\n", TerminalSafe(p.path).c_str(), TerminalSafe(p.reason).c_str());
     }
     return Fail(Status::NotFound("no images found in " + a.dataset + " (layout " +
                                  DatasetLayoutName(listing->layout) + ")"));
@@ -175,7 +192,7 @@ int RunIngest(IngestArgs a, const Global& g) {
   if (!embedder.ok()) return Fail(embedder.status());
   auto sha = Sha256File(card->onnx_path);
   if (!sha.ok()) return Fail(sha.status());
-  auto store = OpenStore(a.store, Store::Mode::kCreate);
+  auto store = OpenForWriting(a.store, Store::Mode::kCreate);
   if (!store.ok()) return Fail(store.status());
   CollectionInfo info;
   info.model = card->name;
@@ -252,7 +269,7 @@ int RunIngest(IngestArgs a, const Global& g) {
     PrintJson(j);
   } else {
     for (const auto& p : rep->problems)
-      std::printf("skipped %s: %s\n", p.path.c_str(), p.reason.c_str());
+      std::printf("skipped %s: %s\n", TerminalSafe(p.path).c_str(), TerminalSafe(p.reason).c_str());
     const double rate = rep->seconds > 0 ? (rep->inserted) / rep->seconds : 0;
     std::printf(
         "ingest %s (%s layout) -> %s with %s\n"
@@ -304,7 +321,8 @@ Result<Ingested> OpenIngested(const std::string& path, const std::string& vote_n
                               Store::Mode mode = Store::Mode::kReadOnly) {
   Ingested r;
   NL_ASSIGN_OR_RETURN(r.vote, ParseVote(vote_name));
-  NL_ASSIGN_OR_RETURN(r.store, OpenStore(path, mode));
+  NL_ASSIGN_OR_RETURN(r.store, mode == Store::Mode::kReadOnly ? OpenStore(path, mode)
+                                                               : OpenForWriting(path, mode));
   NL_ASSIGN_OR_RETURN(auto info, r.store->GetCollection());
   if (!info)
     return Status::InvalidArgument("store " + MaskedLocation(path) + " is empty: ingest first");
@@ -362,6 +380,7 @@ class QueryPlan {
       return Status::OK();
     }
     NL_ASSIGN_OR_RETURN(table_, store.LoadVectors(where));
+    WarnDamaged(table_, store);
     return Status::OK();
   }
 
@@ -470,8 +489,8 @@ int RunQuery(const QueryArgs& a, const Global& g, bool classify) {
   json out = json::array();
   for (const auto& f : files) {
     if (!f.status.ok()) {
-      std::fprintf(stderr, "nearlabel: error: %s: %s\n", f.path.c_str(),
-                   f.status.message().c_str());
+      std::fprintf(stderr, "nearlabel: error: %s: %s\n", TerminalSafe(f.path).c_str(),
+                   TerminalSafe(f.status.message()).c_str());
       ++failures;
       continue;
     }
@@ -519,7 +538,7 @@ int RunQuery(const QueryArgs& a, const Global& g, bool classify) {
       for (const auto& [l, s] : p.scores) r["scores"][l] = s;
     }
     if (g.verbose) {
-      std::fprintf(stderr, "%s: %s, plan %s, ef %d, %zu distances\n", f.path.c_str(),
+      std::fprintf(stderr, "%s: %s, plan %s, ef %d, %zu distances\n", TerminalSafe(f.path).c_str(),
                    plan.Describe().c_str(), PlanName(stats.plan), stats.ef_used, stats.distances);
     }
     if (g.json) {
@@ -528,15 +547,17 @@ int RunQuery(const QueryArgs& a, const Global& g, bool classify) {
     }
     if (classify) {
       if (!rejected_why.empty()) {
-        std::printf("%s: %s = unknown (%s)\n", f.path.c_str(), label_field.c_str(),
-                    rejected_why.c_str());
+        std::printf("%s: %s = unknown (%s)\n", TerminalSafe(f.path).c_str(),
+                    TerminalSafe(label_field).c_str(), TerminalSafe(rejected_why).c_str());
       } else {
-        std::printf("%s: %s = %s (confidence %.3f, k=%d, %s vote)\n", f.path.c_str(),
-                    label_field.c_str(), p.label.empty() ? "(none)" : p.label.c_str(), p.confidence,
+        std::printf("%s: %s = %s (confidence %.3f, k=%d, %s vote)\n", TerminalSafe(f.path).c_str(),
+                    TerminalSafe(label_field).c_str(),
+                    p.label.empty() ? "(none)" : TerminalSafe(p.label).c_str(), p.confidence,
                     k, VoteName(vote));
       }
     } else {
-      std::printf("%s: %zu nearest of %zu rows\n", f.path.c_str(), found.size(), plan.candidates());
+      std::printf("%s: %zu nearest of %zu rows\n", TerminalSafe(f.path).c_str(), found.size(),
+                  plan.candidates());
     }
     PrintTable({"rank", "id", "distance", label_field, "source"}, rows);
   }
@@ -661,7 +682,7 @@ struct IndexArgs {
 };
 
 int RunIndexBuild(const IndexArgs& a, const Global& g) {
-  auto store = OpenStore(a.store, Store::Mode::kReadWrite);
+  auto store = OpenForWriting(a.store, Store::Mode::kReadWrite);
   if (!store.ok()) return Fail(store.status());
   const auto t0 = std::chrono::steady_clock::now();
   auto index = BuildStoreIndex(**store, a.params);
@@ -695,6 +716,7 @@ int RunIndexCheck(const IndexArgs& a, const Global& g) {
   if (!index.ok()) return Fail(index.status());
   auto table = (*store)->LoadVectors("");
   if (!table.ok()) return Fail(table.status());
+  WarnDamaged(*table, **store);
   const size_t n = table->size();
   const size_t sample = std::min<size_t>(static_cast<size_t>(a.sample), n);
   size_t found = 0, total = 0;
@@ -756,7 +778,7 @@ int RunIndexCheck(const IndexArgs& a, const Global& g) {
 }
 
 int RunDelete(const std::string& location, const std::string& where, const Global& g) {
-  auto store = OpenStore(location, Store::Mode::kReadWrite);
+  auto store = OpenForWriting(location, Store::Mode::kReadWrite);
   if (!store.ok()) return Fail(store.status());
   auto ids = (*store)->Delete(where);
   if (!ids.ok()) return Fail(ids.status());
@@ -813,8 +835,8 @@ Result<EvalReport> PatchEval(const EvalArgs& a, const VectorTable& table, const 
         table.sources.begin() + static_cast<ptrdiff_t>(std::min(table.size(), at + kChunk)));
     for (PatchMap& p : ReadPatchMaps(paths, *embedder)) {
       if (!p.status.ok()) {
-        std::fprintf(stderr, "nearlabel: warning: %s: %s (not evaluated)\n", p.path.c_str(),
-                     p.status.message().c_str());
+        std::fprintf(stderr, "nearlabel: warning: %s: %s (not evaluated)\n",
+                     TerminalSafe(p.path).c_str(), TerminalSafe(p.status.message()).c_str());
         in.patches.emplace_back();
         continue;
       }
@@ -907,6 +929,7 @@ int RunEval(const EvalArgs& a, const Global& g) {
   const Vote vote = opened->vote;
   auto table = store->LoadVectors(a.where);
   if (!table.ok()) return Fail(table.status());
+  WarnDamaged(*table, *store);
   EvalOptions opt;
   opt.label_field = !a.label.empty() ? a.label : info.label_field;
   if (!a.open_set.empty()) return RunOpenSetEval(a, *table, opt.label_field, g);
@@ -1004,7 +1027,7 @@ int RunEval(const EvalArgs& a, const Global& g) {
     return 0;
   }
   std::printf("%s, %d-NN (%s vote), cosine distance, label '%s'%s\n", protocol.c_str(), a.k,
-              VoteName(vote), opt.label_field.c_str(), rule.c_str());
+              VoteName(vote), TerminalSafe(opt.label_field).c_str(), TerminalSafe(rule).c_str());
   std::printf("N = %zu, correct = %zu, accuracy = %.2f%%  (%zu of %zu correct)\n", rep->n,
               rep->correct, 100 * rep->accuracy, rep->correct, rep->n);
   if (global) {
@@ -1116,7 +1139,7 @@ int RunAnomalyFit(const AnomalyArgs& a, const Global& g) {
   auto model = FitAnomalyModel(store, **embedder, sha, opt, &warnings);
   if (!model.ok()) return Fail(model.status());
   for (const auto& w : warnings)
-    std::fprintf(stderr, "nearlabel: warning: skipped %s\n", w.c_str());
+    std::fprintf(stderr, "nearlabel: warning: skipped %s\n", TerminalSafe(w).c_str());
   auto serialized = model->Serialize();
   if (!serialized.ok()) return Fail(serialized.status());
   const std::string& bytes = *serialized;
@@ -1364,8 +1387,8 @@ int RunAnomalyScore(const AnomalyArgs& a, const Global& g) {
   for (size_t i = 0; i < maps.size(); ++i) {
     const PatchMap& p = maps[i];
     if (!p.status.ok()) {
-      std::fprintf(stderr, "nearlabel: error: %s: %s\n", p.path.c_str(),
-                   p.status.message().c_str());
+      std::fprintf(stderr, "nearlabel: error: %s: %s\n", TerminalSafe(p.path).c_str(),
+                   TerminalSafe(p.status.message()).c_str());
       ++failures;
       continue;
     }
@@ -1458,6 +1481,30 @@ int RunSql(const std::string& store_path, std::string query, bool write, const G
   return 0;
 }
 
+// ---------------------------------------------------------------- check
+int RunCheck(const std::string& path, const Global& g) {
+  auto store = OpenStore(path, Store::Mode::kReadOnly);
+  if (!store.ok()) return Fail(store.status());
+  auto report = CheckStore(**store);
+  if (!report.ok()) return Fail(report.status());
+  if (g.json) {
+    json items = json::array();
+    for (const CheckItem& c : report->items) {
+      items.push_back({{"check", c.what}, {"ok", c.ok}, {"detail", c.detail}, {"fix", c.fix}});
+    }
+    PrintJson({{"store", MaskedLocation(path)}, {"ok", report->ok()}, {"checks", items}});
+  } else {
+    for (const CheckItem& c : report->items) {
+      std::printf("%-4s %-15s %s\n", c.ok ? "ok" : "BAD", c.what.c_str(),
+                  TerminalSafe(c.detail).c_str());
+      if (!c.ok) std::printf("     %-15s what to do: %s\n", "", TerminalSafe(c.fix).c_str());
+    }
+    std::printf("%s: %s\n", MaskedLocation(path).c_str(),
+                report->ok() ? "every check passed" : "problems found (see above)");
+  }
+  return report->ok() ? 0 : 1;
+}
+
 // ---------------------------------------------------------------- info / models
 int RunInfo(const std::string& path, const Global& g) {
   auto store = OpenStore(path, Store::Mode::kReadOnly);
@@ -1474,8 +1521,8 @@ int RunInfo(const std::string& path, const Global& g) {
     j["dims"] = (*info)->dims;
     j["metric"] = (*info)->metric;
     j["label_field"] = (*info)->label_field;
-    auto res = (*store)->Execute("SELECT field(metadata, '" + (*info)->label_field +
-                                 "'), count(*) FROM items GROUP BY 1 ORDER BY 1");
+    auto res = (*store)->Execute("SELECT field(metadata, " + SqlStringLiteral((*info)->label_field) +
+                                 "), count(*) FROM items GROUP BY 1 ORDER BY 1");
     if (res.ok() && !res->empty()) {
       for (const auto& row : res->back().rows) {
         label_counts[SqlValueText(row[0])] = std::get<int64_t>(row[1]);
@@ -1837,6 +1884,14 @@ int Main(int argc, char** argv) {
   auto* info = app.add_subcommand("info", "Show a store's model, size and label counts");
   info->add_option("store", info_store, kStoreHelp)->required();
 
+  std::string check_store;
+  auto* check = app.add_subcommand(
+      "check",
+      "Verify a whole store: SQLite's integrity check, every embedding (finite, unit length), "
+      "every row's metadata, and the index against the table. Changes nothing; exit 1 and "
+      "what to do when a check fails");
+  check->add_option("store", check_store, kStoreHelp)->required();
+
   auto* models = app.add_subcommand("models", "List the models nearlabel can find");
 
   ServeArgs va;
@@ -1894,6 +1949,7 @@ int Main(int argc, char** argv) {
   if (eval->parsed()) return RunEval(ea, g);
   if (sql->parsed()) return RunSql(sql_store, sql_query, sql_write, g);
   if (info->parsed()) return RunInfo(info_store, g);
+  if (check->parsed()) return RunCheck(check_store, g);
   if (index_build->parsed()) return RunIndexBuild(xa, g);
   if (anomaly_fit->parsed()) return RunAnomalyFit(aa, g);
   if (anomaly_score->parsed()) return RunAnomalyScore(aa, g);

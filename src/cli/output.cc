@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <cstdio>
 
+#include "common/json.h"
+
 namespace nearlabel::cli {
 namespace {
 
@@ -21,14 +23,55 @@ size_t DisplayWidth(const std::string& s) {
 
 }  // namespace
 
+std::string TerminalSafe(const std::string& text) {
+  std::string out;
+  out.reserve(text.size());
+  char buf[8];
+  for (size_t i = 0; i < text.size(); ++i) {
+    const unsigned char c = static_cast<unsigned char>(text[i]);
+    if (c == '\n' || c == '\t' || c == '\r') {
+      out += c == '\n' ? "\\n" : c == '\t' ? "\\t" : "\\r";
+    } else if (c < 0x20 || c == 0x7F) {
+      std::snprintf(buf, sizeof buf, "\\x%02x", c);
+      out += buf;
+    } else if (c < 0x80) {
+      out += static_cast<char>(c);
+    } else {
+      // A whole UTF-8 sequence is kept unless it encodes a C1 control (U+0080..U+009F).
+      size_t len = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC2 ? 2 : 0;
+      if (len == 0 || !IsValidUtf8(std::string_view(text).substr(i, len)) ||
+          i + len > text.size()) {
+        std::snprintf(buf, sizeof buf, "\\x%02x", c);
+        out += buf;
+      } else if (len == 2 && c == 0xC2 && static_cast<unsigned char>(text[i + 1]) < 0xA0) {
+        std::snprintf(buf, sizeof buf, "\\u%04x", static_cast<unsigned char>(text[i + 1]));
+        out += buf;
+        i += 1;
+      } else {
+        out.append(text, i, len);
+        i += len - 1;
+      }
+    }
+  }
+  return out;
+}
+
 std::string FormatDouble(double v, int precision) {
   char buf[64];
   std::snprintf(buf, sizeof buf, "%.*f", precision, v);
   return buf;
 }
 
-void PrintTable(const std::vector<std::string>& header,
-                const std::vector<std::vector<std::string>>& rows) {
+void PrintTable(const std::vector<std::string>& raw_header,
+                const std::vector<std::vector<std::string>>& raw_rows) {
+  // Cells come from datasets (labels, file names): escaped before they are measured.
+  std::vector<std::string> header;
+  for (const std::string& h : raw_header) header.push_back(TerminalSafe(h));
+  std::vector<std::vector<std::string>> rows;
+  for (const auto& r : raw_rows) {
+    rows.emplace_back();
+    for (const std::string& cell : r) rows.back().push_back(TerminalSafe(cell));
+  }
   std::vector<size_t> width(header.size(), 0);
   for (size_t c = 0; c < header.size(); ++c) width[c] = DisplayWidth(header[c]);
   for (const auto& r : rows) {

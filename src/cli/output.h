@@ -27,4 +27,10 @@ class ProgressBar {
 
 std::string FormatDouble(double v, int precision);
 
+// `text` safe to print on a terminal: control characters (C0, DEL and the C1 range, where
+// ESC and CSI start escape sequences a dataset could use to rewrite the screen), and bytes
+// that are not UTF-8, are written as \n, \t, \xNN or \u009b; all other text is kept,
+// Korean and other scripts included. JSON output needs none of this (it escapes them).
+std::string TerminalSafe(const std::string& text);
+
 }  // namespace nearlabel::cli

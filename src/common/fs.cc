@@ -1,5 +1,9 @@
 #include "common/fs.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -9,17 +13,42 @@
 namespace nearlabel {
 
 Result<std::string> ReadFileToString(const std::string& path, uint64_t max_bytes) {
-  std::unique_ptr<FILE, int (*)(FILE*)> f(std::fopen(path.c_str(), "rb"), &std::fclose);
-  if (!f) {
+  // O_NONBLOCK: opening a FIFO must not wait for a writer (classify of a FIFO hung forever);
+  // only regular files are read, and their size is checked before a byte is read (classify
+  // of /dev/zero read 1 GiB before refusing it).
+  const int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) {
     int err = errno;
     if (err == ENOENT) return Status::NotFound("no such file: " + path);
     return Status::IOError("cannot open " + path + ": " + std::strerror(err));
   }
+  std::unique_ptr<FILE, int (*)(FILE*)> f(::fdopen(fd, "rb"), &std::fclose);
+  if (!f) {
+    ::close(fd);
+    return Status::IOError("cannot open " + path + ": " + std::strerror(errno));
+  }
+  struct stat st;
+  if (::fstat(fd, &st) != 0) {
+    return Status::IOError("cannot stat " + path + ": " + std::strerror(errno));
+  }
+  if (!S_ISREG(st.st_mode)) {
+    const char* kind = S_ISFIFO(st.st_mode)   ? "a FIFO"
+                       : S_ISCHR(st.st_mode)  ? "a character device"
+                       : S_ISBLK(st.st_mode)  ? "a block device"
+                       : S_ISSOCK(st.st_mode) ? "a socket"
+                                              : "not a regular file";
+    return Status::InvalidArgument(path + " is " + kind + ", not a file (nothing was read)");
+  }
+  if (static_cast<uint64_t>(st.st_size) > max_bytes) {
+    return Status::InvalidArgument("file larger than " + std::to_string(max_bytes) +
+                                   " bytes: " + path);
+  }
   std::string out;
+  out.reserve(static_cast<size_t>(st.st_size));
   char buf[1 << 16];
   size_t n;
   while ((n = std::fread(buf, 1, sizeof buf, f.get())) > 0) {
-    if (out.size() + n > max_bytes) {
+    if (out.size() + n > max_bytes) {  // the file grew while being read
       return Status::InvalidArgument("file larger than " + std::to_string(max_bytes) +
                                      " bytes: " + path);
     }

@@ -6,6 +6,7 @@
 #include <set>
 #include <system_error>
 
+#include "common/json.h"
 #include "common/fs.h"
 #include "dataset/readers.h"
 
@@ -30,7 +31,9 @@ fs::path FindAiHubBase(const fs::path& root) {
 Result<std::string> ParseAiHubLabel(const std::string& text,
                                     const std::vector<std::string>& categories,
                                     nlohmann::json* metadata) {
-  nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  bool too_deep = false;
+  nlohmann::json j = ParseJson(text, &too_deep);
+  if (too_deep) return Status::InvalidArgument(JsonTooDeepMessage());
   if (j.is_discarded()) return Status::InvalidArgument("unreadable JSON (syntax error)");
   if (!j.is_object()) return Status::InvalidArgument("label JSON is not an object");
   auto images = j.find("images");

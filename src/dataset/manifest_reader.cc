@@ -2,6 +2,7 @@
 #include <filesystem>
 #include <sstream>
 
+#include "common/json.h"
 #include "common/csv.h"
 #include "common/fs.h"
 #include "dataset/readers.h"
@@ -50,8 +51,13 @@ Status ParseManifest(const std::string& text, const fs::path& file, DatasetListi
     while (std::getline(in, line)) {
       ++n;
       if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-      nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
+      bool too_deep = false;
+      nlohmann::json j = ParseJson(line, &too_deep);
       std::string where = file.string() + ":" + std::to_string(n);
+      if (too_deep) {
+        out->problems.push_back({where, JsonTooDeepMessage()});
+        continue;
+      }
       if (j.is_discarded() || !j.is_object()) {
         out->problems.push_back({where, "line is not a JSON object"});
         continue;

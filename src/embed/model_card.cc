@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 #include <opencv2/imgproc.hpp>
 
+#include "common/json.h"
 #include "common/fs.h"
 #include "common/sha256.h"
 #include "nearlabel/model.h"
@@ -98,7 +99,9 @@ Result<ModelCard> LoadCard(const fs::path& path, const std::vector<std::string>&
 
 Result<ModelCard> ParseModelCard(const std::string& text, const std::string& card_path) {
   const std::string& where = card_path;
-  json j = json::parse(text, nullptr, false);
+  bool too_deep = false;
+  json j = ParseJson(text, &too_deep);
+  if (too_deep) return Status::InvalidArgument(where + ": " + JsonTooDeepMessage());
   if (j.is_discarded() || !j.is_object()) {
     return Status::InvalidArgument(where + ": model card is not a JSON object");
   }

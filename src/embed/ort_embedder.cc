@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "common/fs.h"
+#include "common/large_stack.h"
 #include "embed/onnx_graph.h"
 #include "embed/ort_api.h"
 #include "embed/pooling.h"
@@ -96,8 +97,20 @@ Result<Runtime> LoadRuntime() {
                           "); run scripts/setup.sh or set ONNXRUNTIME_LIB");
 }
 
+// ONNX Runtime's start-up (CreateEnv) recurses about three frames per byte of the process's
+// command line (it reads /proc/self/cmdline), so a command given a few hundred image paths
+// (~29 KB) overflowed the 8 MiB main stack and died with SIGSEGV. It runs on a thread whose
+// stack is sized by the command line: 1 KiB per byte (about 3x what it uses) plus 16 MiB.
+// Only the touched pages are ever backed by memory.
+Result<Runtime> LoadRuntimeOnLargeStack() {
+  Result<Runtime> runtime = Status::Internal("ONNX Runtime was not loaded");
+  const size_t stack = (size_t{16} << 20) + CommandLineBytes() * 1024;
+  RunWithStack(stack, [&] { runtime = LoadRuntime(); });
+  return runtime;
+}
+
 const Result<Runtime>& GetRuntime() {
-  static const Result<Runtime> runtime = LoadRuntime();
+  static const Result<Runtime> runtime = LoadRuntimeOnLargeStack();
   return runtime;
 }
 

@@ -4,6 +4,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/json.h"
 #include "nearlabel/classify.h"
 #include "nearlabel/dataset.h"
 
@@ -98,7 +99,7 @@ Result<EvalReport> LeaveOneOut(const VectorTable& all, const EvalOptions& option
   std::vector<std::string> labels, within, groups;
   std::vector<size_t> orig_row;
   for (size_t i = 0; i < all.size(); ++i) {
-    nlohmann::json meta = nlohmann::json::parse(all.metadata[i], nullptr, false);
+    nlohmann::json meta = ParseJson(all.metadata[i]);
     std::string label = MetadataField(meta, options.label_field);
     if (label.empty()) {
       ++rep.no_label;

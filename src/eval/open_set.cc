@@ -5,6 +5,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/json.h"
 #include "common/sha256.h"
 #include "nearlabel/anomaly.h"
 #include "nearlabel/classify.h"
@@ -19,7 +20,7 @@ std::vector<std::string> RowLabels(const VectorTable& table, const std::string& 
   std::vector<std::string> labels(table.size());
   for (size_t i = 0; i < table.size(); ++i) {
     labels[i] =
-        MetadataField(nlohmann::json::parse(table.metadata[i], nullptr, false), label_field);
+        MetadataField(ParseJson(table.metadata[i]), label_field);
   }
   return labels;
 }
@@ -104,7 +105,7 @@ Result<RejectThresholds> CachedRejection(Store& store, const std::string& locati
   const std::string want = Sha256Hex(signature);
   NL_ASSIGN_OR_RETURN(std::string entry, store.GetSetting(key));
   if (!entry.empty()) {
-    const nlohmann::json j = nlohmann::json::parse(entry, nullptr, false);
+    const nlohmann::json j = ParseJson(entry);
     if (j.is_object() && j.value("signature", "") == want) {
       try {
         RejectThresholds r;

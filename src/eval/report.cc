@@ -6,6 +6,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/json.h"
 #include "common/data_uri.h"
 #include "nearlabel/dataset.h"
 
@@ -203,7 +204,7 @@ std::string RenderEvalReport(const EvalReportPage& page) {
   for (const EvalCase& c : r.mismatches) {
     const Neighbor& nb = c.neighbors.front();
     const std::string nb_label = MetadataField(
-        nlohmann::json::parse(page.table->metadata[nb.row], nullptr, false), r.options.label_field);
+        ParseJson(page.table->metadata[nb.row]), r.options.label_field);
     h << "<div class=\"pair\"><div class=\"imgs\"><figure>" << Thumb(page, c.row)
       << "<figcaption><b>" << Escape(c.truth) << "</b> (truth), predicted <b>"
       << Escape(c.predicted) << "</b><br>#" << page.table->ids[c.row] << " "

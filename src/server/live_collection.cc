@@ -6,15 +6,17 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/json.h"
 #include "nearlabel/dataset.h"
 #include "nearlabel/search.h"
+#include "nearlabel/vector.h"
 #include "search/simd.h"
 
 namespace nearlabel {
 
 namespace {
 std::string LabelOf(const std::string& metadata, const std::string& field) {
-  return MetadataField(nlohmann::json::parse(metadata, nullptr, false), field);
+  return MetadataField(ParseJson(metadata), field);
 }
 }  // namespace
 
@@ -25,6 +27,7 @@ Result<std::unique_ptr<LiveCollection>> LiveCollection::Load(Store& store,
   std::unique_ptr<LiveCollection> c(new LiveCollection());
   c->label_field_ = label_field;
   NL_ASSIGN_OR_RETURN(c->table_, store.LoadVectors(""));
+  if (notice) *notice = DamagedRowsNotice(c->table_, store.location());
   c->dims_ = c->table_.dims;
   c->labels_.reserve(c->table_.size());
   for (const std::string& m : c->table_.metadata) c->labels_.push_back(LabelOf(m, label_field));
@@ -46,7 +49,7 @@ Result<std::unique_ptr<LiveCollection>> LiveCollection::Load(Store& store,
       c->index_ = std::move(*index);
       c->index_changed_ = cu.added > 0 || cu.removed > 0;
     } else if (notice) {
-      *notice = "searching exactly: " + index.status().message();
+      *notice += (notice->empty() ? "" : "; ") + ("searching exactly: " + index.status().message());
     }
   }
   return c;
@@ -148,6 +151,8 @@ Status LiveCollection::Add(int64_t id, const std::vector<float>& vector, const s
     return Status::Mismatch("vector of " + std::to_string(vector.size()) + " dims, expected " +
                             std::to_string(dims_));
   }
+  const std::string problem = EmbeddingProblem(vector.data(), vector.size());
+  if (!problem.empty()) return Status::Corruption("row " + std::to_string(id) + ": " + problem);
   if (Find(id) >= 0 || removed_.count(id)) return Status::OK();  // here already, or gone
   if (index_) {
     NL_RETURN_IF_ERROR(index_->Add(&id, vector.data(), 1, 1));

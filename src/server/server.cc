@@ -5,6 +5,7 @@
 // take LiveCollection's write lock after the store has committed. On a shared store (PostgreSQL)
 // one sync thread follows the store's change feed on a connection of its own and applies other
 // writers' rows to LiveCollection.
+#include "common/json.h"
 #include "nearlabel/server.h"
 
 #include <httplib.h>
@@ -407,7 +408,7 @@ struct Server::Impl {
     for (const IdNeighbor& nb : found) {
       LiveCollection::Row row;
       if (!live->Get(nb.id, &row)) continue;  // deleted meanwhile
-      json meta = json::parse(row.metadata, nullptr, false);
+      json meta = ParseJson(row.metadata);
       std::string label = field == label_field ? row.label : MetadataField(meta, field);
       if (labels) labels->push_back(label);
       out.push_back({{"id", nb.id},
@@ -497,7 +498,7 @@ struct Server::Impl {
     RejectUnknown(params, {"label", "metadata"});
     json meta = json::object();
     if (!Param(params, "metadata").empty()) {
-      meta = json::parse(Param(params, "metadata"), nullptr, false);
+      meta = ParseJson(Param(params, "metadata"));
       if (!meta.is_object()) throw HttpError{400, "metadata must be a JSON object"};
     }
     if (!Param(params, "label").empty()) meta[label_field] = Param(params, "label");
@@ -615,7 +616,7 @@ struct Server::Impl {
                         {{"id", id},
                          {"source", row.source},
                          {"label", row.label},
-                         {"metadata", json::parse(row.metadata, nullptr, false)},
+                         {"metadata", ParseJson(row.metadata)},
                          {"thumbnail", ThumbnailUrl(id)}});
              }));
     http.Get(R"(/v1/items/([^/]+)/thumbnail)",

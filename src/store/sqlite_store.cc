@@ -8,6 +8,9 @@
 // WAL journal, synchronous=NORMAL (a committed batch survives a killed process; a checkpoint
 // with fsync runs when the store is closed after writing).
 #include <sqlite3.h>
+#include <unistd.h>
+
+#include <cctype>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -18,6 +21,7 @@
 #include <memory>
 #include <thread>
 
+#include "common/json.h"
 #include "nearlabel/store.h"
 #include "nearlabel/vector.h"
 #include "store/vector_functions.h"
@@ -286,10 +290,16 @@ class SqliteStore : public Store {
                                   " has an embedding of " + std::to_string(bytes) +
                                   " bytes, expected " + std::to_string(t.dims * 4));
       }
-      t.ids.push_back(sqlite3_column_int64(raw, 0));
+      const int64_t id = sqlite3_column_int64(raw, 0);
+      const float* f = static_cast<const float*>(blob);
+      std::string problem = EmbeddingProblem(f, static_cast<size_t>(t.dims));
+      if (!problem.empty()) {
+        t.damaged.emplace_back(id, std::move(problem));
+        continue;
+      }
+      t.ids.push_back(id);
       t.sources.push_back(Text(raw, 1));
       t.metadata.push_back(Text(raw, 2));
-      const float* f = static_cast<const float*>(blob);
       t.vectors.insert(t.vectors.end(), f, f + t.dims);
     }
     if (rc != SQLITE_DONE) return Error("reading vectors");
@@ -406,6 +416,21 @@ class SqliteStore : public Store {
     NL_ASSIGN_OR_RETURN(r.embedding, VectorFromBlob(sqlite3_column_blob(s.get(), 3),
                                                     sqlite3_column_bytes(s.get(), 3)));
     return r;
+  }
+
+  Status CheckIntegrity() override {
+    NL_ASSIGN_OR_RETURN(Stmt s, Prepare("PRAGMA integrity_check(10)"));
+    std::string found;
+    int rc;
+    while ((rc = sqlite3_step(s.get())) == SQLITE_ROW) {
+      const std::string line = Text(s.get(), 0);
+      if (line != "ok") found += (found.empty() ? "" : "; ") + line;
+    }
+    if (rc != SQLITE_DONE) return Error("checking the file");
+    if (found.empty()) return Status::OK();
+    return Status::Corruption(path_ + ": integrity_check found damage (" + found +
+                              "). The store file is damaged; nothing was changed. Restore it "
+                              "from a backup; `nearlabel check STORE` shows what else it finds");
   }
 
   Result<std::string> GetThumbnail(int64_t id) override {
@@ -692,6 +717,20 @@ std::string SqlStringLiteral(const std::string& text) {
   return q + "'";
 }
 
+std::string DamagedRowsNotice(const VectorTable& table, const std::string& location) {
+  if (table.damaged.empty()) return "";
+  std::string list;
+  for (size_t i = 0; i < table.damaged.size() && i < 3; ++i) {
+    list += (i ? "; " : "") + std::string("row ") + std::to_string(table.damaged[i].first) +
+            ": " + table.damaged[i].second;
+  }
+  if (table.damaged.size() > 3) list += "; ...";
+  return std::to_string(table.damaged.size()) + " stored embedding" +
+         (table.damaged.size() == 1 ? " is" : "s are") + " damaged (" + list +
+         "); left out, never ranked. Run `nearlabel check " + MaskedLocation(location) +
+         "` for the whole store";
+}
+
 std::string SqlValueText(const SqlValue& v) {
   if (std::holds_alternative<std::monostate>(v)) return "NULL";
   if (auto* i = std::get_if<int64_t>(&v)) return std::to_string(*i);
@@ -709,9 +748,53 @@ Result<std::string> WithinToSql(const std::string& within) {
   if (eq == std::string::npos || eq == 0) {
     return Status::InvalidArgument("--within wants FIELD=VALUE, e.g. --within part=exp1");
   }
+  // Labels are JSON strings: UTF-8 without NUL bytes. A value that is not could match no
+  // row, and a NUL would end the SQL text early, so it is refused here.
+  if (within.find('\0') != std::string::npos || !IsValidUtf8(within)) {
+    return Status::InvalidArgument(
+        "--within FIELD=VALUE must be UTF-8 text without NUL bytes (labels are JSON strings)");
+  }
   return "field(metadata, " + SqlStringLiteral(within.substr(0, eq)) +
          ") = " + SqlStringLiteral(within.substr(eq + 1));
 }
+
+namespace {
+
+// Whether new files can be made beside `path` (a WAL-mode store's readers make -shm and -wal
+// there). False on a read-only filesystem (a backup, NFS export, container volume).
+bool DirectoryWritable(const std::string& path) {
+  std::filesystem::path dir = std::filesystem::path(path).parent_path();
+  if (dir.empty()) dir = ".";
+  return ::access(dir.c_str(), W_OK) == 0;
+}
+
+// The store as an immutable SQLite URI: read without -shm/-wal files or locks, which is
+// right only while nothing can change the file, as on a read-only filesystem. A -wal file
+// holding commits not yet copied into the store would be ignored, so that is refused.
+Result<std::string> ImmutableUri(const std::string& path) {
+  std::error_code ec;
+  const auto wal = std::filesystem::file_size(path + "-wal", ec);
+  if (!ec && wal > 0) {
+    return Status::Unsupported(
+        path + " is on a read-only filesystem and its -wal file holds " + std::to_string(wal) +
+        " bytes of commits not yet in the store file, which a read-only open cannot apply; "
+        "copy the store and its -wal file to a writable place and open it there");
+  }
+  std::string uri = "file:";
+  const std::string abs = std::filesystem::absolute(path, ec).string();
+  for (unsigned char c : ec ? path : abs) {
+    if (std::isalnum(c) || std::strchr("/-_.~", c)) {
+      uri += static_cast<char>(c);
+    } else {
+      char buf[4];
+      std::snprintf(buf, sizeof buf, "%%%02X", c);
+      uri += buf;
+    }
+  }
+  return uri + "?immutable=1";
+}
+
+}  // namespace
 
 Result<std::unique_ptr<Store>> OpenSqliteStore(const std::string& path, Store::Mode mode) {
   std::error_code ec;
@@ -723,8 +806,13 @@ Result<std::unique_ptr<Store>> OpenSqliteStore(const std::string& path, Store::M
   }
   int flags = mode == Store::Mode::kReadOnly ? SQLITE_OPEN_READONLY
                                              : (SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
+  std::string target = path;
+  if (mode == Store::Mode::kReadOnly && !DirectoryWritable(path)) {
+    NL_ASSIGN_OR_RETURN(target, ImmutableUri(path));
+    flags |= SQLITE_OPEN_URI;
+  }
   sqlite3* db = nullptr;
-  int rc = sqlite3_open_v2(path.c_str(), &db, flags | SQLITE_OPEN_NOMUTEX, nullptr);
+  int rc = sqlite3_open_v2(target.c_str(), &db, flags | SQLITE_OPEN_NOMUTEX, nullptr);
   if (rc != SQLITE_OK) {
     std::string msg = db ? sqlite3_errmsg(db) : "out of memory";
     sqlite3_close_v2(db);

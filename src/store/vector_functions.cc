@@ -1,7 +1,10 @@
 // Vector math for the SQL surface, plus registration of the SQLite functions.
+#include "common/json.h"
 #include "store/vector_functions.h"
 
+#include <algorithm>
 #include <cctype>
+#include <cstdio>
 #include <cerrno>
 #include <cmath>
 #include <cstdlib>
@@ -66,7 +69,10 @@ Result<std::vector<float>> ParseVectorText(const std::string& text) {
     if (end == start) {
       return Status::InvalidArgument("expected a number at offset " + std::to_string(i));
     }
-    if (!std::isfinite(x) || errno == ERANGE) {
+    // strtof sets ERANGE for subnormal results too: those are exact and kept (from_vector
+    // prints them), while overflow and underflow to zero are refused.
+    const bool subnormal = errno == ERANGE && x != 0 && std::isfinite(x);
+    if (!std::isfinite(x) || (errno == ERANGE && !subnormal)) {
       return Status::InvalidArgument("vector element " + std::to_string(v.size()) +
                                      " is not a finite float32");
     }
@@ -107,7 +113,29 @@ Result<std::vector<float>> VectorFromBlob(const void* data, size_t bytes) {
   }
   std::vector<float> v(bytes / 4);
   std::memcpy(v.data(), data, bytes);
+  for (size_t i = 0; i < v.size(); ++i) {
+    if (!std::isfinite(v[i])) {
+      return Status::InvalidArgument("vector element " + std::to_string(i) + " is " +
+                                     (std::isnan(v[i]) ? "NaN" : "infinite") +
+                                     " (vectors hold finite float32 only)");
+    }
+  }
   return v;
+}
+
+std::string EmbeddingProblem(const float* v, size_t n) {
+  double norm2 = 0;
+  for (size_t i = 0; i < n; ++i) {
+    if (!std::isfinite(v[i])) {
+      return "element " + std::to_string(i) + " is " + (std::isnan(v[i]) ? "NaN" : "infinite");
+    }
+    norm2 += static_cast<double>(v[i]) * v[i];
+  }
+  const double norm = std::sqrt(norm2);
+  if (norm2 == 0 || std::fabs(norm - 1) <= 1e-3) return "";
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.6g", norm);
+  return std::string("its length is ") + buf + ", not 1 (embeddings are unit vectors)";
 }
 
 std::string VectorToBlob(const float* v, size_t n) {
@@ -124,7 +152,7 @@ double VectorDistance(const float* a, const float* b, size_t n, Metric metric) {
         nb += static_cast<double>(b[i]) * b[i];
       }
       if (na == 0 || nb == 0) return std::nan("");
-      return 1.0 - acc / std::sqrt(na * nb);
+      return std::min(2.0, std::max(0.0, 1.0 - acc / std::sqrt(na * nb)));
     case Metric::kEuclidean:
     case Metric::kEuclideanSquared:
       for (size_t i = 0; i < n; ++i) {
@@ -178,20 +206,24 @@ bool ArgVector(sqlite3_context* ctx, sqlite3_value* arg, const char* fn, std::ve
 }
 
 void SqlVectorDistance(sqlite3_context* ctx, int argc, sqlite3_value** argv) {
-  if (sqlite3_value_type(argv[0]) == SQLITE_NULL || sqlite3_value_type(argv[1]) == SQLITE_NULL) {
-    sqlite3_result_null(ctx);
-    return;
-  }
+  // The metric is checked first, so a misspelt one is an error even on NULL vectors (a
+  // query that returns NULL for every row would hide it); its whole text is compared, an
+  // embedded NUL included.
   Metric metric = Metric::kCosine;
   if (argc == 3) {
-    const unsigned char* m = sqlite3_value_text(argv[2]);
-    auto parsed = ParseMetric(m ? reinterpret_cast<const char*>(m) : "");
+    auto parsed = sqlite3_value_type(argv[2]) == SQLITE_TEXT
+                      ? ParseMetric(TextOf(argv[2]))
+                      : Result<Metric>(Status::InvalidArgument("the metric must be text"));
     if (!parsed.ok()) {
       std::string msg = "vector_distance: " + parsed.status().message();
       sqlite3_result_error(ctx, msg.c_str(), -1);
       return;
     }
     metric = *parsed;
+  }
+  if (sqlite3_value_type(argv[0]) == SQLITE_NULL || sqlite3_value_type(argv[1]) == SQLITE_NULL) {
+    sqlite3_result_null(ctx);
+    return;
   }
   std::vector<float> a, b;
   if (!ArgVector(ctx, argv[0], "vector_distance", &a)) return;
@@ -248,7 +280,9 @@ void SqlField(sqlite3_context* ctx, int, sqlite3_value** argv) {
   if (sqlite3_value_type(argv[0]) != SQLITE_TEXT || sqlite3_value_type(argv[1]) != SQLITE_TEXT) {
     return sqlite3_result_null(ctx);
   }
-  auto j = nlohmann::json::parse(TextOf(argv[0]), nullptr, false);
+  bool too_deep = false;
+  auto j = ParseJson(TextOf(argv[0]), &too_deep);
+  if (too_deep) return sqlite3_result_error(ctx, ("field(): " + JsonTooDeepMessage()).c_str(), -1);
   if (j.is_discarded()) return sqlite3_result_null(ctx);
   std::string v = MetadataField(j, TextOf(argv[1]));
   if (v.empty()) return sqlite3_result_null(ctx);
