@@ -22,6 +22,9 @@ struct ServerOptions {
   int64_t max_pixels = 50'000'000;      // larger declared image sizes get 413, before decoding
   std::string label_field;              // "" = the store's label field, else "label"
   int threads = 8;                      // request worker threads
+  // Answer each row's full stored path in `source`; by default sources are relative to the
+  // directory every row shares, so an unauthenticated client does not learn server paths.
+  bool show_paths = false;
 };
 
 // Anomaly scoring for POST /v1/anomaly and the page's Anomaly tab: a fitted model and the

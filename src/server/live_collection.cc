@@ -171,6 +171,16 @@ Status LiveCollection::Add(int64_t id, const std::vector<float>& vector, const s
   return Status::OK();
 }
 
+size_t LiveCollection::index_rows() const {
+  std::shared_lock<std::shared_mutex> lock(mu_);
+  return index_ ? index_->size() : 0;
+}
+
+std::vector<std::string> LiveCollection::Sources() const {
+  std::shared_lock<std::shared_mutex> lock(mu_);
+  return table_.sources;
+}
+
 void LiveCollection::Remove(int64_t id) {
   std::unique_lock<std::shared_mutex> lock(mu_);
   removed_.insert(id);

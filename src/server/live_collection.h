@@ -57,6 +57,10 @@ class LiveCollection {
   Status SaveIndexIfChanged(Store& store);
 
   size_t size() const;
+  // Rows in the index (0 without one). Thread-safe.
+  size_t index_rows() const;
+  // Every row's source, ascending id. Thread-safe.
+  std::vector<std::string> Sources() const;
   int dims() const { return dims_; }
   bool has_index() const { return index_ != nullptr; }
   const std::string& label_field() const { return label_field_; }

@@ -1,5 +1,5 @@
-// The HTTP server (Debian's cpp-httplib): routes, parameter checking and JSON. Threading: the
-// library's pool runs requests concurrently; searches share LiveCollection's read lock, the
+// The HTTP API: routes, parameter checking and JSON over the HTTP layer (http_server.h,
+// libmicrohttpd). Threading: the layer's worker pool runs requests concurrently; searches share LiveCollection's read lock, the
 // model runs one image at a time (embed_mu), the store is used by one request at a time
 // (store_mu), the anomaly model's patch embedder runs one image at a time (anomaly_mu), and writes
 // take LiveCollection's write lock after the store has committed. On a shared store (PostgreSQL)
@@ -8,7 +8,6 @@
 #include "common/json.h"
 #include "nearlabel/server.h"
 
-#include <httplib.h>
 
 #include <atomic>
 #include <cctype>
@@ -28,6 +27,7 @@
 #include "nearlabel/classify.h"
 #include "nearlabel/dataset.h"
 #include "nearlabel/image.h"
+#include "server/http_server.h"
 #include "server/live_collection.h"
 
 namespace nearlabel {
@@ -46,53 +46,24 @@ struct HttpError {
   std::string message;
 };
 
-void SendJson(httplib::Response& res, int status, const json& body) {
+void SendJson(HttpResponse& res, int status, const json& body) {
   res.status = status;
-  res.set_content(body.dump(-1, ' ', false, json::error_handler_t::replace), "application/json");
+  res.content_type = "application/json";
+  res.body = body.dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
-void SendError(httplib::Response& res, int status, const std::string& message) {
+HttpResponse ErrorResponse(int status, const std::string& message) {
+  HttpResponse res;
   SendJson(res, status, {{"error", {{"status", status}, {"message", message}}}});
-}
-
-std::string PercentDecode(const std::string& s) {
-  std::string out;
-  for (size_t i = 0; i < s.size(); ++i) {
-    if (s[i] == '+') {
-      out += ' ';
-    } else if (s[i] == '%' && i + 2 < s.size() &&
-               std::isxdigit(static_cast<unsigned char>(s[i + 1])) &&
-               std::isxdigit(static_cast<unsigned char>(s[i + 2]))) {
-      out += static_cast<char>(std::stoi(s.substr(i + 1, 2), nullptr, 16));
-      i += 2;
-    } else {
-      out += s[i];
-    }
-  }
-  return out;
+  return res;
 }
 
 // Request parameters from the URL's query string and, for multipart bodies, the non-file
-// fields. (httplib would also read an urlencoded body as parameters, but a raw image sent
-// with curl --data-binary arrives with that content type: the body is the image.)
-std::map<std::string, std::string> Params(const httplib::Request& req) {
-  std::map<std::string, std::string> p;
-  const size_t q = req.target.find('?');
-  if (q != std::string::npos) {
-    const std::string query = req.target.substr(q + 1);
-    for (size_t at = 0; at <= query.size();) {
-      size_t end = query.find('&', at);
-      if (end == std::string::npos) end = query.size();
-      const std::string pair = query.substr(at, end - at);
-      if (!pair.empty()) {
-        const size_t eq = pair.find('=');
-        p[PercentDecode(pair.substr(0, eq))] =
-            eq == std::string::npos ? "" : PercentDecode(pair.substr(eq + 1));
-      }
-      at = end + 1;
-    }
-  }
-  for (const auto& [k, f] : req.files) {
+// fields. (A raw image sent with curl --data-binary arrives as
+// application/x-www-form-urlencoded: the body is the image, never parameters.)
+std::map<std::string, std::string> Params(const HttpRequest& req) {
+  std::map<std::string, std::string> p = req.query;
+  for (const auto& [k, f] : req.form) {
     if (f.filename.empty()) p[k] = f.content;
   }
   return p;
@@ -104,7 +75,8 @@ void RejectUnknown(const std::map<std::string, std::string>& params,
     if (known.count(k)) continue;
     std::string list;
     for (const auto& n : known) list += (list.empty() ? "" : ", ") + n;
-    throw HttpError{400, "unknown field '" + k + "' (this route takes: " + list + ")"};
+    const std::string name = IsValidUtf8(k) && k.find('\0') == std::string::npos ? k : "?";
+    throw HttpError{400, "unknown field '" + name + "' (this route takes: " + list + ")"};
   }
 }
 
@@ -121,7 +93,7 @@ int IntParam(const std::map<std::string, std::string>& p, const std::string& nam
   }
   if (used != it->second.size() || v < lo || v > hi) {
     throw HttpError{400, name + " must be an integer from " + std::to_string(lo) + " to " +
-                             std::to_string(hi) + ", not '" + it->second + "'"};
+                             std::to_string(hi)};
   }
   return static_cast<int>(v);
 }
@@ -131,19 +103,28 @@ std::string Param(const std::map<std::string, std::string>& p, const std::string
   return it == p.end() ? std::string() : it->second;
 }
 
+// A text parameter that will be stored or compared as JSON text: UTF-8 without NUL bytes.
+std::string TextParam(const std::map<std::string, std::string>& p, const std::string& name) {
+  std::string v = Param(p, name);
+  if (v.find('\0') != std::string::npos || !IsValidUtf8(v)) {
+    throw HttpError{400, name + " must be UTF-8 text without NUL bytes"};
+  }
+  return v;
+}
+
 // The uploaded image: the multipart file field "image" (or the only file), else the raw body.
-std::pair<std::string, std::string> ImageOf(const httplib::Request& req) {
-  if (req.is_multipart_form_data()) {
-    auto it = req.files.find("image");
-    if (it == req.files.end()) {
-      for (auto f = req.files.begin(); f != req.files.end(); ++f) {
+std::pair<std::string, std::string> ImageOf(const HttpRequest& req) {
+  if (req.multipart) {
+    auto it = req.form.find("image");
+    if (it == req.form.end()) {
+      for (auto f = req.form.begin(); f != req.form.end(); ++f) {
         if (!f->second.filename.empty()) {
-          if (it != req.files.end()) throw HttpError{400, "send one image (field 'image')"};
+          if (it != req.form.end()) throw HttpError{400, "send one image (field 'image')"};
           it = f;
         }
       }
     }
-    if (it == req.files.end()) throw HttpError{400, "no image: send it in the field 'image'"};
+    if (it == req.form.end()) throw HttpError{400, "no image: send it in the field 'image'"};
     return {it->second.content, it->second.filename};
   }
   if (req.body.empty()) {
@@ -162,49 +143,48 @@ bool SameToken(const std::string& a, const std::string& b) {
   return diff == 0;
 }
 
-// httplib::Server with its request processing reachable without a socket: HandleRawRequest
-// feeds it bytes through MemoryStream (how cpp-httplib's own fuzzer drives it).
-class MemoryStream : public httplib::Stream {
- public:
-  explicit MemoryStream(const std::string& in) : in_(in) {}
-  bool is_readable() const override { return true; }
-  bool is_writable() const override { return true; }
-  ssize_t read(char* ptr, size_t size) override {
-    const size_t n = std::min(size, in_.size() - pos_);
-    std::memcpy(ptr, in_.data() + pos_, n);
-    pos_ += n;
-    return static_cast<ssize_t>(n);
-  }
-  ssize_t write(const char* ptr, size_t size) override {
-    out_.append(ptr, size);
-    return static_cast<ssize_t>(size);
-  }
-  void get_remote_ip_and_port(std::string& ip, int& port) const override {
-    ip = "127.0.0.1";
-    port = 0;
-  }
-  void get_local_ip_and_port(std::string& ip, int& port) const override {
-    ip = "127.0.0.1";
-    port = 0;
-  }
-  socket_t socket() const override { return 0; }
-  const std::string& output() const { return out_; }
+// "/v1/items/17" -> "17", "/v1/items/17/thumbnail" -> "17" (with `suffix`); nullopt when the
+// path is not of that shape.
+std::optional<std::string> ItemIdPart(const std::string& path, const std::string& suffix) {
+  const std::string prefix = "/v1/items/";
+  if (path.compare(0, prefix.size(), prefix) != 0 || path.size() <= prefix.size() + suffix.size())
+    return std::nullopt;
+  if (path.compare(path.size() - suffix.size(), suffix.size(), suffix) != 0) return std::nullopt;
+  std::string id = path.substr(prefix.size(), path.size() - prefix.size() - suffix.size());
+  if (id.empty() || id.find('/') != std::string::npos) return std::nullopt;
+  return id;
+}
 
- private:
-  const std::string& in_;
-  size_t pos_ = 0;
-  std::string out_;
-};
+// The route label for metrics: a fixed set, never a raw path.
+std::string RouteName(const std::string& method, const std::string& path) {
+  static const std::set<std::string> fixed = {"/",           "/healthz",   "/metrics",
+                                              "/v1/stats",   "/v1/classify", "/v1/search",
+                                              "/v1/anomaly", "/v1/items"};
+  if (fixed.count(path)) return method + " " + path;
+  if (ItemIdPart(path, "/thumbnail")) return method + " /v1/items/{id}/thumbnail";
+  if (ItemIdPart(path, "")) return method + " /v1/items/{id}";
+  return "other";
+}
 
-class HttpServer : public httplib::Server {
- public:
-  std::string Process(const std::string& request) {
-    MemoryStream stream(request);
-    bool closed = false;
-    process_request(stream, /*close_connection=*/true, closed, nullptr);
-    return stream.output();
+// The directory every source shares ("" when none): sources are answered relative to it, so
+// a client learns the dataset's layout, not the server's file system.
+std::string CommonDirectory(const std::vector<std::string>& sources) {
+  std::string common;
+  bool first = true;
+  for (const std::string& src : sources) {
+    if (src.empty() || src[0] != '/') continue;  // uploads ("upload:...") and relative paths
+    const std::string dir = src.substr(0, src.rfind('/') + 1);
+    if (first) {
+      common = dir;
+      first = false;
+      continue;
+    }
+    size_t n = 0;
+    while (n < common.size() && n < dir.size() && common[n] == dir[n]) ++n;
+    common.resize(common.rfind('/', n == 0 ? 0 : n - 1) + 1);
   }
-};
+  return common;
+}
 
 }  // namespace
 
@@ -220,7 +200,8 @@ struct Server::Impl {
   CollectionInfo info;
   std::string label_field;
   std::string notice;
-  HttpServer http;
+  std::string source_root;  // the directory every stored source shares (see Source)
+  std::unique_ptr<HttpServer> http;
   int port = 0;
 
   // ---- Shared stores: following the change feed ----
@@ -300,8 +281,13 @@ struct Server::Impl {
   }
 
   // A store failure as an HTTP error: a database that cannot be reached is 503 (retry later).
+  // The detail (which names the store's file or database) goes to the server's log only.
   static HttpError StoreError(const Status& st) {
-    return HttpError{st.code() == Status::Code::kIOError ? 503 : 500, st.message()};
+    std::fprintf(stderr, "nearlabel: serve: store: %s\n", st.message().c_str());
+    if (st.code() == Status::Code::kIOError) {
+      return HttpError{503, "the store cannot be reached now; retry shortly"};
+    }
+    return HttpError{500, "the store failed (the server's log has the details)"};
   }
 
   // An uploaded image, decoded (concurrently with other requests), within the limits.
@@ -355,7 +341,7 @@ struct Server::Impl {
 
   // POST /v1/anomaly: the image's anomaly score, verdict and heat map (a JPEG data: URI of the
   // overlay `anomaly score --heatmap` writes; heatmap=0 leaves it out).
-  void ScoreAnomaly(const httplib::Request& req, httplib::Response& res) {
+  void ScoreAnomaly(const HttpRequest& req, HttpResponse& res) {
     const auto t0 = std::chrono::steady_clock::now();
     if (!anomaly.model) {
       throw HttpError{404,
@@ -395,7 +381,11 @@ struct Server::Impl {
   std::optional<std::vector<int64_t>> Within(const std::string& within) {
     if (within.empty()) return std::nullopt;
     auto sql = WithinToSql(within);
-    if (!sql.ok()) throw HttpError{400, "within wants FIELD=VALUE, e.g. within=part=exp1"};
+    if (!sql.ok()) {
+      throw HttpError{400, within.find('=') == std::string::npos || within[0] == '='
+                               ? "within wants FIELD=VALUE, e.g. within=part=exp1"
+                               : "within FIELD=VALUE must be UTF-8 text without NUL bytes"};
+    }
     std::lock_guard<std::mutex> lock(store_mu);
     auto ids = store->SelectIds(*sql);
     if (!ids.ok()) throw StoreError(ids.status());
@@ -414,14 +404,14 @@ struct Server::Impl {
       out.push_back({{"id", nb.id},
                      {"distance", nb.distance},
                      {"label", label},
-                     {"source", row.source},
+                     {"source", Source(row.source)},
                      {"metadata", meta},
                      {"thumbnail", ThumbnailUrl(nb.id)}});
     }
     return out;
   }
 
-  void Query(const httplib::Request& req, httplib::Response& res, bool classify) {
+  void Query(const HttpRequest& req, HttpResponse& res, bool classify) {
     const auto t0 = std::chrono::steady_clock::now();
     auto params = Params(req);
     params.erase("image");
@@ -465,11 +455,11 @@ struct Server::Impl {
     SendJson(res, 200, body);
   }
 
-  void RequireToken(const httplib::Request& req) {
+  void RequireToken(const HttpRequest& req) {
     if (opt.token.empty()) {
       throw HttpError{401, "this server is read-only: start it with --token (or NEARLABEL_TOKEN)"};
     }
-    const std::string auth = req.get_header_value("Authorization");
+    const std::string auth = req.Header("authorization");
     const std::string prefix = "Bearer ";
     if (auth.compare(0, prefix.size(), prefix) != 0 ||
         !SameToken(auth.substr(prefix.size()), opt.token)) {
@@ -477,31 +467,38 @@ struct Server::Impl {
     }
   }
 
-  int64_t IdOf(const httplib::Request& req) {
-    const std::string s = req.matches[1];
+  static int64_t IdOf(const std::string& s) {
     try {
       size_t used = 0;
       const long long id = std::stoll(s, &used);
       if (used == s.size() && id > 0) return id;
     } catch (...) {
     }
-    throw HttpError{400, "item ids are positive integers, not '" + s + "'"};
+    throw HttpError{400, "item ids are positive integers"};
   }
 
-  void AddItem(const httplib::Request& req, httplib::Response& res) {
+  void AddItem(const HttpRequest& req, HttpResponse& res) {
     RequireToken(req);
-    if (!req.is_multipart_form_data()) {
+    if (!req.multipart) {
       throw HttpError{400, "send multipart/form-data: 'image' and 'label' (or 'metadata')"};
     }
     auto params = Params(req);
     params.erase("image");
     RejectUnknown(params, {"label", "metadata"});
     json meta = json::object();
-    if (!Param(params, "metadata").empty()) {
-      meta = ParseJson(Param(params, "metadata"));
+    const std::string meta_text = TextParam(params, "metadata");
+    if (meta_text.size() > kMaxMetadataBytes) {
+      throw HttpError{413, "metadata of " + std::to_string(meta_text.size()) +
+                               " bytes is over the limit of " + std::to_string(kMaxMetadataBytes)};
+    }
+    if (!meta_text.empty()) {
+      bool too_deep = false;
+      meta = ParseJson(meta_text, &too_deep);
+      if (too_deep) throw HttpError{400, "metadata: " + JsonTooDeepMessage()};
       if (!meta.is_object()) throw HttpError{400, "metadata must be a JSON object"};
     }
-    if (!Param(params, "label").empty()) meta[label_field] = Param(params, "label");
+    const std::string label = TextParam(params, "label");
+    if (!label.empty()) meta[label_field] = label;
     if (MetadataField(meta, label_field).empty()) {
       throw HttpError{
           400, "the image needs a label: field 'label' (or '" + label_field + "' in 'metadata')"};
@@ -530,9 +527,9 @@ struct Server::Impl {
         {{"id", r.ids[0]}, {"duplicate", r.inserted == 0}, {"thumbnail", ThumbnailUrl(r.ids[0])}});
   }
 
-  void DeleteItem(const httplib::Request& req, httplib::Response& res) {
+  void DeleteItem(const HttpRequest& req, HttpResponse& res, const std::string& id_text) {
     RequireToken(req);
-    const int64_t id = IdOf(req);
+    const int64_t id = IdOf(id_text);
     std::lock_guard<std::mutex> lock(store_mu);
     auto gone = store->Delete("id = " + std::to_string(id));
     if (!gone.ok()) throw StoreError(gone.status());
@@ -541,126 +538,166 @@ struct Server::Impl {
     SendJson(res, 200, {{"deleted", id}});
   }
 
-  void Routes() {
-    auto wrap = [](std::function<void(const httplib::Request&, httplib::Response&)> fn) {
-      return [fn](const httplib::Request& req, httplib::Response& res) {
-        try {
-          fn(req, res);
-        } catch (const HttpError& e) {
-          SendError(res, e.status, e.message);
-        } catch (const std::exception& e) {
-          SendError(res, 500, std::string("internal error: ") + e.what());
-        }
-      };
+  // Every request: routes by method and path; an HttpError is its status and message, any
+  // other exception a 500 whose detail goes to the server's log, not to the client.
+  void Handle(const HttpRequest& req, HttpResponse& res) {
+    try {
+      Route(req, res);
+    } catch (const HttpError& e) {
+      res = ErrorResponse(e.status, e.message);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "nearlabel: serve: %s %s failed: %s\n", req.method.c_str(),
+                   RouteName(req.method, req.path).c_str(), e.what());
+      res = ErrorResponse(500, "internal error (the server's log has the details)");
+    }
+  }
+
+  void Route(const HttpRequest& req, HttpResponse& res) {
+    const std::string& m = req.method;
+    const std::string& path = req.path;
+    if (m == "GET" && path == "/") {
+      res.content_type = "text/html; charset=utf-8";
+      res.body = kWebPage;
+    } else if (m == "GET" && path == "/healthz") {
+      SendJson(res, 200, {{"status", "ok"}});
+    } else if (m == "GET" && path == "/metrics") {
+      res.content_type = "text/plain; version=0.0.4";
+      res.body = http->MetricsText();
+    } else if (m == "GET" && path == "/v1/stats") {
+      Stats(res);
+    } else if (m == "POST" && path == "/v1/classify") {
+      Query(req, res, true);
+    } else if (m == "POST" && path == "/v1/search") {
+      Query(req, res, false);
+    } else if (m == "POST" && path == "/v1/anomaly") {
+      ScoreAnomaly(req, res);
+    } else if (m == "GET" && path == "/v1/items") {
+      Browse(req, res);
+    } else if (m == "POST" && path == "/v1/items") {
+      AddItem(req, res);
+    } else if (auto id = ItemIdPart(path, "/thumbnail"); id && m == "GET") {
+      Thumbnail(*id, res);
+    } else if (auto item = ItemIdPart(path, ""); item && m == "GET") {
+      GetItem(req, *item, res);
+    } else if (item && m == "DELETE") {
+      DeleteItem(req, res, *item);
+    } else {
+      const bool known = RouteName(m, path) != "other" || ItemIdPart(path, "");
+      throw HttpError{known ? 405 : 404, (known ? "method not allowed: " : "no route ") + m + " " +
+                                             (IsValidUtf8(path) ? path : "?")};
+    }
+  }
+
+  void Stats(HttpResponse& res) {
+    json labels = json::array();
+    for (const auto& [l, n] : live->LabelCounts()) labels.push_back({{"label", l}, {"count", n}});
+    SendJson(res, 200,
+             {{"rows", live->size()},
+              {"model", info.model},
+              {"dims", info.dims},
+              {"metric", info.metric},
+              {"label_field", label_field},
+              {"labels", labels},
+              {"index", live->has_index() ? "hnsw" : "none (exact scan)"},
+              {"writable", !opt.token.empty()},
+              {"anomaly", AnomalyInfo()},
+              {"sync", feed ? json{{"change_id", synced_change.load()},
+                                   {"connected", feed_connected.load()},
+                                   {"reconnects", reconnects.load()}}
+                            : json(nullptr)},
+              {"limits",
+               {{"max_upload_bytes", opt.max_upload_bytes}, {"max_pixels", opt.max_pixels}}}});
+  }
+
+  void Browse(const HttpRequest& req, HttpResponse& res) {
+    auto params = Params(req);
+    RejectUnknown(params, {"label", "offset", "limit"});
+    const int offset = IntParam(params, "offset", 0, 0, 1 << 30);
+    const int limit = IntParam(params, "limit", 60, 1, 1000);
+    size_t total = 0;
+    json items = json::array();
+    for (const auto& row : live->Browse(Param(params, "label"), offset, limit, &total)) {
+      items.push_back({{"id", row.id},
+                       {"label", row.label},
+                       {"source", Source(row.source)},
+                       {"thumbnail", ThumbnailUrl(row.id)}});
+    }
+    SendJson(res, 200, {{"total", total}, {"offset", offset}, {"items", items}});
+  }
+
+  void GetItem(const HttpRequest& req, const std::string& id_text, HttpResponse& res) {
+    RejectUnknown(Params(req), {});
+    const int64_t id = IdOf(id_text);
+    LiveCollection::Row row;
+    if (!live->Get(id, &row)) throw HttpError{404, "no item " + std::to_string(id)};
+    SendJson(res, 200,
+             {{"id", id},
+              {"source", Source(row.source)},
+              {"label", row.label},
+              {"metadata", ParseJson(row.metadata)},
+              {"thumbnail", ThumbnailUrl(id)}});
+  }
+
+  void Thumbnail(const std::string& id_text, HttpResponse& res) {
+    const int64_t id = IdOf(id_text);
+    Result<std::string> jpeg = Status::NotFound("");
+    {
+      std::lock_guard<std::mutex> lock(store_mu);
+      jpeg = store->GetThumbnail(id);
+    }
+    LiveCollection::Row row;
+    if (!jpeg.ok() && live->Get(id, &row)) {
+      // A row stored before thumbnails were kept: made from its file if it is there.
+      jpeg = ThumbnailOfFile(row.source, opt.max_pixels);
+    }
+    if (!jpeg.ok()) {
+      throw HttpError{404, "no thumbnail for item " + std::to_string(id) +
+                               " (stored without one, and its file is gone)"};
+    }
+    res.headers.push_back({"Cache-Control", "max-age=3600"});
+    res.content_type = "image/jpeg";
+    res.body = std::move(*jpeg);
+  }
+
+  // A row's source as clients see it: relative to the directory all sources share, unless
+  // the operator asked for full paths (serve --show-paths).
+  std::string Source(const std::string& source) const {
+    if (opt.show_paths || source_root.empty()) return source;
+    if (source.compare(0, source_root.size(), source_root) == 0) {
+      return source.substr(source_root.size());
+    }
+    const size_t slash = source.rfind('/');
+    return source[0] == '/' && slash != std::string::npos ? source.substr(slash + 1) : source;
+  }
+
+  // Gauges for /metrics: the collection's size and how much of it the index covers.
+  std::string CollectionMetrics() const {
+    const size_t rows = live->size();
+    std::string out;
+    out += "# HELP nearlabel_rows Rows the server searches.\n# TYPE nearlabel_rows gauge\n";
+    out += "nearlabel_rows " + std::to_string(rows) + "\n";
+    out += "# HELP nearlabel_index_rows Rows in the HNSW index (0: exact scans).\n";
+    out += "# TYPE nearlabel_index_rows gauge\n";
+    out += "nearlabel_index_rows " + std::to_string(live->index_rows()) + "\n";
+    out += "# HELP nearlabel_anomaly_model 1 when the server scores anomalies.\n";
+    out += "# TYPE nearlabel_anomaly_model gauge\n";
+    out += std::string("nearlabel_anomaly_model ") + (anomaly.model ? "1" : "0") + "\n";
+    return out;
+  }
+
+  void StartHttp() {
+    HttpServerOptions ho;
+    ho.max_body_bytes = opt.max_upload_bytes + (64u << 10);  // + multipart overhead
+    ho.workers = std::max(1, opt.threads);
+    HttpHandlers hh;
+    hh.handle = [this](const HttpRequest& req, HttpResponse& res) { Handle(req, res); };
+    hh.cheap = [](const std::string& m, const std::string& path) {
+      return m == "GET" && (path == "/" || path == "/healthz" || path == "/metrics");
     };
-    http.Get("/", wrap([](const httplib::Request&, httplib::Response& res) {
-               res.set_content(kWebPage, "text/html; charset=utf-8");
-             }));
-    http.Get("/healthz", wrap([](const httplib::Request&, httplib::Response& res) {
-               SendJson(res, 200, {{"status", "ok"}});
-             }));
-    http.Get(
-        "/v1/stats", wrap([this](const httplib::Request&, httplib::Response& res) {
-          json labels = json::array();
-          for (const auto& [l, n] : live->LabelCounts())
-            labels.push_back({{"label", l}, {"count", n}});
-          SendJson(
-              res, 200,
-              {{"rows", live->size()},
-               {"model", info.model},
-               {"dims", info.dims},
-               {"metric", info.metric},
-               {"label_field", label_field},
-               {"labels", labels},
-               {"index", live->has_index() ? "hnsw" : "none (exact scan)"},
-               {"writable", !opt.token.empty()},
-               {"anomaly", AnomalyInfo()},
-               {"sync", feed ? json{{"change_id", synced_change.load()},
-                                    {"connected", feed_connected.load()},
-                                    {"reconnects", reconnects.load()}}
-                             : json(nullptr)},
-               {"limits",
-                {{"max_upload_bytes", opt.max_upload_bytes}, {"max_pixels", opt.max_pixels}}}});
-        }));
-    http.Post("/v1/classify", wrap([this](const httplib::Request& req, httplib::Response& res) {
-                Query(req, res, true);
-              }));
-    http.Post("/v1/anomaly", wrap([this](const httplib::Request& req, httplib::Response& res) {
-                ScoreAnomaly(req, res);
-              }));
-    http.Post("/v1/search", wrap([this](const httplib::Request& req, httplib::Response& res) {
-                Query(req, res, false);
-              }));
-    http.Get("/v1/items", wrap([this](const httplib::Request& req, httplib::Response& res) {
-               auto params = Params(req);
-               RejectUnknown(params, {"label", "offset", "limit"});
-               const int offset = IntParam(params, "offset", 0, 0, 1 << 30);
-               const int limit = IntParam(params, "limit", 60, 1, 1000);
-               size_t total = 0;
-               json items = json::array();
-               for (const auto& row : live->Browse(Param(params, "label"), offset, limit, &total)) {
-                 items.push_back({{"id", row.id},
-                                  {"label", row.label},
-                                  {"source", row.source},
-                                  {"thumbnail", ThumbnailUrl(row.id)}});
-               }
-               SendJson(res, 200, {{"total", total}, {"offset", offset}, {"items", items}});
-             }));
-    http.Get(R"(/v1/items/([^/]+))",
-             wrap([this](const httplib::Request& req, httplib::Response& res) {
-               RejectUnknown(Params(req), {});
-               const int64_t id = IdOf(req);
-               LiveCollection::Row row;
-               if (!live->Get(id, &row)) throw HttpError{404, "no item " + std::to_string(id)};
-               SendJson(res, 200,
-                        {{"id", id},
-                         {"source", row.source},
-                         {"label", row.label},
-                         {"metadata", ParseJson(row.metadata)},
-                         {"thumbnail", ThumbnailUrl(id)}});
-             }));
-    http.Get(R"(/v1/items/([^/]+)/thumbnail)",
-             wrap([this](const httplib::Request& req, httplib::Response& res) {
-               const int64_t id = IdOf(req);
-               Result<std::string> jpeg = Status::NotFound("");
-               {
-                 std::lock_guard<std::mutex> lock(store_mu);
-                 jpeg = store->GetThumbnail(id);
-               }
-               LiveCollection::Row row;
-               if (!jpeg.ok() && live->Get(id, &row)) {
-                 // A row stored before thumbnails were kept: made from its file if it is there.
-                 jpeg = ThumbnailOfFile(row.source, opt.max_pixels);
-               }
-               if (!jpeg.ok()) {
-                 throw HttpError{404, "no thumbnail for item " + std::to_string(id) +
-                                          " (stored without one, and its file is gone)"};
-               }
-               res.set_header("Cache-Control", "max-age=3600");
-               res.set_content(*jpeg, "image/jpeg");
-             }));
-    http.Post("/v1/items", wrap([this](const httplib::Request& req, httplib::Response& res) {
-                AddItem(req, res);
-              }));
-    http.Delete(R"(/v1/items/([^/]+))",
-                wrap([this](const httplib::Request& req, httplib::Response& res) {
-                  DeleteItem(req, res);
-                }));
-    // Errors httplib raises itself (unknown route, body over the limit) get a JSON body too.
-    http.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
-      if (!res.body.empty()) return;
-      std::string message = res.status == 404   ? "no route " + req.method + " " + req.path
-                            : res.status == 413 ? "request body over the server's limit"
-                                                : "HTTP error " + std::to_string(res.status);
-      if (res.status == 413 &&
-          req.get_header_value("Content-Type") == "application/x-www-form-urlencoded") {
-        // httplib caps urlencoded bodies at 8 KiB: curl --data-binary's default type.
-        message =
-            "send a raw image with Content-Type: image/jpeg (or image/png, "
-            "application/octet-stream), or as multipart field 'image' (curl -F image=@FILE)";
-      }
-      SendError(res, res.status, message);
-    });
+    hh.route_name = RouteName;
+    hh.error = ErrorResponse;
+    hh.extra_metrics = [this] { return CollectionMetrics(); };
+    http = std::make_unique<HttpServer>(ho, std::move(hh));
   }
 };
 
@@ -704,39 +741,29 @@ Result<std::unique_ptr<Server>> Server::Create(std::unique_ptr<Store> store,
     impl->sync_thread = std::thread([raw] { raw->SyncLoop(); });
   }
   impl->embedder = std::move(embedder);
-  impl->http.set_payload_max_length(options.max_upload_bytes + (64u << 10));  // + form overhead
-  const int threads = std::max(1, options.threads);
-  impl->http.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
-  impl->Routes();
+  impl->source_root = CommonDirectory(impl->live->Sources());
+  impl->StartHttp();
   return std::unique_ptr<Server>(new Server(std::move(impl)));
 }
 
 Status Server::Bind() {
   Impl& s = *impl_;
-  if (s.opt.port == 0) {
-    s.port = s.http.bind_to_any_port(s.opt.host);
-    if (s.port <= 0) return Status::IOError("cannot listen on " + s.opt.host);
-  } else {
-    if (!s.http.bind_to_port(s.opt.host, s.opt.port)) {
-      return Status::IOError("cannot listen on " + s.opt.host + ":" + std::to_string(s.opt.port) +
-                             " (in use, or not an address of this machine)");
-    }
-    s.port = s.opt.port;
-  }
+  NL_RETURN_IF_ERROR(s.http->Bind(s.opt.host, s.opt.port));
+  s.port = s.http->port();
   return Status::OK();
 }
 
 Status Server::Run() {
   Impl& s = *impl_;
-  s.http.listen_after_bind();
+  NL_RETURN_IF_ERROR(s.http->Run());
   if (s.opt.token.empty()) return Status::OK();
   std::lock_guard<std::mutex> lock(s.store_mu);
   return s.live->SaveIndexIfChanged(*s.store);
 }
 
-void Server::Stop() { impl_->http.stop(); }
+void Server::Stop() { impl_->http->Stop(); }
 std::string Server::HandleRawRequest(const std::string& request) {
-  return impl_->http.Process(request);
+  return impl_->http->HandleRaw(request);
 }
 int Server::port() const { return impl_->port; }
 const std::string& Server::notice() const { return impl_->notice; }
