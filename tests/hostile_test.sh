@@ -235,6 +235,121 @@ done
 "$NL" sql "$T/i.db" "DROP TABLE items" > "$T/out" 2>&1; rc=$?
 check "sql without --write refuses a write" "[ $rc -eq 1 ] && [ \"\$(fp '$T/i.db')\" = '$FPI' ]"
 
+# ---- Round 2 (the outside probe's findings; each failed before its fix) ----
+# 11. A long command line (a glob of a few hundred photos): ONNX Runtime's start-up recursed
+#     once per byte of /proc/self/cmdline and died with SIGSEGV past ~29 KB.
+long=$(printf './%.0s' $(seq 14500))x.jpg
+"$NL" classify "$T/s.db" "$long" > "$T/out" 2>&1; rc=$?
+check "a 29 KB path: classify exits 1 with a message, no crash (was 139)" "[ $rc -eq 1 ] && has '$T/out' 'x.jpg'"
+pad=$(printf './%.0s' $(seq 100))
+args=(); for i in $(seq 150); do args+=("$T/base/scratches/$pad$(basename "$ref")"); done
+"$NL" classify "$T/s.db" "${args[@]}" > "$T/out" 2>&1; rc=$?
+check "150 image paths on a 32 KB command line are all classified" \
+  "[ $rc -eq 0 ] && [ \$(grep -c ' = scratches ' '$T/out') -eq 150 ]"
+
+# 12. JSON nested 100,000 deep (200 KB) in a manifest line, an AI Hub label and an SQL
+#     argument: each is a reported problem, never a crash; the other items are stored.
+deep() { "$PY" -c "import sys; n=int(sys.argv[1]); print('{\"a\":' * n + '1' + '}' * n, end='')" "$1"; }
+D="$T/deep"; mkdir -p "$D"; cp "$ref" "$D/ok.jpg"; cp "$(ls "$T"/base/crazing/* | head -1)" "$D/deep.jpg"
+{ echo '{"path":"ok.jpg","label":"fine"}'; printf '{"path":"deep.jpg","label":"x","m":%s}\n' "$(deep 100000)"; } > "$D/m.jsonl"
+"$NL" ingest "$T/deep.db" "$D/m.jsonl" > "$T/out" 2>&1; rc=$?
+check "a manifest line nested 100,000 deep is a problem, the rest is stored (was 139)" \
+  "[ $rc -eq 0 ] && has '$T/out' 'm.jsonl:2: JSON nested more than 200 levels' && has '$T/out' '1 inserted'"
+A2="$T/aihub2"; mkdir -p "$A2/원천데이터/양품/exp1" "$A2/라벨링데이터/양품/exp1"
+cp "$ref" "$A2/원천데이터/양품/exp1/ok.jpg"; cp "$(ls "$T"/base/crazing/* | head -1)" "$A2/원천데이터/양품/exp1/d1.jpg"
+cp "$(ls "$T"/base/patches/* | head -1)" "$A2/원천데이터/양품/exp1/d2.jpg"
+printf '%s' '{"images":[{"file_name":"ok.jpg"}],"annotations":[{"attributes":{"quality":"good"}}]}' > "$A2/라벨링데이터/양품/exp1/ok.json"
+printf '{"images":[{"file_name":"d1.jpg"}],"annotations":[{"attributes":{"n":%s}}]}' "$(deep 100000)" > "$A2/라벨링데이터/양품/exp1/d1.json"
+printf '{"images":[{"file_name":"d2.jpg"}],"annotations":[{"attributes":{"n":%s}}]}' "$(deep 2000)" > "$A2/라벨링데이터/양품/exp1/d2.json"
+for run in 1 2; do
+  "$NL" ingest "$T/deep2.db" "$A2" > "$T/out" 2>&1; rc=$?
+  check "AI Hub labels nested 100,000 and 2,000 deep are problems, not an aborted ingest (run $run)" \
+    "[ $rc -eq 0 ] && has '$T/out' 'd1.json: JSON nested more than 200' && has '$T/out' 'd2.json: JSON nested more than 200' && [ \"\$(rows '$T/deep2.db')\" = '1 1' ]"
+  [ $rc -eq 0 ] || cat "$T/out"
+done
+echo "SELECT field('$(deep 100000)', 'a')" > "$T/deep.sql"
+"$NL" sql "$T/s.db" < "$T/deep.sql" > "$T/out" 2>&1; rc=$?
+check "field() of a 100,000-deep object is an SQL error (was 139)" "[ $rc -eq 1 ] && has '$T/out' 'JSON nested more than 200'"
+
+# 13. A stored embedding with one flipped exponent bit, and one holding NaN: left out of every
+#     answer with a warning (it was everyone's nearest neighbour), found by `nearlabel check`.
+cp "$T/s.db" "$T/flip.db"
+"$PY" - "$T/flip.db" <<'EOF2'
+import sqlite3, struct, sys
+c = sqlite3.connect(sys.argv[1])
+for rid, mutate in ((3, lambda v: v[:5] + [struct.unpack('<f', struct.pack('<I', struct.unpack('<I', struct.pack('<f', v[5]))[0] ^ (1 << 30)))[0]] + v[6:]),
+                    (7, lambda v: [float('nan')] + v[1:])):
+    b = c.execute('SELECT embedding FROM items WHERE id = ?', (rid,)).fetchone()[0]
+    v = list(struct.unpack('<%df' % (len(b) // 4), b))
+    c.execute('UPDATE items SET embedding = ? WHERE id = ?', (struct.pack('<%df' % len(v), *mutate(v)), rid))
+c.commit()
+EOF2
+"$NL" eval "$T/s.db" > "$T/eval0" 2>&1
+"$NL" eval "$T/flip.db" > "$T/out" 2>&1; rc=$?
+acc0=$(grep -o 'accuracy = [0-9.]*' "$T/eval0"); acc1=$(grep -o 'accuracy = [0-9.]*' "$T/out")
+check "eval with two damaged rows warns and keeps its accuracy ($acc0 -> $acc1, N 30 -> 28)" \
+  "[ $rc -eq 0 ] && has '$T/out' '2 stored embeddings are damaged' && has '$T/out' 'N = 28' && [ \"\${acc1#*= }\" \\> 80 ]"
+"$NL" --json search "$T/flip.db" "$(ls "$T"/base/crazing/* | tail -1)" --k 30 > "$T/out.json" 2> "$T/err"
+got=$("$PY" -c 'import json,sys; print(" ".join(str(n["id"]) for n in json.load(open(sys.argv[1]))[0]["neighbors"]))' "$T/out.json")
+check "a damaged row is never a neighbour (28 of 28 rows returned, not 3 or 7)" \
+  "[ \$(echo $got | wc -w) -eq 28 ] && ! echo ' $got ' | grep -qE ' (3|7) ' && has '$T/err' 'nearlabel check'"
+"$NL" check "$T/flip.db" > "$T/out" 2>&1; rc=$?
+check "nearlabel check finds both rows and says what to do (exit 1)" \
+  "[ $rc -eq 1 ] && has '$T/out' 'row 3: its length is' && has '$T/out' 'row 7: element 0 is NaN' && has '$T/out' \"id IN (3,7)\""
+"$NL" check "$T/s.db" > "$T/out" 2>&1; rc=$?
+check "nearlabel check passes a healthy store (exit 0)" "[ $rc -eq 0 ] && has '$T/out' 'every check passed'"
+
+# 14. A store SQLite reports as damaged is refused for writing, nothing written: three bytes
+#     of the sha256 UNIQUE index (ingest stored duplicates), an items leaf page.
+cp "$T/s.db" "$T/uniq.db"; cp "$T/s.db" "$T/leaf.db"
+"$PY" - "$T/uniq.db" "$T/leaf.db" <<'EOF2'
+import sqlite3, sys
+def page_of(path, sql):
+    c = sqlite3.connect(path); c.execute('PRAGMA wal_checkpoint(TRUNCATE)')
+    p = c.execute(sql).fetchone()[0]; ps = c.execute('PRAGMA page_size').fetchone()[0]; c.close(); return p, ps
+p, ps = page_of(sys.argv[1], "SELECT rootpage FROM sqlite_master WHERE name = 'sqlite_autoindex_items_1'")
+with open(sys.argv[1], 'r+b') as f:
+    for off in (100, 300, 500):
+        f.seek((p - 1) * ps + ps - off); b = f.read(1); f.seek((p - 1) * ps + ps - off); f.write(bytes([b[0] ^ 0x11]))
+p, ps = page_of(sys.argv[2], "SELECT pageno FROM dbstat WHERE name = 'items' AND pagetype = 'leaf' LIMIT 1")
+with open(sys.argv[2], 'r+b') as f:
+    f.seek((p - 1) * ps + 3); f.write(b'\xff\xff\x00\x07')  # cell count and content start
+EOF2
+for f in uniq.db leaf.db; do
+  before=$(sha256sum < "$T/$f")
+  "$NL" ingest "$T/$f" "$T/base" > "$T/out" 2>&1; rc=$?
+  check "$f: ingest refuses the damaged store, file bytes unchanged" \
+    "[ $rc -eq 1 ] && has '$T/out' 'the store file is damaged; nothing was changed' && [ \"\$(sha256sum < '$T/$f')\" = '$before' ]"
+  [ $rc -eq 1 ] || cat "$T/out"
+done
+
+# 15. A store on a read-only filesystem opens read-only and creates no -wal/-shm there.
+RO="$T/ro"; mkdir -p "$RO"
+if mount -t tmpfs -o size=64m nearlabel-ro "$RO" 2> /dev/null; then
+  cp "$T/s.db" "$RO/"; mount -o remount,ro "$RO"
+  "$NL" info "$RO/s.db" > "$T/o1" 2>&1; r1=$?
+  "$NL" classify "$RO/s.db" "$ref" > "$T/o2" 2>&1; r2=$?
+  check "a store on a read-only filesystem: info and classify work, no -wal/-shm made" \
+    "[ $r1$r2 = 00 ] && has '$T/o1' 'rows         30' && [ \$(ls '$RO' | wc -l) -eq 1 ]"
+  [ $r1$r2 = 00 ] || cat "$T/o1" "$T/o2"
+  umount "$RO"
+else
+  echo "skip - a store on a read-only filesystem (cannot mount a tmpfs here: skipped)"
+fi
+
+# 16. Labels and file names with terminal escape sequences are printed escaped.
+E="$T/esc"; esc_label=$'red\e[31mX\e]0;pwn\a'; mkdir -p "$E/$esc_label"; cp "$ref" "$E/$esc_label/a"$'\e'"[2J.jpg"
+"$NL" ingest "$T/e.db" "$E" > "$T/out" 2>&1
+"$NL" classify "$T/e.db" "$E/$esc_label/a"$'\e'"[2J.jpg" > "$T/out" 2>&1; rc=$?
+check "control characters in labels and names are escaped in text output" \
+  "[ $rc -eq 0 ] && ! grep -q \$'\\e' '$T/out' && has '$T/out' 'red\\x1b[31mX\\x1b]0;pwn\\x07'"
+
+# 17. A FIFO and /dev/zero given as images: refused at once, nothing read.
+mkfifo "$T/fifo.jpg"
+/usr/bin/time -f 'rss %M' -o "$T/rss" timeout 20 "$NL" classify "$T/s.db" "$T/fifo.jpg" /dev/zero "$ref" > "$T/out" 2>&1; rc=$?
+check "a FIFO and /dev/zero are refused without blocking or reading (peak RSS $(grep -o '[0-9]*' "$T/rss" | tail -1) KB)" \
+  "[ $rc -eq 1 ] && has '$T/out' 'is a FIFO, not a file' && has '$T/out' 'is a character device' && has '$T/out' 'label = scratches' && [ \$(grep -o '[0-9]*' '$T/rss' | tail -1) -lt 400000 ]"
+
 check "the base store is unchanged by everything above" "[ \"\$(fp '$T/s.db')\" = '$FP0' ]"
 echo "hostile: $pass passed, $fail failed"
 [ $fail -eq 0 ]

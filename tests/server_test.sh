@@ -126,5 +126,76 @@ check "on exit the server saved the index it changed (0 rows to catch up)" \
 check "the store holds the added row with its thumbnail" \
   "[ \"\$(\"$NL\" sql '$T/s.db' \"SELECT count(*) FROM thumbnails WHERE id = $added\" | tail -1)\" = 1 ]"
 
+# 5. Hostile clients (round 2): bodies and headers past every limit, slow sockets, bad text.
+NEARLABEL_TOKEN=t0ken start --max-upload-mb 2 || exit 1
+PORT=${URL##*:}
+rss() { awk '/VmRSS/ { print $2 }' "/proc/$SERVER/status"; }
+before=$(rss)
+head -c 300M /dev/zero | curl -s -o "$T/body" -w '%{http_code}' -T - -H 'Content-Type: image/jpeg' \
+  -X POST "$URL/v1/classify" > "$T/code"
+after=$(rss)
+check "a 300 MB chunked body: cut off at the limit, RSS grew $(( (after - before) / 1024 )) MB (< 50; was buffered whole)" \
+  "[ $(( after - before )) -lt 51200 ] && curl -s '$URL/healthz' | grep -q ok"
+head -c 3M /dev/zero | curl -s -o "$T/body" -w '%{http_code}' -T - -H 'Content-Type: image/jpeg' \
+  -X POST "$URL/v1/classify" > "$T/code"
+check "a chunked body just over the limit gets 413 with a JSON message" \
+  "[ \"\$(cat '$T/code')\" = 413 ] && err | grep -q 'passed'"
+"$PY" - "$PORT" > "$T/raw" <<'EOF2'
+import socket, sys
+port = int(sys.argv[1])
+def ask(data):
+    s = socket.create_connection(('127.0.0.1', port)); s.settimeout(10)
+    try: s.sendall(data)
+    except OSError: pass
+    try: return s.recv(100).split(b'\r\n')[0].decode()
+    except OSError as e: return 'error ' + str(e)
+print(ask(b'GET /healthz HTTP/1.1\r\nHost: x\r\n' + b''.join(b'X-%d: %s\r\n' % (i, b'y' * 100) for i in range(20000)) + b'\r\n'))
+print(ask(b'GET /' + b'a' * (8 << 20) + b' HTTP/1.1\r\nHost: x\r\n\r\n'))
+EOF2
+check "2 MB of headers: 431; an 8 MB request line: 414 (were read whole)" \
+  "sed -n 1p '$T/raw' | grep -q ' 431 ' && sed -n 2p '$T/raw' | grep -q ' 414 '"
+"$PY" - "$PORT" > "$T/slow" <<'EOF2'
+import socket, sys, time, urllib.request
+port = int(sys.argv[1])
+slow = []
+for _ in range(16):  # idle keep-alive connections after one answered request each
+    s = socket.create_connection(('127.0.0.1', port)); s.sendall(b'GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n'); s.recv(4096); slow.append(s)
+for _ in range(30):
+    s = socket.create_connection(('127.0.0.1', port)); s.sendall(b'POST /v1/classify HTTP/1.1\r\nHost: x\r\n'); slow.append(s)
+lat = []
+end = time.time() + 5
+while time.time() < end:
+    for s in slow[16:]:
+        s.sendall(b'X')
+    t = time.time(); urllib.request.urlopen('http://127.0.0.1:%d/healthz' % port, timeout=10).read()
+    lat.append(time.time() - t); time.sleep(0.1)
+lat.sort(); print('%d %.3f' % (len(lat), lat[-1]))
+EOF2
+read -r n worst < "$T/slow"
+check "30 slow sockets and 16 idle keep-alive ones: $n healthz answers, the slowest in ${worst}s (< 1 s; 20 starved 8 threads before)" \
+  "[ \"$n\" -ge 20 ] && awk -v w='$worst' 'BEGIN { exit !(w < 1) }'"
+check "within=label=x%00 is 400 with a plain message" \
+  "[ \"\$(code -F image=@'$IMG' '$URL/v1/search?within=label=x%00')\" = 400 ] && err | grep -q 'without NUL'"
+printf 'bad\xff\xfe' > "$T/badlabel"
+check "a label that is not UTF-8 is 400" \
+  "[ \"\$(code -H 'Authorization: Bearer t0ken' -F image=@'$NEW' -F label='<$T/badlabel' $URL/v1/items)\" = 400 ] && err | grep -q 'UTF-8'"
+"$PY" -c "import sys; n=100000; open(sys.argv[1],'w').write('{\"a\":' * n + '1' + '}' * n)" "$T/deepmeta"
+check "metadata nested 100,000 deep is 400 and the server lives (it crashed)" \
+  "[ \"\$(code -H 'Authorization: Bearer t0ken' -F image=@'$NEW' -F metadata='<$T/deepmeta' $URL/v1/items)\" = 400 ] && err | grep -q 'nested more than 200' && [ \"\$(code $URL/healthz)\" = 200 ]"
+"$PY" -c "import sys; open(sys.argv[1],'w').write('{\"label\":\"x\",\"n\":\"' + 'z' * (1100 << 10) + '\"}')" "$T/bigmeta"
+check "metadata over 1 MiB is 413 (ingest's limit)" \
+  "[ \"\$(code -H 'Authorization: Bearer t0ken' -F image=@'$NEW' -F metadata='<$T/bigmeta' $URL/v1/items)\" = 413 ] && err | grep -q 'over the limit of 1048576'"
+curl -s -F image=@"$IMG" "$URL/v1/classify" > "$T/api.json"
+check "sources are relative to the store's directory: no server path in any answer" \
+  "! grep -q '$T' '$T/api.json' && [ \"\$(json '$T/api.json' \"j['neighbors'][0]['source'].count('/')\")\" = 1 ] && ! curl -s '$URL/v1/items?limit=200' | grep -q '$T'"
+curl -s "$URL/metrics" > "$T/metrics"
+check "GET /metrics: Prometheus text with requests by route and status, latency, queue, rows, no paths or labels" \
+  "grep -q '^nearlabel_http_requests_total{route=\"POST /v1/classify\",status=\"200\"} [1-9]' '$T/metrics' && grep -q '^nearlabel_http_request_duration_seconds_bucket{le=\"+Inf\"}' '$T/metrics' && grep -q '^nearlabel_http_requests_queued 0' '$T/metrics' && grep -q '^nearlabel_rows 1[0-9][0-9]' '$T/metrics' && ! grep -qE 'crazing|$T' '$T/metrics'"
+stop
+start --show-paths || exit 1
+curl -s -F image=@"$IMG" "$URL/v1/classify" > "$T/api.json"
+check "serve --show-paths answers the stored paths" "json '$T/api.json' \"j['neighbors'][0]['source']\" | grep -q '^$T/small/'"
+stop
+
 echo "server_test: $pass passed, $fail failed"
 [ "$fail" -eq 0 ]

@@ -1916,7 +1916,12 @@ int Main(int argc, char** argv) {
                    "fit --name`; default: 'default' when the store has it; none: no anomaly "
                    "scoring)")
       ->each([&va](const std::string&) { va.anomaly_given = true; });
-  serve->add_option("--threads", va.opt.threads, "Request threads")
+  serve->add_flag("--show-paths", va.opt.show_paths,
+                  "Answer each row's full stored path in `source` (default: paths relative to "
+                  "the directory all rows share, so clients do not learn the server's files)");
+  serve->add_option("--threads", va.opt.threads,
+                    "Worker threads that run requests (decode, model, search); connections "
+                    "themselves cost no thread")
       ->capture_default_str()
       ->check(CLI::Range(1, 256));
   serve->add_option("--max-upload-mb", va.max_upload_mb, "Largest image upload, MiB (413 above)")

@@ -428,9 +428,9 @@ class SqliteStore : public Store {
     }
     if (rc != SQLITE_DONE) return Error("checking the file");
     if (found.empty()) return Status::OK();
-    return Status::Corruption(path_ + ": integrity_check found damage (" + found +
-                              "). The store file is damaged; nothing was changed. Restore it "
-                              "from a backup; `nearlabel check STORE` shows what else it finds");
+    return Status::Corruption(path_ + ": integrity_check: " + found +
+                              " (the store file is damaged; nothing was changed. Restore it "
+                              "from a backup; `nearlabel check STORE` shows what else it finds)");
   }
 
   Result<std::string> GetThumbnail(int64_t id) override {

@@ -1,4 +1,5 @@
 #include <cmath>
+#include <cstring>
 #include <random>
 
 #include <gtest/gtest.h>
@@ -100,6 +101,54 @@ TEST_F(SqlFunctionsTest, BadInputIsAnSqlError) {
   // Found by fuzz/vector_text_fuzzer: text with a NUL inside was read up to the NUL only.
   EXPECT_NE(Error("vector_dims(CAST(x'5b325d00' || '  26' AS TEXT))").find("after the closing"),
             std::string::npos);
+}
+
+// The peers' rules (pgvector, sqlite-vec): no NaN or infinity in a vector, subnormals are
+// numbers, cosine distance never below 0, a bad metric is an error whatever the vectors.
+TEST_F(SqlFunctionsTest, NonFiniteBlobsAreRefusedAndSubnormalsRoundTrip) {
+  for (const char* nan_or_inf : {"vector_norm(X'0000C07F0000803F')", "from_vector(X'0000807F')",
+                                 "vector_distance(X'0000C07F', '[1]')"}) {
+    const std::string e = Error(nan_or_inf);
+    EXPECT_TRUE(e.find("NaN") != std::string::npos || e.find("infinite") != std::string::npos)
+        << nan_or_inf << ": " << e;
+  }
+  EXPECT_EQ(std::get<std::string>(One("from_vector(X'01000000')")), "[1.40129846e-45]");
+  EXPECT_EQ(std::get<int64_t>(One("to_vector(from_vector(X'01000000')) = X'01000000'")), 1);
+  EXPECT_NE(Error("to_vector('[1e-50]')").find("not a finite float32"), std::string::npos);
+  EXPECT_NE(Error("to_vector('[1e39]')").find("not a finite float32"), std::string::npos);
+}
+
+TEST_F(SqlFunctionsTest, CosineIsClampedAndTheMetricIsCheckedFirst) {
+  std::mt19937 rng(3);
+  std::normal_distribution<float> g;
+  for (int i = 0; i < 200; ++i) {
+    std::vector<float> v(7);
+    for (auto& x : v) x = g(rng);
+    const double d = VectorDistance(v.data(), v.data(), v.size(), Metric::kCosine);
+    EXPECT_GE(d, 0.0);
+    EXPECT_LT(d, 1e-6);
+  }
+  EXPECT_NE(Error("vector_distance(NULL, '[1]', 'BOGUS')").find("unknown distance metric"),
+            std::string::npos);
+  EXPECT_NE(Error("vector_distance('[1]', '[1]', CAST(X'434F53494E450078' AS TEXT))")
+                .find("unknown distance metric"),
+            std::string::npos);
+  EXPECT_NE(Error("vector_distance('[1]', '[1]', 7)").find("must be text"), std::string::npos);
+}
+
+TEST(EmbeddingProblemTest, FlagsNonFiniteAndNonUnitVectors) {
+  std::vector<float> unit = {0.6f, 0.8f, 0.f};
+  EXPECT_EQ(EmbeddingProblem(unit.data(), 3), "");
+  std::vector<float> zero(3, 0.f);
+  EXPECT_EQ(EmbeddingProblem(zero.data(), 3), "");
+  std::vector<float> flipped = unit;
+  uint32_t bits;
+  std::memcpy(&bits, &flipped[0], 4);
+  bits ^= 1u << 30;  // one exponent bit: 0.6 becomes ~2e38
+  std::memcpy(&flipped[0], &bits, 4);
+  EXPECT_NE(EmbeddingProblem(flipped.data(), 3).find("length"), std::string::npos);
+  std::vector<float> nan = {std::nanf(""), 0.f, 1.f};
+  EXPECT_NE(EmbeddingProblem(nan.data(), 3).find("element 0 is NaN"), std::string::npos);
 }
 
 }  // namespace
