@@ -27,7 +27,7 @@ cmake --build $B -j"${NEARLABEL_JOBS:-2}" --target fuzzers
 
 # ---- seed corpora, from the shared data (never committed) ----
 S=$B/fuzz-seeds
-if [ ! -f $S/.done ]; then
+if [ ! -f $S/.done-2 ]; then  # -2: the deep-nesting and oversized-request seeds
   set +o pipefail  # `ls | head` ends ls early
   rm -rf $S; mkdir -p $S/{label_json,manifest,vector_text,model_card,image_decode,http_request}
   ls "$DATA"/magnetic-tile-aihub/*/라벨링데이터/*/*/*.json | head -40 | while read -r f; do cp "$f" $S/label_json/; done
@@ -75,8 +75,28 @@ req('classify', f'POST /v1/classify?within=label%3Dscratches HTTP/1.1\r\nHost: x
 req('search_raw', f'POST /v1/search?k=2 HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: {len(png)}\r\n', png)
 b = form([('image', png, 'x.png'), ('label', b'sandal', None), ('metadata', b'{"part":"p1"}', None)])
 req('add', f'POST /v1/items HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer fuzz-token\r\nContent-Type: multipart/form-data; boundary=XyZ\r\nContent-Length: {len(b)}\r\n', b)
+# Round 2: metadata nested past the limit, a NUL in within, a chunked body, an oversized
+# request line and header block (the server's command line: what a client controls most).
+deep = b'{"a":' * 5000 + b'1' + b'}' * 5000
+b = form([('image', png, 'x.png'), ('label', b'sandal', None), ('metadata', deep, None)])
+req('add_deep', f'POST /v1/items HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer fuzz-token\r\nContent-Type: multipart/form-data; boundary=XyZ\r\nContent-Length: {len(b)}\r\n', b)
+req('within_nul', f'POST /v1/search?within=label%3Dx%00y HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: {len(png)}\r\n', png)
+chunks = b''.join(b'%x\r\n' % len(png[i:i + 700]) + png[i:i + 700] + b'\r\n' for i in range(0, len(png), 700)) + b'0\r\n\r\n'
+req('chunked', 'POST /v1/classify HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nTransfer-Encoding: chunked\r\n', chunks)
+req('long_line', 'GET /v1/items?label=' + 'x' * 100000 + ' HTTP/1.1\r\nHost: x\r\n')
+req('many_headers', 'GET /healthz HTTP/1.1\r\nHost: x\r\n' + ''.join(f'X-{i}: {"y" * 40}\r\n' for i in range(2000)))
 EOF
-  touch $S/.done
+  # Deep nesting for the JSON parsers (SQLite's own limit is 1,000; ours is 200).
+  /usr/bin/python3 - "$S" <<'EOF'
+import sys
+s = sys.argv[1]
+for n in (199, 201, 5000, 40000):
+    inner = '{"a":' * n + '1' + '}' * n
+    open(f'{s}/label_json/deep{n}.json', 'w').write('{"images":[{"file_name":"x.jpg"}],"annotations":[{"attributes":{"n":%s}}]}' % inner)
+    open(f'{s}/manifest/deep{n}.jsonl', 'w').write('{"path":"a.jpg","label":"x"}\n{"path":"b.jpg","m":%s}\n' % inner)
+    open(f'{s}/model_card/deep{n}.card.json', 'w').write('{"name":"x","m":%s}' % inner)
+EOF
+  touch $S/.done-2
   set -o pipefail
 fi
 

@@ -11,7 +11,7 @@ namespace nearlabel {
 
 // One part of the store checked, with its verdict.
 struct CheckItem {
-  std::string what;    // "file integrity", "embeddings", "metadata", "index"
+  std::string what;  // "file integrity", "embeddings", "metadata", "index"
   bool ok = true;
   std::string detail;  // what was found ("1,515 rows, all finite unit vectors")
   std::string fix;     // what to do when !ok ("" when ok)

@@ -42,11 +42,11 @@ void CheckRows(Store& store, const VectorTable& table, StoreCheckReport* report)
     if (!ParseJson(table.metadata[i]).is_object()) bad_meta.push_back(table.ids[i]);
   }
   CheckItem m{"metadata", bad_meta.empty(), "", ""};
-  m.detail = bad_meta.empty() ? "every row's metadata is a JSON object"
-                              : std::to_string(bad_meta.size()) +
-                                    " rows hold metadata that is not a JSON object within " +
-                                    std::to_string(kMaxJsonDepth) + " levels (rows " +
-                                    Ids(bad_meta) + ")";
+  m.detail = bad_meta.empty()
+                 ? "every row's metadata is a JSON object"
+                 : std::to_string(bad_meta.size()) +
+                       " rows hold metadata that is not a JSON object within " +
+                       std::to_string(kMaxJsonDepth) + " levels (rows " + Ids(bad_meta) + ")";
   if (!m.ok) m.fix = "fix them with nearlabel sql STORE --write \"UPDATE items SET ...\"";
   report->items.push_back(m);
 }
@@ -97,8 +97,8 @@ Result<StoreCheckReport> CheckStore(Store& store) {
   }
   auto table = store.LoadVectors("");
   if (!table.ok()) {
-    report.items.push_back({"embeddings", false, table.status().message(),
-                            "restore the store from a backup"});
+    report.items.push_back(
+        {"embeddings", false, table.status().message(), "restore the store from a backup"});
     return report;
   }
   CheckRows(store, *table, &report);

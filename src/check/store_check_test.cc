@@ -94,8 +94,8 @@ TEST(StoreCheckTest, AHealthyStorePassesAndADamagedFileIsRefusedForWriting) {
     auto report = CheckStore(**s);
     ASSERT_TRUE(report.ok());
     EXPECT_TRUE(report->ok());
-    auto root = (*s)->Execute(
-        "SELECT rootpage FROM sqlite_master WHERE name = 'sqlite_autoindex_items_1'");
+    auto root =
+        (*s)->Execute("SELECT rootpage FROM sqlite_master WHERE name = 'sqlite_autoindex_items_1'");
     ASSERT_TRUE(root.ok());
     const int64_t page = std::get<int64_t>(root->back().rows[0][0]);
     (*s)->Execute("PRAGMA wal_checkpoint(TRUNCATE)");

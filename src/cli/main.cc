@@ -19,9 +19,9 @@
 #include <nlohmann/json.hpp>
 #include <opencv2/imgcodecs.hpp>
 
-#include "common/json.h"
 #include "cli/output.h"
 #include "common/fs.h"
+#include "common/json.h"
 #include "common/sha256.h"
 #include "eval/report.h"
 #include "nearlabel/anomaly.h"
@@ -168,7 +168,8 @@ int RunIngest(IngestArgs a, const Global& g) {
   if (!listing.ok()) return Fail(listing.status());
   if (listing->items.empty()) {
     for (const auto& p : listing->problems) {
-      std::fprintf(stderr, "  %s: %s\n", TerminalSafe(p.path).c_str(), TerminalSafe(p.reason).c_str());
+      std::fprintf(stderr, "  %s: %s\n", TerminalSafe(p.path).c_str(),
+                   TerminalSafe(p.reason).c_str());
     }
     return Fail(Status::NotFound("no images found in " + a.dataset + " (layout " +
                                  DatasetLayoutName(listing->layout) + ")"));
@@ -321,8 +322,8 @@ Result<Ingested> OpenIngested(const std::string& path, const std::string& vote_n
                               Store::Mode mode = Store::Mode::kReadOnly) {
   Ingested r;
   NL_ASSIGN_OR_RETURN(r.vote, ParseVote(vote_name));
-  NL_ASSIGN_OR_RETURN(r.store, mode == Store::Mode::kReadOnly ? OpenStore(path, mode)
-                                                               : OpenForWriting(path, mode));
+  NL_ASSIGN_OR_RETURN(
+      r.store, mode == Store::Mode::kReadOnly ? OpenStore(path, mode) : OpenForWriting(path, mode));
   NL_ASSIGN_OR_RETURN(auto info, r.store->GetCollection());
   if (!info)
     return Status::InvalidArgument("store " + MaskedLocation(path) + " is empty: ingest first");
@@ -552,8 +553,8 @@ int RunQuery(const QueryArgs& a, const Global& g, bool classify) {
       } else {
         std::printf("%s: %s = %s (confidence %.3f, k=%d, %s vote)\n", TerminalSafe(f.path).c_str(),
                     TerminalSafe(label_field).c_str(),
-                    p.label.empty() ? "(none)" : TerminalSafe(p.label).c_str(), p.confidence,
-                    k, VoteName(vote));
+                    p.label.empty() ? "(none)" : TerminalSafe(p.label).c_str(), p.confidence, k,
+                    VoteName(vote));
       }
     } else {
       std::printf("%s: %zu nearest of %zu rows\n", TerminalSafe(f.path).c_str(), found.size(),
@@ -1521,8 +1522,9 @@ int RunInfo(const std::string& path, const Global& g) {
     j["dims"] = (*info)->dims;
     j["metric"] = (*info)->metric;
     j["label_field"] = (*info)->label_field;
-    auto res = (*store)->Execute("SELECT field(metadata, " + SqlStringLiteral((*info)->label_field) +
-                                 "), count(*) FROM items GROUP BY 1 ORDER BY 1");
+    auto res =
+        (*store)->Execute("SELECT field(metadata, " + SqlStringLiteral((*info)->label_field) +
+                          "), count(*) FROM items GROUP BY 1 ORDER BY 1");
     if (res.ok() && !res->empty()) {
       for (const auto& row : res->back().rows) {
         label_counts[SqlValueText(row[0])] = std::get<int64_t>(row[1]);
@@ -1919,9 +1921,10 @@ int Main(int argc, char** argv) {
   serve->add_flag("--show-paths", va.opt.show_paths,
                   "Answer each row's full stored path in `source` (default: paths relative to "
                   "the directory all rows share, so clients do not learn the server's files)");
-  serve->add_option("--threads", va.opt.threads,
-                    "Worker threads that run requests (decode, model, search); connections "
-                    "themselves cost no thread")
+  serve
+      ->add_option("--threads", va.opt.threads,
+                   "Worker threads that run requests (decode, model, search); connections "
+                   "themselves cost no thread")
       ->capture_default_str()
       ->check(CLI::Range(1, 256));
   serve->add_option("--max-upload-mb", va.max_upload_mb, "Largest image upload, MiB (413 above)")

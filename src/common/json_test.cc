@@ -14,7 +14,8 @@ namespace nearlabel {
 namespace {
 
 std::string Nested(int depth) {
-  return std::string(static_cast<size_t>(depth), '[') + std::string(static_cast<size_t>(depth), ']');
+  return std::string(static_cast<size_t>(depth), '[') +
+         std::string(static_cast<size_t>(depth), ']');
 }
 
 TEST(JsonTest, NestingPastTheLimitIsRefusedBeforeParsing) {
@@ -47,8 +48,8 @@ TEST(JsonTest, SyntaxErrorsAreNotCalledTooDeep) {
 TEST(JsonTest, Utf8ValidationRefusesMalformedSequences) {
   EXPECT_TRUE(IsValidUtf8("plain"));
   EXPECT_TRUE(IsValidUtf8("양품 \xE2\x82\xAC \xF0\x9F\x98\x80"));
-  for (const char* bad : {"\xFF", "\xC0\xAF", "\xE0\x80\xAF", "\xED\xA0\x80", "\xF4\x90\x80\x80",
-                          "\xC3", "a\x80"}) {
+  for (const char* bad :
+       {"\xFF", "\xC0\xAF", "\xE0\x80\xAF", "\xED\xA0\x80", "\xF4\x90\x80\x80", "\xC3", "a\x80"}) {
     EXPECT_FALSE(IsValidUtf8(bad)) << bad;
   }
 }

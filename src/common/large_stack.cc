@@ -18,9 +18,9 @@ void RunWithStack(size_t stack_bytes, const std::function<void()>& fn) {
   pthread_t thread;
   bool started = false;
   if (pthread_attr_init(&attr) == 0) {
-    started = pthread_attr_setstacksize(&attr, stack_bytes) == 0 &&
-              pthread_create(&thread, &attr, Trampoline,
-                             const_cast<std::function<void()>*>(&fn)) == 0;
+    started =
+        pthread_attr_setstacksize(&attr, stack_bytes) == 0 &&
+        pthread_create(&thread, &attr, Trampoline, const_cast<std::function<void()>*>(&fn)) == 0;
     pthread_attr_destroy(&attr);
   }
   if (!started) {

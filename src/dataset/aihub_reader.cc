@@ -6,8 +6,8 @@
 #include <set>
 #include <system_error>
 
-#include "common/json.h"
 #include "common/fs.h"
+#include "common/json.h"
 #include "dataset/readers.h"
 
 namespace fs = std::filesystem;

@@ -2,9 +2,9 @@
 #include <filesystem>
 #include <sstream>
 
-#include "common/json.h"
 #include "common/csv.h"
 #include "common/fs.h"
+#include "common/json.h"
 #include "dataset/readers.h"
 
 namespace fs = std::filesystem;

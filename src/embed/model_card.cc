@@ -9,8 +9,8 @@
 #include <nlohmann/json.hpp>
 #include <opencv2/imgproc.hpp>
 
-#include "common/json.h"
 #include "common/fs.h"
+#include "common/json.h"
 #include "common/sha256.h"
 #include "nearlabel/model.h"
 

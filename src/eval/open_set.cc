@@ -19,8 +19,7 @@ namespace {
 std::vector<std::string> RowLabels(const VectorTable& table, const std::string& label_field) {
   std::vector<std::string> labels(table.size());
   for (size_t i = 0; i < table.size(); ++i) {
-    labels[i] =
-        MetadataField(ParseJson(table.metadata[i]), label_field);
+    labels[i] = MetadataField(ParseJson(table.metadata[i]), label_field);
   }
   return labels;
 }

@@ -6,8 +6,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include "common/json.h"
 #include "common/data_uri.h"
+#include "common/json.h"
 #include "nearlabel/dataset.h"
 
 namespace nearlabel {
@@ -203,8 +203,8 @@ std::string RenderEvalReport(const EvalReportPage& page) {
   h << "<h2>Mistakes (" << r.mismatches.size() << ")</h2><div class=\"pairs\" id=\"mistakes\">";
   for (const EvalCase& c : r.mismatches) {
     const Neighbor& nb = c.neighbors.front();
-    const std::string nb_label = MetadataField(
-        ParseJson(page.table->metadata[nb.row]), r.options.label_field);
+    const std::string nb_label =
+        MetadataField(ParseJson(page.table->metadata[nb.row]), r.options.label_field);
     h << "<div class=\"pair\"><div class=\"imgs\"><figure>" << Thumb(page, c.row)
       << "<figcaption><b>" << Escape(c.truth) << "</b> (truth), predicted <b>"
       << Escape(c.predicted) << "</b><br>#" << page.table->ids[c.row] << " "

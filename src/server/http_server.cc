@@ -101,7 +101,7 @@ struct RequestState {
   MHD_PostProcessor* form_parser = nullptr;
   bool bad_form = false;
   bool too_large = false;  // the body passed the limit: dropped as it arrives
-  bool in_field = false;  // last_field is the field being received
+  bool in_field = false;   // last_field is the field being received
   std::multimap<std::string, HttpFormField>::iterator last_field;
   bool dispatched = false;
   bool responded = false;
@@ -221,8 +221,8 @@ struct HttpServer::Impl {
   }
 
   MHD_Result TooLarge(MHD_Connection* c, RequestState* st) {
-    const std::string what = st->too_large ? "the request body passed "
-                                           : "the request body declares more than ";
+    const std::string what =
+        st->too_large ? "the request body passed " : "the request body declares more than ";
     return Respond(c, st,
                    h.error(413, what + std::to_string(opt.max_body_bytes) +
                                     " bytes, the server's limit (--max-upload-mb); nothing past "
@@ -293,8 +293,8 @@ struct HttpServer::Impl {
 
   // Multipart fields arrive in pieces (off counts the bytes of the field so far).
   static MHD_Result FormValue(void* cls, MHD_ValueKind, const char* key, const char* filename,
-                              const char* content_type, const char*, const char* data,
-                              uint64_t off, size_t size) {
+                              const char* content_type, const char*, const char* data, uint64_t off,
+                              size_t size) {
     auto* st = static_cast<RequestState*>(cls);
     if (off == 0 || !st->in_field) {
       HttpFormField f;
@@ -307,8 +307,7 @@ struct HttpServer::Impl {
     return MHD_YES;
   }
 
-  static void Completed(void* cls, MHD_Connection*, void** con_cls,
-                        MHD_RequestTerminationCode) {
+  static void Completed(void* cls, MHD_Connection*, void** con_cls, MHD_RequestTerminationCode) {
     Impl* s = static_cast<Impl*>(cls);
     auto* st = static_cast<RequestState*>(*con_cls);
     if (!st) return;
@@ -376,7 +375,7 @@ Status HttpServer::Bind(const std::string& host, int port) {
   socklen_t len = sizeof bound;
   ::getsockname(fd, reinterpret_cast<sockaddr*>(&bound), &len);
   port_ = ntohs(bound.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port
-                                             : reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
+                                            : reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
   impl_->listen_fd = fd;
   return Status::OK();
 }
@@ -412,8 +411,8 @@ std::string HttpServer::HandleRaw(const std::string& request) {
   sockaddr_in peer{};
   peer.sin_family = AF_INET;
   peer.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (MHD_add_connection(impl_->daemon, fds[0], reinterpret_cast<sockaddr*>(&peer),
-                         sizeof peer) != MHD_YES) {
+  if (MHD_add_connection(impl_->daemon, fds[0], reinterpret_cast<sockaddr*>(&peer), sizeof peer) !=
+      MHD_YES) {
     ::close(fds[0]);
     ::close(fds[1]);
     return "";
@@ -450,14 +449,17 @@ std::string HttpServer::HandleRaw(const std::string& request) {
 std::string HttpServer::MetricsText() const {
   const Impl& s = *impl_;
   std::string out;
-  out += "# HELP nearlabel_http_requests_total Requests answered, by route and status (0: cut off).\n";
+  out +=
+      "# HELP nearlabel_http_requests_total Requests answered, by route and status (0: cut off).\n";
   out += "# TYPE nearlabel_http_requests_total counter\n";
   std::lock_guard<std::mutex> lock(s.metrics_mu);
   for (const auto& [key, n] : s.requests) {
     out += "nearlabel_http_requests_total{route=\"" + key.first + "\",status=\"" +
            std::to_string(key.second) + "\"} " + std::to_string(n) + "\n";
   }
-  out += "# HELP nearlabel_http_request_duration_seconds From the request's first byte to its answer.\n";
+  out +=
+      "# HELP nearlabel_http_request_duration_seconds From the request's first byte to its "
+      "answer.\n";
   out += "# TYPE nearlabel_http_request_duration_seconds histogram\n";
   uint64_t cumulative = 0;
   char buf[64];

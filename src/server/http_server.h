@@ -55,10 +55,10 @@ struct HttpResponse {
 };
 
 struct HttpServerOptions {
-  size_t max_body_bytes = 20u << 20;  // a body past this is refused with 413 as it arrives
-  int workers = 8;                    // handler threads
-  size_t max_queued = 1024;           // complete requests waiting for a worker; past it 503
-  unsigned connection_timeout_s = 30; // a connection silent this long is closed
+  size_t max_body_bytes = 20u << 20;   // a body past this is refused with 413 as it arrives
+  int workers = 8;                     // handler threads
+  size_t max_queued = 1024;            // complete requests waiting for a worker; past it 503
+  unsigned connection_timeout_s = 30;  // a connection silent this long is closed
   unsigned max_connections = 2000;
   size_t connection_buffer_bytes = 64u << 10;  // request line + headers must fit
 };

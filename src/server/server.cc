@@ -1,13 +1,12 @@
 // The HTTP API: routes, parameter checking and JSON over the HTTP layer (http_server.h,
-// libmicrohttpd). Threading: the layer's worker pool runs requests concurrently; searches share LiveCollection's read lock, the
-// model runs one image at a time (embed_mu), the store is used by one request at a time
-// (store_mu), the anomaly model's patch embedder runs one image at a time (anomaly_mu), and writes
-// take LiveCollection's write lock after the store has committed. On a shared store (PostgreSQL)
-// one sync thread follows the store's change feed on a connection of its own and applies other
-// writers' rows to LiveCollection.
-#include "common/json.h"
+// libmicrohttpd). Threading: the layer's worker pool runs requests concurrently; searches share
+// LiveCollection's read lock, the model runs one image at a time (embed_mu), the store is used by
+// one request at a time (store_mu), the anomaly model's patch embedder runs one image at a time
+// (anomaly_mu), and writes take LiveCollection's write lock after the store has committed. On a
+// shared store (PostgreSQL) one sync thread follows the store's change feed on a connection of its
+// own and applies other writers' rows to LiveCollection.
 #include "nearlabel/server.h"
-
+#include "common/json.h"
 
 #include <atomic>
 #include <cctype>
@@ -92,8 +91,8 @@ int IntParam(const std::map<std::string, std::string>& p, const std::string& nam
     used = 0;
   }
   if (used != it->second.size() || v < lo || v > hi) {
-    throw HttpError{400, name + " must be an integer from " + std::to_string(lo) + " to " +
-                             std::to_string(hi)};
+    throw HttpError{
+        400, name + " must be an integer from " + std::to_string(lo) + " to " + std::to_string(hi)};
   }
   return static_cast<int>(v);
 }
@@ -157,7 +156,7 @@ std::optional<std::string> ItemIdPart(const std::string& path, const std::string
 
 // The route label for metrics: a fixed set, never a raw path.
 std::string RouteName(const std::string& method, const std::string& path) {
-  static const std::set<std::string> fixed = {"/",           "/healthz",   "/metrics",
+  static const std::set<std::string> fixed = {"/",           "/healthz",     "/metrics",
                                               "/v1/stats",   "/v1/classify", "/v1/search",
                                               "/v1/anomaly", "/v1/items"};
   if (fixed.count(path)) return method + " " + path;
@@ -591,22 +590,22 @@ struct Server::Impl {
   void Stats(HttpResponse& res) {
     json labels = json::array();
     for (const auto& [l, n] : live->LabelCounts()) labels.push_back({{"label", l}, {"count", n}});
-    SendJson(res, 200,
-             {{"rows", live->size()},
-              {"model", info.model},
-              {"dims", info.dims},
-              {"metric", info.metric},
-              {"label_field", label_field},
-              {"labels", labels},
-              {"index", live->has_index() ? "hnsw" : "none (exact scan)"},
-              {"writable", !opt.token.empty()},
-              {"anomaly", AnomalyInfo()},
-              {"sync", feed ? json{{"change_id", synced_change.load()},
-                                   {"connected", feed_connected.load()},
-                                   {"reconnects", reconnects.load()}}
-                            : json(nullptr)},
-              {"limits",
-               {{"max_upload_bytes", opt.max_upload_bytes}, {"max_pixels", opt.max_pixels}}}});
+    SendJson(
+        res, 200,
+        {{"rows", live->size()},
+         {"model", info.model},
+         {"dims", info.dims},
+         {"metric", info.metric},
+         {"label_field", label_field},
+         {"labels", labels},
+         {"index", live->has_index() ? "hnsw" : "none (exact scan)"},
+         {"writable", !opt.token.empty()},
+         {"anomaly", AnomalyInfo()},
+         {"sync", feed ? json{{"change_id", synced_change.load()},
+                              {"connected", feed_connected.load()},
+                              {"reconnects", reconnects.load()}}
+                       : json(nullptr)},
+         {"limits", {{"max_upload_bytes", opt.max_upload_bytes}, {"max_pixels", opt.max_pixels}}}});
   }
 
   void Browse(const HttpRequest& req, HttpResponse& res) {

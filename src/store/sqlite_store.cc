@@ -721,8 +721,8 @@ std::string DamagedRowsNotice(const VectorTable& table, const std::string& locat
   if (table.damaged.empty()) return "";
   std::string list;
   for (size_t i = 0; i < table.damaged.size() && i < 3; ++i) {
-    list += (i ? "; " : "") + std::string("row ") + std::to_string(table.damaged[i].first) +
-            ": " + table.damaged[i].second;
+    list += (i ? "; " : "") + std::string("row ") + std::to_string(table.damaged[i].first) + ": " +
+            table.damaged[i].second;
   }
   if (table.damaged.size() > 3) list += "; ...";
   return std::to_string(table.damaged.size()) + " stored embedding" +

@@ -1,12 +1,12 @@
 // Vector math for the SQL surface, plus registration of the SQLite functions.
-#include "common/json.h"
 #include "store/vector_functions.h"
+#include "common/json.h"
 
 #include <algorithm>
 #include <cctype>
-#include <cstdio>
 #include <cerrno>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <string>
