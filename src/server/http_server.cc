@@ -6,6 +6,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -127,6 +128,30 @@ struct HttpServer::Impl {
   std::condition_variable run_cv;
   bool stopping = false;
 
+  // ---- HandleRaw: requests alive per socket it added ----
+  std::mutex raw_mu;
+  std::map<int, int> raw_requests;  // server-side fd -> complete requests not yet answered
+  void TrackRaw(int fd, bool on) {
+    std::lock_guard<std::mutex> lock(raw_mu);
+    if (on) {
+      raw_requests[fd] = 0;
+    } else {
+      raw_requests.erase(fd);
+    }
+  }
+  bool RawBusy(int fd) {
+    std::lock_guard<std::mutex> lock(raw_mu);
+    auto it = raw_requests.find(fd);
+    return it != raw_requests.end() && it->second > 0;
+  }
+  void CountRaw(MHD_Connection* c, int delta) {
+    const MHD_ConnectionInfo* info = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (!info) return;
+    std::lock_guard<std::mutex> lock(raw_mu);
+    auto it = raw_requests.find(info->connect_fd);
+    if (it != raw_requests.end()) it->second += delta;
+  }
+
   // ---- metrics ----
   mutable std::mutex metrics_mu;
   std::map<std::pair<std::string, int>, uint64_t> requests;  // (route, status) -> count
@@ -142,12 +167,17 @@ struct HttpServer::Impl {
     if (daemon) return Status::OK();
     unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME;
     if (!listening) flags |= MHD_USE_NO_LISTEN_SOCKET;
-    daemon = MHD_start_daemon(
-        flags, 0, nullptr, nullptr, &Access, this, MHD_OPTION_LISTEN_SOCKET,
-        listening ? listen_fd : MHD_INVALID_SOCKET, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-        opt.connection_buffer_bytes, MHD_OPTION_CONNECTION_LIMIT, opt.max_connections,
-        MHD_OPTION_CONNECTION_TIMEOUT, opt.connection_timeout_s, MHD_OPTION_NOTIFY_COMPLETED,
-        &Completed, this, MHD_OPTION_NOTIFY_CONNECTION, &ConnectionEvent, this, MHD_OPTION_END);
+    std::vector<MHD_OptionItem> o = {
+        {MHD_OPTION_CONNECTION_MEMORY_LIMIT, static_cast<intptr_t>(opt.connection_buffer_bytes),
+         nullptr},
+        {MHD_OPTION_CONNECTION_LIMIT, static_cast<intptr_t>(opt.max_connections), nullptr},
+        {MHD_OPTION_CONNECTION_TIMEOUT, static_cast<intptr_t>(opt.connection_timeout_s), nullptr},
+        {MHD_OPTION_NOTIFY_COMPLETED, reinterpret_cast<intptr_t>(&Completed), this},
+        {MHD_OPTION_NOTIFY_CONNECTION, reinterpret_cast<intptr_t>(&ConnectionEvent), this}};
+    if (listening) o.push_back({MHD_OPTION_LISTEN_SOCKET, listen_fd, nullptr});
+    o.push_back({MHD_OPTION_END, 0, nullptr});
+    daemon = MHD_start_daemon(flags, 0, nullptr, nullptr, &Access, this, MHD_OPTION_ARRAY,
+                              o.data(), MHD_OPTION_END);
     if (!daemon) return Status::IOError("cannot start the HTTP server (libmicrohttpd)");
     return Status::OK();
   }
@@ -214,7 +244,7 @@ struct HttpServer::Impl {
       r.multipart = true;
       st->form_parser = MHD_create_post_processor(c, 64 * 1024, &FormValue, st);
       if (!st->form_parser) {
-        return Respond(c, st, h.error(400, "multipart/form-data without a boundary"));
+        return Respond(c, st, h.error(400, "multipart/form-data without a usable boundary"));
       }
     }
     return MHD_YES;
@@ -231,6 +261,7 @@ struct HttpServer::Impl {
 
   MHD_Result Dispatch(MHD_Connection* c, RequestState* st) {
     st->dispatched = true;
+    CountRaw(c, +1);
     if (st->bad_form) return Respond(c, st, h.error(400, "malformed multipart/form-data body"));
     if (h.cheap(st->req.method, st->req.path)) {
       HttpResponse res;
@@ -307,11 +338,13 @@ struct HttpServer::Impl {
     return MHD_YES;
   }
 
-  static void Completed(void* cls, MHD_Connection*, void** con_cls, MHD_RequestTerminationCode) {
+  static void Completed(void* cls, MHD_Connection* c, void** con_cls,
+                        MHD_RequestTerminationCode) {
     Impl* s = static_cast<Impl*>(cls);
     auto* st = static_cast<RequestState*>(*con_cls);
     if (!st) return;
     *con_cls = nullptr;
+    if (st->dispatched) s->CountRaw(c, -1);
     s->Record(st->route, st->responded ? st->status : 0,
               std::chrono::duration<double>(Clock::now() - st->start).count());
     delete st;
@@ -405,44 +438,61 @@ void HttpServer::Stop() {
 }
 
 std::string HttpServer::HandleRaw(const std::string& request) {
-  if (!impl_->daemon && !impl_->Start(false).ok()) return "";
+  if (!impl_->Start(false).ok()) return "";  // no-op once a daemon runs
   int fds[2];
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) return "";
   sockaddr_in peer{};
   peer.sin_family = AF_INET;
   peer.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (MHD_add_connection(impl_->daemon, fds[0], reinterpret_cast<sockaddr*>(&peer), sizeof peer) !=
-      MHD_YES) {
+  const int server_fd = fds[0], fd = fds[1];
+  impl_->TrackRaw(server_fd, true);
+  if (MHD_add_connection(impl_->daemon, server_fd, reinterpret_cast<sockaddr*>(&peer),
+                         sizeof peer) != MHD_YES) {
+    impl_->TrackRaw(server_fd, false);
     ::close(fds[0]);
     ::close(fds[1]);
     return "";
   }
-  const int fd = fds[1];
   ::fcntl(fd, F_SETFL, O_NONBLOCK);
+  // The client end is never half-closed (libmicrohttpd drops a connection whose client shut
+  // its sending side, answer and all). Done when the server closes, or when it has read every
+  // byte and holds no request for 10 ms: answered, or waiting for input that never comes
+  // (libmicrohttpd parses what it reads in the same turn of its loop).
   std::string out;
   size_t sent = 0;
-  bool closed_write = false;
   const auto deadline = Clock::now() + std::chrono::seconds(impl_->opt.connection_timeout_s + 5);
+  bool idle = false;
+  Clock::time_point idle_since = Clock::now();
   char buf[65536];
   while (Clock::now() < deadline) {
     pollfd p{fd, static_cast<short>(POLLIN | (sent < request.size() ? POLLOUT : 0)), 0};
-    if (::poll(&p, 1, 100) < 0) break;
+    if (::poll(&p, 1, 1) < 0) break;
     if (sent < request.size() && (p.revents & POLLOUT)) {
       const ssize_t n = ::send(fd, request.data() + sent, request.size() - sent, MSG_NOSIGNAL);
       if (n > 0) sent += static_cast<size_t>(n);
       if (n < 0 && errno != EAGAIN) sent = request.size();  // the server closed: stop sending
     }
-    if (sent == request.size() && !closed_write) {
-      ::shutdown(fd, SHUT_WR);  // the whole request is sent: the server may answer and close
-      closed_write = true;
-    }
     if (p.revents & (POLLIN | POLLHUP)) {
       const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
-      if (n <= 0 && (n == 0 || errno != EAGAIN)) break;
+      if (n == 0 || (n < 0 && errno != EAGAIN)) break;
       if (n > 0) out.append(buf, static_cast<size_t>(n));
+      idle = false;
+      continue;
+    }
+    if (sent < request.size()) continue;
+    int unread = 0;
+    ::ioctl(server_fd, FIONREAD, &unread);
+    if (unread > 0 || impl_->RawBusy(server_fd)) {
+      idle = false;
+    } else if (!idle) {
+      idle = true;
+      idle_since = Clock::now();
+    } else if (Clock::now() - idle_since > std::chrono::milliseconds(10)) {
+      break;
     }
   }
-  ::close(fd);
+  ::close(fd);  // the daemon sees the close and drops its end
+  impl_->TrackRaw(server_fd, false);
   return out;
 }
 
