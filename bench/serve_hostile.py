@@ -2,27 +2,21 @@
 """Hostile-client load on a running `nearlabel serve` (loopback only, bounded in time).
 
 Usage: serve_hostile.py URL SERVER_PID IMAGE [--chunked-mb 1024] [--slow 20] [--slow-seconds 30]
-                        [--pool 64] [--rate 100] [--pool-seconds 60]
 
-Three scenarios, each printing its figure on one line:
+Two scenarios, each printing its figure on one line (the third hostile load, 64 keep-alive
+connections at 100 classify/s, is build/serve_load --rate: a Python client on these 2 cores
+steals enough CPU from the server to distort its own latencies):
   chunked  one chunked POST of --chunked-mb MB of zeros: the server's RSS growth (VmRSS and
            VmHWM from /proc/PID/status, before and after).
   slow     --slow sockets each sending one header byte every 2 s for --slow-seconds, while
            another client asks /healthz 10 times a second: its p50/p99/max latency, failures.
-  pool     --pool keep-alive connections sending POST /v1/classify at --rate requests/s
-           (open loop: each request has a scheduled start; latency counts from it, so a
-           request that waits for a free connection or a busy server is charged for it) for
-           --pool-seconds: p50/p90/p99 latency and failures.
 bench/serve_load.sh runs it after the closed-loop figure.
 """
 import argparse
 import http.client
-import queue
 import socket
-import threading
 import time
 import urllib.parse
-import uuid
 
 
 def rss_kb(pid):
@@ -101,55 +95,6 @@ def slow(host, port, n, seconds):
           f"max {lat[-1] * 1000:.1f} ms; {failed} failed")
 
 
-def pool(host, port, image, connections, rate, seconds):
-    boundary = uuid.uuid4().hex
-    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"q.jpg\"\r\n"
-            f"Content-Type: image/jpeg\r\n\r\n").encode() + image + f"\r\n--{boundary}--\r\n".encode()
-    headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
-    jobs = queue.Queue()
-    lat, failures, lock = [], [], threading.Lock()
-
-    def worker():
-        c = http.client.HTTPConnection(host, port, timeout=60)
-        while True:
-            scheduled = jobs.get()
-            if scheduled is None:
-                return
-            try:
-                c.request("POST", "/v1/classify", body=body, headers=headers)
-                r = c.getresponse()
-                r.read()
-                ok = r.status == 200
-            except (OSError, http.client.HTTPException) as e:
-                ok = False
-                c.close()
-                c = http.client.HTTPConnection(host, port, timeout=60)
-                r = e
-            with lock:
-                lat.append(time.time() - scheduled)
-                if not ok:
-                    failures.append(str(getattr(r, "status", r)))
-
-    threads = [threading.Thread(target=worker) for _ in range(connections)]
-    for t in threads:
-        t.start()
-    start = time.time()
-    n = int(rate * seconds)
-    for i in range(n):
-        at = start + i / rate
-        time.sleep(max(0.0, at - time.time()))
-        jobs.put(at)
-    for _ in threads:
-        jobs.put(None)
-    for t in threads:
-        t.join()
-    lat.sort()
-    print(f"pool: {connections} keep-alive connections, {rate} classify/s for {seconds} s "
-          f"(open loop, {n} requests): p50 {pct(lat, .5) * 1000:.1f} ms, p90 {pct(lat, .9) * 1000:.1f} ms, "
-          f"p99 {pct(lat, .99) * 1000:.1f} ms, max {lat[-1] * 1000:.1f} ms; {len(failures)} failed"
-          + (f" (first: {failures[0]})" if failures else ""))
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("url")
@@ -158,18 +103,12 @@ def main():
     ap.add_argument("--chunked-mb", type=int, default=1024)
     ap.add_argument("--slow", type=int, default=20)
     ap.add_argument("--slow-seconds", type=float, default=30)
-    ap.add_argument("--pool", type=int, default=64)
-    ap.add_argument("--rate", type=float, default=100)
-    ap.add_argument("--pool-seconds", type=float, default=60)
     a = ap.parse_args()
     u = urllib.parse.urlparse(a.url)
     if u.hostname not in ("127.0.0.1", "localhost", "::1"):
         raise SystemExit("serve_hostile: loopback servers only")
-    with open(a.image, "rb") as f:
-        image = f.read()
     chunked(u.hostname, u.port, a.pid, a.chunked_mb)
     slow(u.hostname, u.port, a.slow, a.slow_seconds)
-    pool(u.hostname, u.port, image, a.pool, a.rate, a.pool_seconds)
 
 
 if __name__ == "__main__":

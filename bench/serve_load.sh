@@ -36,11 +36,16 @@ for _ in 1 2 3 4 5; do
 done
 echo "baseline: nearlabel classify as a one-off command: best of 5 = $best ms per image"
 [ "${HOSTILE:-1}" = 1 ] || exit 0
-echo "hostile clients against this build (bench/serve_hostile.py):"
-/usr/bin/python3 bench/serve_hostile.py "$URL" "$PID" "$IMAGE"
+hostile() {  # the hostile clients against the server at $URL ($PID)
+  /usr/bin/python3 bench/serve_hostile.py "$URL" "$PID" "$IMAGE"
+  echo "pool: 64 keep-alive connections at 100 classify/s for 60 s:"
+  build/serve_load "$URL" "$IMAGE" --seconds 60 --clients 64 --rate 100 || true
+}
+echo "hostile clients against this build:"
+hostile
 kill "$PID"; wait "$PID" 2> /dev/null || true; PID=
 if [ -n "${BASELINE_NEARLABEL:-}" ]; then
   echo "the same hostile clients against the baseline build $BASELINE_NEARLABEL:"
   start "$BASELINE_NEARLABEL"
-  timeout 600 /usr/bin/python3 bench/serve_hostile.py "$URL" "$PID" "$IMAGE" || echo "baseline run failed or timed out"
+  hostile
 fi

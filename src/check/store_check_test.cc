@@ -15,7 +15,7 @@ CollectionInfo Info() {
   CollectionInfo i;
   i.model = "m";
   i.model_sha256 = std::string(64, 'a');
-  i.dims = 3;
+  i.dims = 4;  // hnswlib needs 4-byte-aligned rows: dims 3 misaligns its link lists
   i.label_field = "label";
   return i;
 }
@@ -30,16 +30,16 @@ std::unique_ptr<Store> StoreWithFlippedRow(const std::string& path, bool with_in
   auto s = OpenSqliteStore(path, Store::Mode::kCreate);
   EXPECT_TRUE(s.ok());
   EXPECT_TRUE((*s)->EnsureCollection(Info()).ok());
-  EXPECT_TRUE((*s)->InsertBatch({Item("a", {1, 0, 0}), Item("b", {0, 1, 0}), Item("c", {0, 0, 1}),
-                                 Item("d", {0.6f, 0.8f, 0})})
+  EXPECT_TRUE((*s)->InsertBatch({Item("a", {1, 0, 0, 0}), Item("b", {0, 1, 0, 0}), Item("c", {0, 0, 1, 0}),
+                                 Item("d", {0.6f, 0.8f, 0, 0})})
                   .ok());
   if (with_index) {
     EXPECT_TRUE(BuildStoreIndex(**s, IndexBuildParams{}).ok());
   }
-  // Row 2 is (0, 1, 0); 1.0f is 0x3F800000: one flipped exponent bit (bit 29) makes 2^64.
+  // Row 2 is (0, 1, 0, 0); 1.0f is 0x3F800000: one flipped exponent bit (bit 29) makes 2^64.
   EXPECT_TRUE(
-      (*s)->Execute("UPDATE items SET embedding = X'00000000' || X'0000805F' || X'00000000' "
-                    "WHERE id = 2")
+      (*s)->Execute("UPDATE items SET embedding = X'00000000' || X'0000805F' || X'00000000' || "
+                    "X'00000000' WHERE id = 2")
           .ok());
   return std::move(*s);
 }
@@ -89,7 +89,7 @@ TEST(StoreCheckTest, AHealthyStorePassesAndADamagedFileIsRefusedForWriting) {
     ASSERT_TRUE(s.ok());
     ASSERT_TRUE((*s)->EnsureCollection(Info()).ok());
     std::vector<NewItem> items;
-    for (int i = 0; i < 200; ++i) items.push_back(Item("r" + std::to_string(i), {1, 0, 0}));
+    for (int i = 0; i < 200; ++i) items.push_back(Item("r" + std::to_string(i), {1, 0, 0, 0}));
     ASSERT_TRUE((*s)->InsertBatch(items).ok());
     auto report = CheckStore(**s);
     ASSERT_TRUE(report.ok());

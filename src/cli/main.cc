@@ -1923,10 +1923,11 @@ int Main(int argc, char** argv) {
                   "the directory all rows share, so clients do not learn the server's files)");
   serve
       ->add_option("--threads", va.opt.threads,
-                   "Worker threads that run requests (decode, model, search); connections "
-                   "themselves cost no thread")
+                   "Worker threads that run requests (decode, model, search); 0: one per core, "
+                   "the fastest (the model runs one image at a time on every core). "
+                   "Connections themselves cost no thread")
       ->capture_default_str()
-      ->check(CLI::Range(1, 256));
+      ->check(CLI::Range(0, 256));
   serve->add_option("--max-upload-mb", va.max_upload_mb, "Largest image upload, MiB (413 above)")
       ->capture_default_str()
       ->check(CLI::Range(0.001, 4096.0));

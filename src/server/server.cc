@@ -687,7 +687,8 @@ struct Server::Impl {
   void StartHttp() {
     HttpServerOptions ho;
     ho.max_body_bytes = opt.max_upload_bytes + (64u << 10);  // + multipart overhead
-    ho.workers = std::max(1, opt.threads);
+    ho.workers = opt.threads > 0 ? opt.threads
+                                 : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
     HttpHandlers hh;
     hh.handle = [this](const HttpRequest& req, HttpResponse& res) { Handle(req, res); };
     hh.cheap = [](const std::string& m, const std::string& path) {
