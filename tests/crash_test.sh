@@ -97,7 +97,10 @@ kills=0; ingest_kills=0; index_kills=0; rounds=0
 while [ $ingest_kills -lt "$KILLS" ] && [ $fail -eq 0 ]; do
   rounds=$((rounds+1))
   db="$T/r$rounds.db"
-  "$NL" ingest "$db" "$T/head" --batch 8 --index --m 8 --ef-construction 64 > /dev/null 2>&1 ||
+  # m 16: with m 8 some builds leave a node that no walk reaches (recall@10 0.991-0.997 on
+  # this data in 4 of 11 clean builds on an AVX2 machine, even at ef 1000, killed or not): the
+  # graph's approximation, which would hide what this test asks, that the index holds the table.
+  "$NL" ingest "$db" "$T/head" --batch 8 --index --m 16 --ef-construction 200 > /dev/null 2>&1 ||
     { bad "round $rounds: ingest of the first 60 failed"; break; }
   # 1. Ingest killed at random moments until a run completes.
   while kill_at_random "$dur_ms" "$NL" ingest "$db" "$T/data" --batch 8; do

@@ -129,12 +129,12 @@ check "the store holds the added row with its thumbnail" \
 # 5. Hostile clients (round 2): bodies and headers past every limit, slow sockets, bad text.
 NEARLABEL_TOKEN=t0ken start --max-upload-mb 2 || exit 1
 PORT=${URL##*:}
-rss() { awk '/VmRSS/ { print $2 }' "/proc/$SERVER/status"; }
+rss() { awk '/VmHWM/ { print $2 }' "/proc/$SERVER/status"; }  # peak resident memory
 before=$(rss)
 head -c 300M /dev/zero | curl -s -o "$T/body" -w '%{http_code}' -T - -H 'Content-Type: image/jpeg' \
   -X POST "$URL/v1/classify" > "$T/code"
 after=$(rss)
-check "a 300 MB chunked body: cut off at the limit, RSS grew $(( (after - before) / 1024 )) MB (< 50; was buffered whole)" \
+check "a 300 MB chunked body: cut off at the limit, peak RSS grew $(( (after - before) / 1024 )) MB (< 50; was buffered whole)" \
   "[ $(( after - before )) -lt 51200 ] && curl -s '$URL/healthz' | grep -q ok"
 head -c 3M /dev/zero | curl -s -o "$T/body" -w '%{http_code}' -T - -H 'Content-Type: image/jpeg' \
   -X POST "$URL/v1/classify" > "$T/code"

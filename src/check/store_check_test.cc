@@ -30,8 +30,8 @@ std::unique_ptr<Store> StoreWithFlippedRow(const std::string& path, bool with_in
   auto s = OpenSqliteStore(path, Store::Mode::kCreate);
   EXPECT_TRUE(s.ok());
   EXPECT_TRUE((*s)->EnsureCollection(Info()).ok());
-  EXPECT_TRUE((*s)->InsertBatch({Item("a", {1, 0, 0, 0}), Item("b", {0, 1, 0, 0}), Item("c", {0, 0, 1, 0}),
-                                 Item("d", {0.6f, 0.8f, 0, 0})})
+  EXPECT_TRUE((*s)->InsertBatch({Item("a", {1, 0, 0, 0}), Item("b", {0, 1, 0, 0}),
+                                 Item("c", {0, 0, 1, 0}), Item("d", {0.6f, 0.8f, 0, 0})})
                   .ok());
   if (with_index) {
     EXPECT_TRUE(BuildStoreIndex(**s, IndexBuildParams{}).ok());

@@ -176,8 +176,8 @@ struct HttpServer::Impl {
         {MHD_OPTION_NOTIFY_CONNECTION, reinterpret_cast<intptr_t>(&ConnectionEvent), this}};
     if (listening) o.push_back({MHD_OPTION_LISTEN_SOCKET, listen_fd, nullptr});
     o.push_back({MHD_OPTION_END, 0, nullptr});
-    daemon = MHD_start_daemon(flags, 0, nullptr, nullptr, &Access, this, MHD_OPTION_ARRAY,
-                              o.data(), MHD_OPTION_END);
+    daemon = MHD_start_daemon(flags, 0, nullptr, nullptr, &Access, this, MHD_OPTION_ARRAY, o.data(),
+                              MHD_OPTION_END);
     if (!daemon) return Status::IOError("cannot start the HTTP server (libmicrohttpd)");
     return Status::OK();
   }
@@ -338,8 +338,7 @@ struct HttpServer::Impl {
     return MHD_YES;
   }
 
-  static void Completed(void* cls, MHD_Connection* c, void** con_cls,
-                        MHD_RequestTerminationCode) {
+  static void Completed(void* cls, MHD_Connection* c, void** con_cls, MHD_RequestTerminationCode) {
     Impl* s = static_cast<Impl*>(cls);
     auto* st = static_cast<RequestState*>(*con_cls);
     if (!st) return;

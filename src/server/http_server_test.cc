@@ -37,12 +37,14 @@ TEST(HttpServerTest, RawRequestsGoThroughTheParserAndTheWorkers) {
   EXPECT_NE(r.find("GET /cheap"), std::string::npos) << r;
   const std::string form =
       "--XyZ\r\nContent-Disposition: form-data; name=\"label\"\r\n\r\nok\r\n--XyZ--\r\n";
-  r = s.HandleRaw("POST /f HTTP/1.1\r\nHost: h\r\nContent-Type: multipart/form-data; boundary=XyZ\r\n"
-                  "Content-Length: " +
-                  std::to_string(form.size()) + "\r\n\r\n" + form);
+  r = s.HandleRaw(
+      "POST /f HTTP/1.1\r\nHost: h\r\nContent-Type: multipart/form-data; boundary=XyZ\r\n"
+      "Content-Length: " +
+      std::to_string(form.size()) + "\r\n\r\n" + form);
   EXPECT_NE(r.find("form:label=ok"), std::string::npos) << r;
-  EXPECT_NE(s.MetricsText().find("nearlabel_http_requests_total{route=\"POST route\",status=\"200\"} 1"),
-            std::string::npos);
+  EXPECT_NE(
+      s.MetricsText().find("nearlabel_http_requests_total{route=\"POST route\",status=\"200\"} 1"),
+      std::string::npos);
 }
 
 TEST(HttpServerTest, BodiesPastTheLimitAre413WhetherDeclaredOrChunked) {
@@ -65,8 +67,7 @@ TEST(HttpServerTest, AnIncompleteRequestEndsAtOnce) {
   HttpServer s(HttpServerOptions{}, EchoHandlers());
   const auto t0 = std::chrono::steady_clock::now();
   const std::string r = s.HandleRaw("POST /x HTTP/1.1\r\nHost: h\r\nContent-Length: 50\r\n\r\nab");
-  const double secs =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   EXPECT_EQ(r.find("HTTP/1.1 200"), std::string::npos) << r;
   EXPECT_LT(secs, 5.0);  // the client's end of input closes it, not the 30 s idle timeout
 }

@@ -281,10 +281,12 @@ struct Server::Impl {
 
   // A store failure as an HTTP error: a database that cannot be reached is 503 (retry later).
   // The detail (which names the store's file or database) goes to the server's log only.
-  static HttpError StoreError(const Status& st) {
+  HttpError StoreError(const Status& st) const {
     std::fprintf(stderr, "nearlabel: serve: store: %s\n", st.message().c_str());
     if (st.code() == Status::Code::kIOError) {
-      return HttpError{503, "the store cannot be reached now; retry shortly"};
+      return HttpError{503, std::string(feed ? "the PostgreSQL store" : "the store") +
+                                " cannot be reached now (searches go on from the rows this "
+                                "server holds); retry shortly"};
     }
     return HttpError{500, "the store failed (the server's log has the details)"};
   }
@@ -687,8 +689,9 @@ struct Server::Impl {
   void StartHttp() {
     HttpServerOptions ho;
     ho.max_body_bytes = opt.max_upload_bytes + (64u << 10);  // + multipart overhead
-    ho.workers = opt.threads > 0 ? opt.threads
-                                 : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    ho.workers = opt.threads > 0
+                     ? opt.threads
+                     : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
     HttpHandlers hh;
     hh.handle = [this](const HttpRequest& req, HttpResponse& res) { Handle(req, res); };
     hh.cheap = [](const std::string& m, const std::string& path) {
