@@ -204,6 +204,9 @@ class ChangeFeed {
   virtual Result<bool> WaitForChanges(int timeout_ms) = 0;
 };
 
+// "N stored embeddings are damaged (row 3: why; ...)", the first three named; "" when none.
+std::string DamagedRowsSummary(const VectorTable& table);
+
 // One line for stderr when `table` left damaged rows out ("" when none): how many, the first
 // few ids with why, that they are never ranked, and to run `nearlabel check`.
 std::string DamagedRowsNotice(const VectorTable& table, const std::string& location);

@@ -26,13 +26,13 @@ CheckItem CheckFile(Store& store) {
 }
 
 // Embeddings and metadata, from one pass over the rows.
-void CheckRows(Store& store, const VectorTable& table, StoreCheckReport* report) {
+void CheckRows(const VectorTable& table, StoreCheckReport* report) {
   CheckItem e{"embeddings", table.damaged.empty(), "", ""};
   e.detail = std::to_string(table.size()) + " rows are finite unit vectors";
   if (!e.ok) {
     std::vector<int64_t> ids;
     for (const auto& [id, why] : table.damaged) ids.push_back(id);
-    e.detail = DamagedRowsNotice(table, store.location());
+    e.detail = DamagedRowsSummary(table) + "; left out of every search";
     e.fix = "delete the rows (nearlabel delete STORE --where 'id IN (" + Ids(ids) +
             ")') and ingest their images again";
   }
@@ -101,7 +101,7 @@ Result<StoreCheckReport> CheckStore(Store& store) {
         {"embeddings", false, table.status().message(), "restore the store from a backup"});
     return report;
   }
-  CheckRows(store, *table, &report);
+  CheckRows(*table, &report);
   report.items.push_back(CheckIndex(store, *table));
   return report;
 }

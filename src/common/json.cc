@@ -67,6 +67,10 @@ bool IsValidUtf8(std::string_view text) {
   return true;
 }
 
+bool IsJsonText(std::string_view text) {
+  return text.find('\0') == std::string_view::npos && IsValidUtf8(text);
+}
+
 std::string JsonTooDeepMessage() {
   return "JSON nested more than " + std::to_string(kMaxJsonDepth) +
          " levels deep (the limit; label files need a few)";

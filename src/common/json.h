@@ -27,6 +27,10 @@ nlohmann::json ParseJson(std::string_view text, bool* too_deep = nullptr);
 // U+10FFFF): what JSON text, and so every label and metadata value, must be.
 bool IsValidUtf8(std::string_view text);
 
+// True when `text` can be a JSON string's value as nearlabel stores and matches labels:
+// UTF-8 (IsValidUtf8) without NUL bytes. The one rule for labels, metadata and --within.
+bool IsJsonText(std::string_view text);
+
 // The message for a value refused by ParseJson for its depth.
 std::string JsonTooDeepMessage();
 

@@ -102,13 +102,11 @@ struct RequestState {
   MHD_PostProcessor* form_parser = nullptr;
   bool bad_form = false;
   bool too_large = false;  // the body passed the limit: dropped as it arrives
-  bool in_field = false;   // last_field is the field being received
   std::multimap<std::string, HttpFormField>::iterator last_field;
   bool dispatched = false;
   bool responded = false;
   int status = 0;
-  std::mutex mu;  // guards ready and res between the worker and the event thread
-  bool ready = false;
+  std::mutex mu;  // guards res between the worker and the event thread
   HttpResponse res;
   ~RequestState() {
     if (form_parser) MHD_destroy_post_processor(form_parser);
@@ -276,7 +274,6 @@ struct HttpServer::Impl {
           {
             std::lock_guard<std::mutex> lock(st->mu);
             st->res = std::move(res);
-            st->ready = true;
           }
           MHD_resume_connection(c);
         },
@@ -286,7 +283,6 @@ struct HttpServer::Impl {
       std::lock_guard<std::mutex> lock(st->mu);
       st->res = h.error(503, "the server is busy (" + std::to_string(opt.max_queued) +
                                  " requests waiting); retry shortly");
-      st->ready = true;
     }
     return MHD_YES;
   }
@@ -327,12 +323,11 @@ struct HttpServer::Impl {
                               const char* content_type, const char*, const char* data, uint64_t off,
                               size_t size) {
     auto* st = static_cast<RequestState*>(cls);
-    if (off == 0 || !st->in_field) {
+    if (off == 0 || st->req.form.empty()) {  // libmicrohttpd starts each field at offset 0
       HttpFormField f;
       f.filename = filename ? filename : "";
       f.content_type = content_type ? content_type : "";
       st->last_field = st->req.form.emplace(key ? key : "", std::move(f));
-      st->in_field = true;
     }
     st->last_field->second.content.append(data, size);
     return MHD_YES;

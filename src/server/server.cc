@@ -74,7 +74,7 @@ void RejectUnknown(const std::map<std::string, std::string>& params,
     if (known.count(k)) continue;
     std::string list;
     for (const auto& n : known) list += (list.empty() ? "" : ", ") + n;
-    const std::string name = IsValidUtf8(k) && k.find('\0') == std::string::npos ? k : "?";
+    const std::string name = IsJsonText(k) ? k : "?";
     throw HttpError{400, "unknown field '" + name + "' (this route takes: " + list + ")"};
   }
 }
@@ -105,7 +105,7 @@ std::string Param(const std::map<std::string, std::string>& p, const std::string
 // A text parameter that will be stored or compared as JSON text: UTF-8 without NUL bytes.
 std::string TextParam(const std::map<std::string, std::string>& p, const std::string& name) {
   std::string v = Param(p, name);
-  if (v.find('\0') != std::string::npos || !IsValidUtf8(v)) {
+  if (!IsJsonText(v)) {
     throw HttpError{400, name + " must be UTF-8 text without NUL bytes"};
   }
   return v;
@@ -382,11 +382,7 @@ struct Server::Impl {
   std::optional<std::vector<int64_t>> Within(const std::string& within) {
     if (within.empty()) return std::nullopt;
     auto sql = WithinToSql(within);
-    if (!sql.ok()) {
-      throw HttpError{400, within.find('=') == std::string::npos || within[0] == '='
-                               ? "within wants FIELD=VALUE, e.g. within=part=exp1"
-                               : "within FIELD=VALUE must be UTF-8 text without NUL bytes"};
-    }
+    if (!sql.ok()) throw HttpError{400, sql.status().message()};  // WithinToSql's rule and words
     std::lock_guard<std::mutex> lock(store_mu);
     auto ids = store->SelectIds(*sql);
     if (!ids.ok()) throw StoreError(ids.status());

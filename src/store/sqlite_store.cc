@@ -717,7 +717,7 @@ std::string SqlStringLiteral(const std::string& text) {
   return q + "'";
 }
 
-std::string DamagedRowsNotice(const VectorTable& table, const std::string& location) {
+std::string DamagedRowsSummary(const VectorTable& table) {
   if (table.damaged.empty()) return "";
   std::string list;
   for (size_t i = 0; i < table.damaged.size() && i < 3; ++i) {
@@ -726,9 +726,13 @@ std::string DamagedRowsNotice(const VectorTable& table, const std::string& locat
   }
   if (table.damaged.size() > 3) list += "; ...";
   return std::to_string(table.damaged.size()) + " stored embedding" +
-         (table.damaged.size() == 1 ? " is" : "s are") + " damaged (" + list +
-         "); left out, never ranked. Run `nearlabel check " + MaskedLocation(location) +
-         "` for the whole store";
+         (table.damaged.size() == 1 ? " is" : "s are") + " damaged (" + list + ")";
+}
+
+std::string DamagedRowsNotice(const VectorTable& table, const std::string& location) {
+  if (table.damaged.empty()) return "";
+  return DamagedRowsSummary(table) + "; left out, never ranked. Run `nearlabel check " +
+         MaskedLocation(location) + "` for the whole store";
 }
 
 std::string SqlValueText(const SqlValue& v) {
@@ -750,7 +754,7 @@ Result<std::string> WithinToSql(const std::string& within) {
   }
   // Labels are JSON strings: UTF-8 without NUL bytes. A value that is not could match no
   // row, and a NUL would end the SQL text early, so it is refused here.
-  if (within.find('\0') != std::string::npos || !IsValidUtf8(within)) {
+  if (!IsJsonText(within)) {
     return Status::InvalidArgument(
         "--within FIELD=VALUE must be UTF-8 text without NUL bytes (labels are JSON strings)");
   }
