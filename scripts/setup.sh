@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 PKGS=(build-essential cmake ninja-build pkg-config python3
       libopencv-core-dev libopencv-imgproc-dev libopencv-imgcodecs-dev libopencv-dnn-dev
-      libsqlite3-dev libpq-dev postgresql-15 nlohmann-json3-dev libcli11-dev libopenblas-dev libssl-dev libgtest-dev
+      libsqlite3-dev zlib1g-dev libpq-dev postgresql-15 nlohmann-json3-dev libcli11-dev libopenblas-dev libssl-dev libgtest-dev
       libonnx-dev libprotobuf-dev libhnswlib-dev libcpp-httplib-dev libmicrohttpd-dev chromium curl
       clang libclang-rt-14-dev libjpeg-dev  # sanitizer and fuzz builds; test images (CMYK JPEG)
       libfaiss-dev python3-hnswlib python3-numpy)  # the last three: baselines for bench/search

@@ -4,9 +4,13 @@
 // query plan.
 #pragma once
 
+#include <algorithm>
+#include <cstdint>
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <unordered_set>
 #include <vector>
 
 #include "nearlabel/status.h"
@@ -26,17 +30,41 @@ struct IdNeighbor {
   float distance = 0;  // cosine distance, 1 - dot product
 };
 
-// Rows a filtered search may return, prepared once per filter (HnswIndex::MakeFilter).
-struct IndexFilter {
-  std::vector<uint8_t> allowed;  // per internal node
-  size_t count = 0;              // live rows allowed
+// The ids a search may return (FAISS's IDSelector): one filter for every index type, by store
+// row id, so it means the same to the graph, the flat scan and the rows added since the index
+// was saved. Built once per query filter; `Allows` is a bitmap test when the ids are dense, a
+// binary search otherwise. Immutable after construction: thread-safe.
+class IdSelector {
+ public:
+  IdSelector() = default;
+  // Allows exactly `ids` (any order, duplicates ignored).
+  explicit IdSelector(std::vector<int64_t> ids);
+  bool Allows(int64_t id) const {
+    if (id < lo_ || id > hi_) return false;
+    if (!bits_.empty()) {
+      const uint64_t at = static_cast<uint64_t>(id - lo_);
+      return (bits_[at >> 6] >> (at & 63)) & 1;
+    }
+    return std::binary_search(ids_.begin(), ids_.end(), id);
+  }
+  size_t count() const { return ids_.size(); }  // ids allowed
+  const std::vector<int64_t>& ids() const { return ids_; }  // ascending
+
+ private:
+  std::vector<int64_t> ids_;
+  int64_t lo_ = 1, hi_ = 0;
+  std::vector<uint64_t> bits_;
 };
+using IndexFilter = IdSelector;
 
 // Per-query parameters.
 struct IndexSearchParams {
   int k = 10;
   int ef = 0;  // candidate list of the walk; 0: max(k, kDefaultEf). Higher: better recall, slower
-  const IndexFilter* filter = nullptr;  // null: every live row
+  const IdSelector* filter = nullptr;  // null: every live row
+  // Ids never returned whatever the filter (rows changed since the index was saved, which
+  // the caller answers from their current vectors). Null: none.
+  const std::unordered_set<int64_t>* exclude = nullptr;
   bool exact = false;                   // scan instead of walking the graph
   static constexpr int kDefaultEf = 128;
 };
@@ -59,7 +87,8 @@ class HnswIndex {
   static std::unique_ptr<HnswIndex> Create(int dims, const IndexBuildParams& params);
 
   // Adds rows (ids must not be in the index yet; vectors are n x dims, unit length), using
-  // params.threads threads. Not thread-safe with searches or other writes.
+  // params.threads threads. Not thread-safe with searches or other writes. Unsupported on a
+  // mapped index.
   Status Add(const int64_t* ids, const float* vectors, size_t n, int threads = 0);
   // Marks rows deleted: they are never returned again. Returns how many were present.
   size_t Remove(const std::vector<int64_t>& ids);
@@ -71,12 +100,14 @@ class HnswIndex {
   std::vector<IdNeighbor> Search(const float* query, const IndexSearchParams& params,
                                  IndexSearchStats* stats = nullptr) const;
 
-  // A filter allowing `ids` (ids not in the index are ignored). Thread-safe.
-  IndexFilter MakeFilter(const std::vector<int64_t>& ids) const;
+  // A filter allowing `ids` (the same as IdSelector(ids), kept for callers of the index alone).
+  IndexFilter MakeFilter(const std::vector<int64_t>& ids) const { return IdSelector(ids); }
 
   // Live row ids, ascending.
   std::vector<int64_t> Ids() const;
   size_t size() const;  // live rows
+  size_t nodes() const;  // every node, deleted ones included
+  size_t dead() const { return nodes() - size(); }
   int dims() const { return dims_; }
   const IndexBuildParams& params() const { return params_; }
   // Bytes of memory the graph and its vector copy use.
@@ -85,6 +116,17 @@ class HnswIndex {
   // Writes the index to `path` atomically: a temporary file in the same directory, fsync,
   // checked size, rename, fsync of the directory. Returns the file's sha256.
   Result<std::string> Save(const std::string& path) const;
+  // Opens an index written by Save for searching straight from the file: its vectors and
+  // links are served from a read-only memory map, nothing is copied into the heap, so opening
+  // costs the same at any size and a query touches only the pages its walk visits. The file's
+  // header and size are checked (the sha256 is checked by `nearlabel check`: hashing the whole
+  // file would read every page); every link the walk follows is bounds-checked, so a damaged
+  // file gives poor answers, never a crash. Add and Save are refused (Unsupported); Remove
+  // works in memory. `live_rows`: the live rows the file holds as recorded at its save (the
+  // store's index.rows); SIZE_MAX counts its deletion marks (a pass over every node).
+  static Result<std::unique_ptr<HnswIndex>> Map(const std::string& path, int dims,
+                                                size_t live_rows = SIZE_MAX);
+  bool mapped() const;
   // Reads an index written by Save; `sha256` (when non-empty) must match the file.
   static Result<std::unique_ptr<HnswIndex>> Load(const std::string& path, int dims,
                                                  const IndexBuildParams& params,
@@ -93,6 +135,7 @@ class HnswIndex {
  private:
   struct Impl;
   HnswIndex(int dims, const IndexBuildParams& params);
+  Status AddToGraph(const int64_t* ids, const float* vectors, size_t n, int threads);
   int dims_;
   IndexBuildParams params_;
   std::unique_ptr<Impl> impl_;
@@ -130,8 +173,11 @@ Result<std::unique_ptr<HnswIndex>> OpenStoreIndex(Store& store, size_t max_catch
 // Builds a new index over every row of the store and saves it (store open read-write).
 Result<std::unique_ptr<HnswIndex>> BuildStoreIndex(Store& store, const IndexBuildParams& params);
 
-// Saves `index` as the store's new current generation (see above).
-Status SaveStoreIndex(Store& store, const HnswIndex& index);
+// Saves `index` as the store's new current generation (see above). `change_id`: the newest
+// change the index is known to hold (read before the rows it was built or caught up from);
+// readers answer every row changed after it from the row's current vector. -1: unknown
+// (readers compare the index's ids with the table's).
+Status SaveStoreIndex(Store& store, const HnswIndex& index, int64_t change_id = -1);
 
 // Brings the store's index (if it has one, or `create` is set) up to date and saves it when
 // it changed: used after ingest and delete. A missing or damaged index file is rebuilt.

@@ -28,6 +28,17 @@ struct SearchParams {
   bool bf16_candidates = true;
 };
 
+// Rows that someone else owns (a VectorTable, a memory-mapped segment): row-major, rows x dims.
+struct MatrixView {
+  const float* data = nullptr;
+  size_t rows = 0;
+  int dims = 0;
+};
+
+// ExactSearch over a MatrixView (`params.allowed`, when set, has one byte per row).
+std::vector<Neighbor> ExactSearch(const MatrixView& rows, const float* query,
+                                  const SearchParams& params);
+
 // The k nearest rows of `table` to `query` (dims floats, unit length), nearest first.
 // Returns fewer than k only when fewer rows are allowed. Thread-safe (read-only on table).
 std::vector<Neighbor> ExactSearch(const VectorTable& table, const float* query,

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -124,6 +125,16 @@ class Store {
   // with what was found and what to do, when the store is damaged. Reads the whole file:
   // commands that write rows call it once before their first write.
   virtual Status CheckIntegrity() = 0;
+  // Streams the id and embedding of every row, ascending id, from one snapshot of the table,
+  // calling `row` for each (the pointer is valid during the call only); *change_id is the
+  // newest change in that snapshot (0 for a store without a change log), so the rows plus
+  // every later change are the whole table. Rows whose embedding fails EmbeddingProblem go to
+  // *damaged instead. Stops at the first error `row` returns. The default loads every row
+  // (LoadVectors) after reading the change id: a row also among the later changes is then
+  // seen twice, which catch-up treats as a no-op.
+  virtual Status ScanEmbeddings(const std::function<Status(int64_t id, const float* v)>& row,
+                                int64_t* change_id,
+                                std::vector<std::pair<int64_t, std::string>>* damaged);
   // Where this store lives, for messages (a PostgreSQL URI with its password masked).
   virtual std::string location() const = 0;
 
@@ -131,8 +142,8 @@ class Store {
   // The ingest job queue on this store's connection, or nullptr when the store is embedded
   // (one ingest process at a time).
   virtual IngestQueue* ingest_queue() { return nullptr; }
-  // A change feed on a connection of its own (for a server's sync thread); Unsupported for
-  // an embedded store, whose only writer is the process holding it.
+  // The change feed on a connection of its own: PostgreSQL's (LISTEN/NOTIFY) and a format-3
+  // SQLite file's (its change log, polled). Unsupported for a format-2 SQLite file.
   virtual Result<std::unique_ptr<ChangeFeed>> OpenChangeFeed() {
     return Status::Unsupported("store " + location() + " has no change feed");
   }

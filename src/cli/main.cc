@@ -20,6 +20,8 @@
 #include <opencv2/imgcodecs.hpp>
 
 #include "cli/output.h"
+#include "collection/answer_json.h"
+#include "nearlabel/collection.h"
 #include "common/fs.h"
 #include "common/json.h"
 #include "common/sha256.h"
@@ -342,116 +344,36 @@ struct QueryArgs {
   double reject_quantile = 0.97;
 };
 
-// A row shown in an answer.
-struct ShownRow {
-  std::string source;
-  json metadata;
-};
-
-// Answers k-NN queries for classify and search: through the store's HNSW index when it has
-// one (filters become an IndexFilter from the ids the SQL selects), else by an exact scan of
-// the rows loaded from the store.
-class QueryPlan {
- public:
-  // Opens the plan; notices (index unusable, searching exactly) go to stderr.
-  Status Open(Store& store, const std::string& where, const QueryArgs& a) {
-    store_ = &store;
-    ef_ = a.ef;
-    if (!a.exact) {
-      NL_ASSIGN_OR_RETURN(StoreIndexState state, ReadIndexState(store));
-      if (state.exists) {
-        // A read-only command adds at most this many missing rows in memory; more means the
-        // index is far behind, and an exact scan answers sooner than a catch-up.
-        constexpr size_t kMaxCatchUp = 2000;
-        auto index = OpenStoreIndex(store, kMaxCatchUp);
-        if (index.ok()) {
-          index_ = std::move(*index);
-        } else {
-          std::fprintf(stderr, "nearlabel: notice: searching exactly: %s\n",
-                       index.status().message().c_str());
-        }
-      }
-    }
-    if (index_) {
-      if (!where.empty()) {
-        NL_ASSIGN_OR_RETURN(std::vector<int64_t> ids, store.SelectIds(where));
-        filter_ = index_->MakeFilter(ids);
-        filtered_ = true;
-      }
-      return Status::OK();
-    }
-    NL_ASSIGN_OR_RETURN(table_, store.LoadVectors(where));
-    WarnDamaged(table_, store);
-    return Status::OK();
+// Prints one answer as text (the JSON shape is AnswerJson's, shared with the server).
+void PrintAnswer(const std::string& image, const Collection::Classified& c, bool classify,
+                 const std::string& label_field, int k, Vote vote) {
+  const std::string path = TerminalSafe(image);
+  if (classify && c.unknown) {
+    std::printf("%s: %s = unknown (%s)\n", path.c_str(), TerminalSafe(label_field).c_str(),
+                TerminalSafe(c.rejected_why).c_str());
+  } else if (classify) {
+    const std::string& label = c.prediction.label;
+    std::printf("%s: %s = %s (confidence %.3f, k=%d, %s vote)\n", path.c_str(),
+                TerminalSafe(label_field).c_str(),
+                label.empty() ? "(none)" : TerminalSafe(label).c_str(), c.prediction.confidence, k,
+                VoteName(vote));
+  } else {
+    std::printf("%s: %zu nearest of %zu rows\n", path.c_str(), c.answer.neighbors.size(),
+                c.answer.candidates);
   }
-
-  size_t candidates() const {
-    return index_ ? (filtered_ ? filter_.count : index_->size()) : table_.size();
+  std::vector<std::vector<std::string>> rows;
+  for (size_t i = 0; i < c.answer.neighbors.size(); ++i) {
+    const AnswerRow& r = c.answer.neighbors[i];
+    rows.push_back({std::to_string(i + 1), std::to_string(r.id), FormatDouble(r.distance, 4),
+                    c.labels[i], r.source});
   }
-  std::string Describe() const {
-    return index_ ? "HNSW index (m=" + std::to_string(index_->params().m) + ")" : "exact scan";
-  }
-
-  std::vector<IdNeighbor> Search(const float* query, int k, IndexSearchStats* stats) {
-    if (index_) {
-      IndexSearchParams p;
-      p.k = k;
-      p.ef = ef_;
-      p.filter = filtered_ ? &filter_ : nullptr;
-      std::vector<IdNeighbor> found = index_->Search(query, p, stats);
-      // The graph holds half-precision copies: show the distances of the stored float32
-      // vectors, the ones an exact scan reports.
-      for (IdNeighbor& nb : found) {
-        auto item = store_->GetItem(nb.id);
-        if (!item.ok() || item->embedding.size() != static_cast<size_t>(index_->dims())) continue;
-        nb.distance = 1.0f - InnerProduct(query, item->embedding.data(), item->embedding.size());
-        rows_[nb.id] = {item->source, ParseMeta(item->metadata_json)};
-      }
-      std::stable_sort(found.begin(), found.end(), [](const IdNeighbor& x, const IdNeighbor& y) {
-        return x.distance < y.distance;
-      });
-      return found;
-    }
-    SearchParams p;
-    p.k = k;
-    std::vector<IdNeighbor> out;
-    for (const Neighbor& nb : ExactSearch(table_, query, p)) {
-      out.push_back({table_.ids[nb.row], nb.distance});
-    }
-    if (stats) stats->plan = IndexSearchStats::Plan::kExact;
-    return out;
-  }
-
-  Result<ShownRow> Row(int64_t id) {
-    auto cached = rows_.find(id);
-    if (cached != rows_.end()) return cached->second;
-    ShownRow r;
-    auto pos = std::lower_bound(table_.ids.begin(), table_.ids.end(), id);
-    if (pos != table_.ids.end() && *pos == id) {
-      const size_t i = static_cast<size_t>(pos - table_.ids.begin());
-      r = {table_.sources[i], ParseMeta(table_.metadata[i])};
-    } else {
-      NL_ASSIGN_OR_RETURN(ItemRecord item, store_->GetItem(id));
-      r = {item.source, ParseMeta(item.metadata_json)};
-    }
-    return rows_[id] = r;
-  }
-
- private:
-  Store* store_ = nullptr;
-  int ef_ = 0;
-  std::unique_ptr<HnswIndex> index_;
-  IndexFilter filter_;
-  bool filtered_ = false;
-  VectorTable table_;
-  std::map<int64_t, ShownRow> rows_;
-};
+  PrintTable({"rank", "id", "distance", label_field, "source"}, rows);
+}
 
 int RunQuery(const QueryArgs& a, const Global& g, bool classify) {
   const auto t_open = std::chrono::steady_clock::now();
   auto opened = OpenIngested(a.store, a.vote);
   if (!opened.ok()) return Fail(opened.status());
-  auto& store = opened->store;
   const CollectionInfo& info = opened->info;
   const Vote vote = opened->vote;
   std::string within_sql;
@@ -460,29 +382,39 @@ int RunQuery(const QueryArgs& a, const Global& g, bool classify) {
     if (!w.ok()) return Fail(w.status());
     within_sql = *w;
   }
-  QueryPlan plan;
-  Status st = plan.Open(*store, JoinWhere({within_sql, a.where}), a);
-  if (!st.ok()) return Fail(st);
+  CollectionOptions copt;
+  copt.use_index = !a.exact;
+  auto collection = Collection::Open(a.store, copt);
+  if (!collection.ok()) return Fail(collection.status());
+  const CollectionState cs = (*collection)->state();
+  if (!cs.notices.empty()) std::fprintf(stderr, "nearlabel: notice: %s", cs.notices.c_str());
   const auto t_model = std::chrono::steady_clock::now();
   auto embedder = OpenEmbedderForStore(a.store, &info, a.model, g, a.images.size() < 8);
   if (!embedder.ok()) return Fail(embedder.status());
   const std::string label_field = !a.label.empty()           ? a.label
                                   : info.label_field.empty() ? "label"
                                                              : info.label_field;
-  const int k = a.k > 0 ? a.k : (classify ? 5 : 10);
+  QueryOptions q;
+  q.k = a.k > 0 ? a.k : (classify ? 5 : 10);
+  q.ef = a.ef;
+  q.exact = a.exact;
+  q.where_sql = JoinWhere({within_sql, a.where});
   std::optional<RejectThresholds> reject;
   if (classify && a.reject) {
     // Calibrated on the rows this query may answer from (leave-one-out, one sgemm pass), and
     // cached in the store until those rows or their labels change.
     std::string how;
-    auto r = CachedRejection(*store, a.store, JoinWhere({within_sql, a.where}), label_field,
+    auto r = CachedRejection(*opened->store, a.store, q.where_sql, label_field,
                              a.reject_quantile, &how);
     if (!r.ok()) return Fail(r.status().WithContext("--reject"));
     reject = std::move(*r);
-    if (g.verbose) {
-      std::fprintf(stderr, "nearlabel: rejection thresholds %s\n", how.c_str());
-    }
+    if (g.verbose) std::fprintf(stderr, "nearlabel: rejection thresholds %s\n", how.c_str());
   }
+  AnswerJsonOptions jo;
+  jo.classify = classify;
+  jo.label_field = label_field;
+  jo.k = q.k;
+  jo.vote = vote;
 
   const auto t_query = std::chrono::steady_clock::now();
   auto files = EmbedFiles(a.images, **embedder);
@@ -495,72 +427,20 @@ int RunQuery(const QueryArgs& a, const Global& g, bool classify) {
       ++failures;
       continue;
     }
-    IndexSearchStats stats;
-    const std::vector<IdNeighbor> found = plan.Search(f.embedding.data(), k, &stats);
-    // VoteLabel counts by position: neighbour i has labels[i].
-    std::vector<Neighbor> nbs;
-    std::vector<std::string> labels;
-    std::vector<std::vector<std::string>> rows;
-    json r = {{"image", f.path}, {"neighbors", json::array()}};
-    for (const IdNeighbor& nb : found) {
-      auto row = plan.Row(nb.id);
-      if (!row.ok()) return Fail(row.status());
-      labels.push_back(MetadataField(row->metadata, label_field));
-      nbs.push_back({nbs.size(), nb.distance});
-      r["neighbors"].push_back({{"id", nb.id},
-                                {"distance", nb.distance},
-                                {"label", labels.back()},
-                                {"source", row->source},
-                                {"metadata", row->metadata}});
-      rows.push_back({std::to_string(rows.size() + 1), std::to_string(nb.id),
-                      FormatDouble(nb.distance, 4), labels.back(), row->source});
-    }
-    Prediction p;
-    std::string rejected_why;
-    if (classify) {
-      p = VoteLabel(nbs, labels, vote);
-      if (reject && !nbs.empty()) {
-        const float limit = reject->For(labels.front());
-        r["reject_threshold"] = limit;
-        if (nbs.front().distance > limit) {
-          rejected_why = "nearest distance " + FormatDouble(nbs.front().distance, 4) + " > " +
-                         FormatDouble(limit, 4) + ", the " +
-                         FormatDouble(100 * reject->quantile, 0) + "th percentile for '" +
-                         labels.front() + "'";
-          r["voted_label"] = p.label;
-          p.label = "unknown";
-          p.confidence = 0;
-        }
-      }
-      r["label"] = p.label;
-      r["unknown"] = !rejected_why.empty();
-      r["confidence"] = p.confidence;
-      r["scores"] = json::object();
-      for (const auto& [l, s] : p.scores) r["scores"][l] = s;
-    }
+    auto c = (*collection)->Classify(f.embedding.data(), q, label_field, vote,
+                                     reject ? &*reject : nullptr);
+    if (!c.ok()) return Fail(c.status());
     if (g.verbose) {
-      std::fprintf(stderr, "%s: %s, plan %s, ef %d, %zu distances\n", TerminalSafe(f.path).c_str(),
-                   plan.Describe().c_str(), PlanName(stats.plan), stats.ef_used, stats.distances);
+      std::fprintf(stderr, "%s: %s, ef %d, %zu distances\n", TerminalSafe(f.path).c_str(),
+                   c->answer.plan.c_str(), c->answer.stats.ef_used, c->answer.stats.distances);
     }
     if (g.json) {
-      out.push_back(r);
-      continue;
-    }
-    if (classify) {
-      if (!rejected_why.empty()) {
-        std::printf("%s: %s = unknown (%s)\n", TerminalSafe(f.path).c_str(),
-                    TerminalSafe(label_field).c_str(), TerminalSafe(rejected_why).c_str());
-      } else {
-        std::printf("%s: %s = %s (confidence %.3f, k=%d, %s vote)\n", TerminalSafe(f.path).c_str(),
-                    TerminalSafe(label_field).c_str(),
-                    p.label.empty() ? "(none)" : TerminalSafe(p.label).c_str(), p.confidence, k,
-                    VoteName(vote));
-      }
+      json r = AnswerJson(*c, jo);
+      r["image"] = f.path;
+      out.push_back(std::move(r));
     } else {
-      std::printf("%s: %zu nearest of %zu rows\n", TerminalSafe(f.path).c_str(), found.size(),
-                  plan.candidates());
+      PrintAnswer(f.path, *c, classify, label_field, q.k, vote);
     }
-    PrintTable({"rank", "id", "distance", label_field, "source"}, rows);
   }
   if (g.json) PrintJson(out);
   if (g.verbose) {
@@ -569,10 +449,10 @@ int RunQuery(const QueryArgs& a, const Global& g, bool classify) {
     };
     const auto now = std::chrono::steady_clock::now();
     std::fprintf(stderr,
-                 "timing: store open + %zu vectors loaded (%s) %.1f ms; model loaded %.1f ms; "
-                 "answer (read, decode, embed, search, print) for %zu image(s) %.1f ms\n",
-                 plan.candidates(), plan.Describe().c_str(), ms(t_open, t_model),
-                 ms(t_model, t_query), a.images.size(), ms(t_query, now));
+                 "timing: store open (%zu rows, segment %s, index %zu rows) %.1f ms; model loaded "
+                 "%.1f ms; answer (read, decode, embed, search, print) for %zu image(s) %.1f ms\n",
+                 cs.rows, cs.segment.empty() ? "in memory" : cs.segment.c_str(), cs.index_rows,
+                 ms(t_open, t_model), ms(t_model, t_query), a.images.size(), ms(t_query, now));
   }
   return failures ? 1 : 0;
 }

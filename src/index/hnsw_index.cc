@@ -18,6 +18,7 @@
 // functions, so this is the one file that may include them.
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -28,6 +29,7 @@
 #include <filesystem>
 #include <functional>
 #include <limits>
+#include <mutex>
 #include <queue>
 #include <thread>
 
@@ -109,35 +111,165 @@ const char* PlanName(IndexSearchStats::Plan plan) {
   return "?";
 }
 
-struct HnswIndex::Impl {
-  explicit Impl(int dims) : space(static_cast<size_t>(dims)) {}
-  HalfUnitInnerProductSpace space;
-  std::unique_ptr<Graph> graph;
+namespace {
 
+// Where a graph's nodes are: hnswlib's memory (an index being built or loaded) or a read-only
+// map of its file (HnswIndex::Map). The walk reads only through this, so both are searched by
+// the same code. hnswlib's base-layer element: [link count (u16) + flags (u8, bit 0 deleted)
+// + pad, 2M links (u32)] [vector] [label (size_t)].
+struct GraphLayout {
+  const char* level0 = nullptr;
+  size_t element_bytes = 0, offset_data = 0, label_offset = 0, count = 0;
+  size_t max_links0 = 0, max_links = 0, links_bytes = 0;  // links_bytes: one upper level
+  int maxlevel = 0;
+  tableint entry = 0;
+  const char* const* upper = nullptr;  // per node: its upper levels' link lists, or null
+  const int* levels = nullptr;         // per node (hnswlib's element_levels_), or null: mapped
+
+  const char* Element(tableint id) const { return level0 + id * element_bytes; }
   const uint16_t* Data(tableint id) const {
-    return reinterpret_cast<const uint16_t*>(graph->getDataByInternalId(id));
+    return reinterpret_cast<const uint16_t*>(Element(id) + offset_data);
+  }
+  bool Deleted(tableint id) const {
+    return reinterpret_cast<const unsigned char*>(Element(id))[2] & 1;
+  }
+  int64_t Label(tableint id) const {
+    size_t label;
+    std::memcpy(&label, Element(id) + label_offset, sizeof label);
+    return static_cast<int64_t>(label);
+  }
+  // The base layer's links of `id` (count clamped to the maximum: a damaged file cannot make
+  // a walk read past the element).
+  const tableint* Links0(tableint id, size_t* n) const {
+    const char* e = Element(id);
+    uint16_t c;
+    std::memcpy(&c, e, sizeof c);
+    *n = std::min<size_t>(c, max_links0);
+    return reinterpret_cast<const tableint*>(e + sizeof(unsigned));
+  }
+  const tableint* Links(tableint id, int level, size_t* n) const {
+    const char* list = upper[id];
+    if (list == nullptr) {
+      *n = 0;
+      return nullptr;
+    }
+    list += static_cast<size_t>(level - 1) * links_bytes;
+    uint16_t c;
+    std::memcpy(&c, list, sizeof c);
+    *n = std::min<size_t>(c, max_links);
+    return reinterpret_cast<const tableint*>(list + sizeof(unsigned));
+  }
+};
+
+// A pool of visited marks (a tag per node, cleared by changing the tag), as hnswlib's.
+class VisitedPool {
+ public:
+  struct Marks {
+    std::vector<uint16_t> tags;
+    uint16_t tag = 0;
+  };
+  std::unique_ptr<Marks> Get(size_t nodes) {
+    std::unique_ptr<Marks> m;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (!free_.empty()) {
+        m = std::move(free_.back());
+        free_.pop_back();
+      }
+    }
+    if (!m) m = std::make_unique<Marks>();
+    if (m->tags.size() < nodes) m->tags.assign(nodes, 0), m->tag = 0;
+    if (++m->tag == 0) {
+      std::fill(m->tags.begin(), m->tags.end(), 0);
+      m->tag = 1;
+    }
+    return m;
+  }
+  void Put(std::unique_ptr<Marks> m) {
+    std::lock_guard<std::mutex> lock(mu_);
+    free_.push_back(std::move(m));
+  }
+
+ private:
+  std::mutex mu_;
+  std::vector<std::unique_ptr<Marks>> free_;
+};
+
+// A read-only map of an index file (HnswIndex::Map).
+struct MappedFile {
+  ~MappedFile() {
+    if (base != nullptr) ::munmap(const_cast<char*>(base), bytes);
+  }
+  const char* base = nullptr;
+  size_t bytes = 0;
+  std::vector<const char*> upper;  // found on the first graph search (a pass over the tail)
+  std::once_flag upper_once;
+  std::vector<uint8_t> removed;  // Remove() on a mapped index: per node
+  size_t removed_count = 0;
+  size_t deleted_in_file = 0;  // nodes the file marks deleted
+};
+
+}  // namespace
+
+struct HnswIndex::Impl {
+  explicit Impl(int dims) : space(static_cast<size_t>(dims)), dims(static_cast<size_t>(dims)) {}
+  HalfUnitInnerProductSpace space;
+  size_t dims;
+  std::unique_ptr<Graph> graph;  // owned graph, or null when mapped
+  std::unique_ptr<MappedFile> file;
+  GraphLayout layout;
+  mutable VisitedPool visited;
+  int mapped_maxlevel = 0;
+
+  // Refreshes the layout from hnswlib's members (after a load, an insert or a resize).
+  void LayoutFromGraph() {
+    const Graph& g = *graph;
+    layout.level0 = g.data_level0_memory_;
+    layout.element_bytes = g.size_data_per_element_;
+    layout.offset_data = g.offsetData_;
+    layout.label_offset = g.label_offset_;
+    layout.count = g.cur_element_count;
+    layout.max_links0 = g.maxM0_;
+    layout.max_links = g.maxM_;
+    layout.links_bytes = g.size_links_per_element_;
+    layout.maxlevel = g.maxlevel_;
+    layout.entry = g.enterpoint_node_;
+    layout.upper = g.linkLists_;
+    layout.levels = g.element_levels_.data();
+  }
+  void EnsureUpperLinks() const;
+
+  bool Removed(tableint id) const {
+    return layout.Deleted(id) || (file && !file->removed.empty() && file->removed[id]);
   }
   float Distance(const float* q, tableint id) const {
-    return 1.0f -
-           InnerProductHalf(q, reinterpret_cast<const uint16_t*>(graph->getDataByInternalId(id)),
-                            graph->data_size_ / sizeof(uint16_t));
+    return 1.0f - InnerProductHalf(q, layout.Data(id), dims);
   }
-  bool Passes(tableint id, const IndexFilter* f) const {
-    return !graph->isMarkedDeleted(id) && (f == nullptr || f->allowed[id]);
+  // The query's filter and exclusions (IndexSearchParams), as one test per node.
+  struct Filter {
+    const IdSelector* allow = nullptr;
+    const std::unordered_set<int64_t>* exclude = nullptr;
+  };
+  bool Passes(tableint id, const Filter* f) const {
+    if (Removed(id)) return false;
+    if (f == nullptr) return true;
+    const int64_t label = layout.Label(id);
+    return (f->allow == nullptr || f->allow->Allows(label)) &&
+           (f->exclude == nullptr || f->exclude->count(label) == 0);
   }
 
   // Greedy descent through the upper layers to the base layer's entry point.
   tableint Descend(const float* q, size_t* distances) const {
-    tableint cur = graph->enterpoint_node_;
+    tableint cur = layout.entry;
     float cur_dist = Distance(q, cur);
     ++*distances;
-    for (int level = graph->maxlevel_; level > 0; --level) {
+    for (int level = layout.maxlevel; level > 0; --level) {
       for (bool changed = true; changed;) {
         changed = false;
-        const unsigned* list = graph->get_linklist(cur, level);
-        const int size = graph->getListCount(const_cast<unsigned*>(list));
-        const tableint* links = reinterpret_cast<const tableint*>(list + 1);
-        for (int i = 0; i < size; ++i) {
+        size_t size = 0;
+        const tableint* links = layout.Links(cur, level, &size);
+        for (size_t i = 0; i < size; ++i) {
+          if (links[i] >= layout.count) continue;  // damaged link
           const float d = Distance(q, links[i]);
           ++*distances;
           if (d < cur_dist) cur_dist = d, cur = links[i], changed = true;
@@ -149,69 +281,67 @@ struct HnswIndex::Impl {
 
   // Best-first walk of the base layer keeping the `ef` nearest nodes that pass the filter.
   // Nodes that fail it are still walked through (they connect the graph) but never kept.
-  MaxHeap WalkBaseLayer(const float* q, tableint entry, size_t ef, const IndexFilter* filter,
+  MaxHeap WalkBaseLayer(const float* q, tableint entry, size_t ef, const Filter* filter,
                         size_t* distances) const {
-    hnswlib::VisitedList* vl = graph->visited_list_pool_->getFreeVisitedList();
-    hnswlib::vl_type* visited = vl->mass;
-    const hnswlib::vl_type tag = vl->curV;
+    auto marks = visited.Get(layout.count);
+    uint16_t* seen = marks->tags.data();
+    const uint16_t tag = marks->tag;
     MinHeap candidates;
     MaxHeap kept;
     const float d0 = Distance(q, entry);
     ++*distances;
-    visited[entry] = tag;
+    seen[entry] = tag;
     candidates.emplace(d0, entry);
     if (Passes(entry, filter)) kept.emplace(d0, entry);
     tableint fresh[2048];
+    float dist[2048];
     while (!candidates.empty()) {
       const Candidate c = candidates.top();
       if (kept.size() >= ef && c.first > kept.top().first) break;
       candidates.pop();
-      const unsigned* list = graph->get_linklist0(c.second);
-      const size_t size = std::min<size_t>(graph->getListCount(const_cast<unsigned*>(list)), 2048);
-      const tableint* links = reinterpret_cast<const tableint*>(list + 1);
+      size_t size = 0;
+      const tableint* links = layout.Links0(c.second, &size);
+      size = std::min<size_t>(size, 2048);
       size_t n = 0;
       for (size_t i = 0; i < size; ++i) {
         const tableint id = links[i];
-        if (visited[id] == tag) continue;
-        visited[id] = tag;
+        if (id >= layout.count || seen[id] == tag) continue;
+        seen[id] = tag;
         fresh[n++] = id;
-        _mm_prefetch(graph->getDataByInternalId(id), _MM_HINT_T0);
+        _mm_prefetch(reinterpret_cast<const char*>(layout.Data(id)), _MM_HINT_T0);
       }
       *distances += n;
       // Four rows at a time: their memory reads overlap (see InnerProductHalf4).
-      const size_t dims = graph->data_size_ / sizeof(uint16_t);
-      float dist[2048];
       size_t i = 0;
       for (; i + 4 <= n; i += 4) {
         const uint16_t* rows[4];
-        for (int j = 0; j < 4; ++j) rows[j] = Data(fresh[i + j]);
+        for (int j = 0; j < 4; ++j) rows[j] = layout.Data(fresh[i + j]);
         InnerProductHalf4(q, rows, dims, dist + i);
         for (int j = 0; j < 4; ++j) dist[i + j] = 1.0f - dist[i + j];
       }
       for (; i < n; ++i) dist[i] = Distance(q, fresh[i]);
-      for (size_t i = 0; i < n; ++i) {
-        const float d = dist[i];
+      for (size_t j = 0; j < n; ++j) {
+        const float d = dist[j];
         if (kept.size() < ef || d < kept.top().first) {
-          candidates.emplace(d, fresh[i]);
-          if (Passes(fresh[i], filter)) {
-            kept.emplace(d, fresh[i]);
+          candidates.emplace(d, fresh[j]);
+          if (Passes(fresh[j], filter)) {
+            kept.emplace(d, fresh[j]);
             if (kept.size() > ef) kept.pop();
           }
         }
       }
     }
-    graph->visited_list_pool_->releaseVisitedList(vl);
+    visited.Put(std::move(marks));
     return kept;
   }
 
-  MaxHeap Scan(const float* q, size_t k, const IndexFilter* filter, size_t* distances) const {
+  MaxHeap Scan(const float* q, size_t k, const Filter* filter, size_t* distances) const {
     MaxHeap kept;
     std::vector<tableint> rows;
-    for (tableint id = 0; id < graph->cur_element_count; ++id) {
+    for (tableint id = 0; id < layout.count; ++id) {
       if (Passes(id, filter)) rows.push_back(id);
     }
     // The rows are scattered through the graph's memory: read four side by side.
-    const size_t dims = graph->data_size_ / sizeof(uint16_t);
     auto keep = [&](float d, tableint id) {
       if (kept.size() < k) {
         kept.emplace(d, id);
@@ -222,8 +352,8 @@ struct HnswIndex::Impl {
     };
     size_t i = 0;
     for (; i + 4 <= rows.size(); i += 4) {
-      const uint16_t* data[4] = {Data(rows[i]), Data(rows[i + 1]), Data(rows[i + 2]),
-                                 Data(rows[i + 3])};
+      const uint16_t* data[4] = {layout.Data(rows[i]), layout.Data(rows[i + 1]),
+                                 layout.Data(rows[i + 2]), layout.Data(rows[i + 3])};
       float dot[4];
       InnerProductHalf4(q, data, dims, dot);
       for (int j = 0; j < 4; ++j) keep(1.0f - dot[j], rows[i + j]);
@@ -234,6 +364,34 @@ struct HnswIndex::Impl {
   }
 };
 
+namespace {
+constexpr size_t kHnswHeaderBytes = 96;  // hnswlib 0.6.2's 13 header fields
+}  // namespace
+
+// The upper levels' link lists follow the base layer in the file, one variable-size record
+// per node: finding them is one pass over that tail (about 8 bytes per node), done once, at the
+// first search that descends, not at open.
+void HnswIndex::Impl::EnsureUpperLinks() const {
+  if (!file) return;
+  MappedFile& f = *file;
+  std::call_once(f.upper_once, [&] {
+    GraphLayout& l = const_cast<GraphLayout&>(layout);
+    f.upper.assign(layout.count, nullptr);
+    size_t at = kHnswHeaderBytes + layout.count * layout.element_bytes;
+    for (size_t i = 0; i < layout.count && at + sizeof(unsigned) <= f.bytes; ++i) {
+      unsigned size;
+      std::memcpy(&size, f.base + at, sizeof size);
+      at += sizeof size;
+      if (size == 0) continue;
+      if (size > f.bytes - at) break;  // damaged: the rest have no upper levels
+      f.upper[i] = f.base + at;
+      at += size;
+    }
+    l.upper = f.upper.data();
+    l.maxlevel = mapped_maxlevel;
+  });
+}
+
 HnswIndex::HnswIndex(int dims, const IndexBuildParams& params)
     : dims_(dims), params_(params), impl_(std::make_unique<Impl>(dims)) {}
 HnswIndex::~HnswIndex() = default;
@@ -243,10 +401,37 @@ std::unique_ptr<HnswIndex> HnswIndex::Create(int dims, const IndexBuildParams& p
   index->impl_->graph =
       std::make_unique<Graph>(&index->impl_->space, 1024, params.m, params.ef_construction);
   MoveBaseLayerToHugePages(*index->impl_->graph);
+  index->impl_->LayoutFromGraph();
   return index;
 }
 
+bool HnswIndex::mapped() const { return impl_->file != nullptr; }
+
+IdSelector::IdSelector(std::vector<int64_t> ids) : ids_(std::move(ids)) {
+  std::sort(ids_.begin(), ids_.end());
+  ids_.erase(std::unique(ids_.begin(), ids_.end()), ids_.end());
+  if (ids_.empty()) return;
+  lo_ = ids_.front();
+  hi_ = ids_.back();
+  // A bitmap when it costs at most 8 bytes per allowed id: one test per visited node.
+  const uint64_t span = static_cast<uint64_t>(hi_ - lo_) + 1;
+  if (span / 64 <= ids_.size()) {
+    bits_.assign(span / 64 + 1, 0);
+    for (int64_t id : ids_) {
+      const uint64_t at = static_cast<uint64_t>(id - lo_);
+      bits_[at >> 6] |= uint64_t{1} << (at & 63);
+    }
+  }
+}
+
 Status HnswIndex::Add(const int64_t* ids, const float* vectors, size_t n, int threads) {
+  if (!impl_->graph) return Status::Unsupported("a mapped index is read-only: load it to add rows");
+  Status st = AddToGraph(ids, vectors, n, threads);
+  impl_->LayoutFromGraph();
+  return st;
+}
+
+Status HnswIndex::AddToGraph(const int64_t* ids, const float* vectors, size_t n, int threads) {
   Graph& g = *impl_->graph;
   if (g.cur_element_count + n > g.max_elements_) {
     try {
@@ -285,6 +470,20 @@ Status HnswIndex::Add(const int64_t* ids, const float* vectors, size_t n, int th
 
 size_t HnswIndex::Remove(const std::vector<int64_t>& ids) {
   size_t removed = 0;
+  if (impl_->file) {
+    // No label lookup in a mapped file: one pass over the labels.
+    MappedFile& f = *impl_->file;
+    if (f.removed.empty()) f.removed.assign(impl_->layout.count, 0);
+    const IdSelector gone(ids);
+    for (tableint i = 0; i < impl_->layout.count; ++i) {
+      if (!impl_->Removed(i) && gone.Allows(impl_->layout.Label(i))) {
+        f.removed[i] = 1;
+        ++f.removed_count;
+        ++removed;
+      }
+    }
+    return removed;
+  }
   for (int64_t id : ids) {
     auto it = impl_->graph->label_lookup_.find(static_cast<size_t>(id));
     if (it == impl_->graph->label_lookup_.end() || impl_->graph->isMarkedDeleted(it->second)) {
@@ -296,29 +495,17 @@ size_t HnswIndex::Remove(const std::vector<int64_t>& ids) {
   return removed;
 }
 
-IndexFilter HnswIndex::MakeFilter(const std::vector<int64_t>& ids) const {
-  const Graph& g = *impl_->graph;
-  IndexFilter f;
-  f.allowed.assign(g.cur_element_count, 0);
-  for (int64_t id : ids) {
-    auto it = g.label_lookup_.find(static_cast<size_t>(id));
-    if (it == g.label_lookup_.end() || g.isMarkedDeleted(it->second) || f.allowed[it->second]) {
-      continue;
-    }
-    f.allowed[it->second] = 1;
-    ++f.count;
-  }
-  return f;
-}
-
 std::vector<IdNeighbor> HnswIndex::Search(const float* query, const IndexSearchParams& params,
                                           IndexSearchStats* stats) const {
   IndexSearchStats local;
   IndexSearchStats& st = stats ? *stats : local;
   st = IndexSearchStats();
-  const Graph& g = *impl_->graph;
   const size_t live = size();
-  const size_t allowed = params.filter ? params.filter->count : live;
+  const size_t allowed =
+      std::min(live, params.filter ? params.filter->count() : live) -
+      std::min(live, params.exclude && !params.filter ? params.exclude->size() : size_t{0});
+  const Impl::Filter filter{params.filter, params.exclude};
+  const Impl::Filter* f = params.filter || params.exclude ? &filter : nullptr;
   if (params.k <= 0 || allowed == 0) return {};
   const size_t k = static_cast<size_t>(params.k);
   size_t ef = std::max<size_t>(k, params.ef > 0 ? params.ef : IndexSearchParams::kDefaultEf);
@@ -333,17 +520,18 @@ std::vector<IdNeighbor> HnswIndex::Search(const float* query, const IndexSearchP
   if (scan) {
     st.plan =
         params.filter ? IndexSearchStats::Plan::kExactFiltered : IndexSearchStats::Plan::kExact;
-    kept = impl_->Scan(query, k, params.filter, &st.distances);
+    kept = impl_->Scan(query, k, f, &st.distances);
   } else {
+    impl_->EnsureUpperLinks();
     const tableint entry = impl_->Descend(query, &st.distances);
     for (;;) {
-      kept = impl_->WalkBaseLayer(query, entry, ef, params.filter, &st.distances);
+      kept = impl_->WalkBaseLayer(query, entry, ef, f, &st.distances);
       if (kept.size() >= std::min(k, allowed)) break;
       // Too few rows passed (a filter whose rows the walk cannot reach): widen, and in the
       // end scan, so that k rows come back whenever k rows are allowed.
       if (ef >= live) {
         st.plan = IndexSearchStats::Plan::kExactFiltered;
-        kept = impl_->Scan(query, k, params.filter, &st.distances);
+        kept = impl_->Scan(query, k, f, &st.distances);
         break;
       }
       ef = std::min(live, ef * 4);
@@ -354,28 +542,35 @@ std::vector<IdNeighbor> HnswIndex::Search(const float* query, const IndexSearchP
   while (kept.size() > k) kept.pop();
   std::vector<IdNeighbor> out(kept.size());
   for (size_t i = out.size(); i-- > 0;) {
-    out[i] = {static_cast<int64_t>(g.getExternalLabel(kept.top().second)), kept.top().first};
+    out[i] = {impl_->layout.Label(kept.top().second), kept.top().first};
     kept.pop();
   }
   return out;
 }
 
 std::vector<int64_t> HnswIndex::Ids() const {
-  const Graph& g = *impl_->graph;
   std::vector<int64_t> ids;
   ids.reserve(size());
-  for (tableint i = 0; i < g.cur_element_count; ++i) {
-    if (!g.isMarkedDeleted(i)) ids.push_back(static_cast<int64_t>(g.getExternalLabel(i)));
+  for (tableint i = 0; i < impl_->layout.count; ++i) {
+    if (!impl_->Removed(i)) ids.push_back(impl_->layout.Label(i));
   }
   std::sort(ids.begin(), ids.end());
   return ids;
 }
 
 size_t HnswIndex::size() const {
+  if (impl_->file) {
+    return impl_->layout.count - impl_->file->deleted_in_file - impl_->file->removed_count;
+  }
   return impl_->graph->cur_element_count - impl_->graph->num_deleted_;
 }
 
+size_t HnswIndex::nodes() const { return impl_->layout.count; }
+
 size_t HnswIndex::MemoryBytes() const {
+  if (!impl_->graph) {
+    return impl_->file->upper.size() * sizeof(void*) + impl_->file->removed.size();
+  }
   const Graph& g = *impl_->graph;
   size_t bytes = g.max_elements_ * (g.size_data_per_element_ + sizeof(void*) + sizeof(int) +
                                     sizeof(hnswlib::vl_type) + sizeof(std::mutex));
@@ -415,6 +610,7 @@ Status SyncPath(const std::string& path, bool directory) {
 
 Result<std::string> HnswIndex::Save(const std::string& path) const {
   namespace fs = std::filesystem;
+  if (!impl_->graph) return Status::Unsupported("a mapped index cannot be saved: load it");
   const Graph& g = *impl_->graph;
   const fs::path target(path);
   const std::string dir = target.has_parent_path() ? target.parent_path().string() : ".";
@@ -486,8 +682,89 @@ Result<std::unique_ptr<HnswIndex>> HnswIndex::Load(const std::string& path, int 
                             "-d vectors");
   }
   MoveBaseLayerToHugePages(g);
+  index->impl_->LayoutFromGraph();
   index->params_.m = static_cast<int>(g.M_);
   index->params_.ef_construction = static_cast<int>(g.ef_construction_);
+  return index;
+}
+
+namespace {
+template <typename T>
+T HeaderField(const char* base, size_t* at) {
+  T v;
+  std::memcpy(&v, base + *at, sizeof v);
+  *at += sizeof v;
+  return v;
+}
+}  // namespace
+
+Result<std::unique_ptr<HnswIndex>> HnswIndex::Map(const std::string& path, int dims,
+                                                  size_t live_rows) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return Status::Corruption("index file " + path + " is missing");
+  struct stat sb;
+  if (::fstat(fd, &sb) != 0 || static_cast<size_t>(sb.st_size) < kHnswHeaderBytes) {
+    ::close(fd);
+    return Status::Corruption("index file " + path + " is truncated");
+  }
+  auto file = std::make_unique<MappedFile>();
+  file->bytes = static_cast<size_t>(sb.st_size);
+  void* map = ::mmap(nullptr, file->bytes, PROT_READ, MAP_SHARED, fd, 0);
+  ::close(fd);
+  if (map == MAP_FAILED) return Status::IOError("cannot map index file " + path);
+  file->base = static_cast<const char*>(map);
+  size_t at = 0;
+  const char* b = file->base;
+  const size_t offset_level0 = HeaderField<size_t>(b, &at);
+  HeaderField<size_t>(b, &at);  // max_elements
+  const size_t count = HeaderField<size_t>(b, &at);
+  const size_t element_bytes = HeaderField<size_t>(b, &at);
+  const size_t label_offset = HeaderField<size_t>(b, &at);
+  const size_t offset_data = HeaderField<size_t>(b, &at);
+  const int maxlevel = HeaderField<int>(b, &at);
+  const tableint entry = HeaderField<tableint>(b, &at);
+  const size_t max_m = HeaderField<size_t>(b, &at);
+  const size_t max_m0 = HeaderField<size_t>(b, &at);
+  const size_t m = HeaderField<size_t>(b, &at);
+  HeaderField<double>(b, &at);  // mult
+  const size_t ef_construction = HeaderField<size_t>(b, &at);
+  const size_t links0 = sizeof(unsigned) + max_m0 * sizeof(tableint);
+  const size_t data = static_cast<size_t>(dims) * sizeof(uint16_t);
+  if (element_bytes == links0 + static_cast<size_t>(dims) * sizeof(float) + sizeof(size_t)) {
+    return Status::Mismatch("index file " + path +
+                            " holds float32 vectors (an earlier nearlabel wrote it); it is "
+                            "rebuilt by `nearlabel index build`");
+  }
+  if (offset_level0 != 0 || max_m0 > 4096 || max_m > max_m0 || offset_data != links0 ||
+      element_bytes != links0 + data + sizeof(size_t) || label_offset != links0 + data ||
+      count > (file->bytes - kHnswHeaderBytes) / element_bytes || maxlevel < 0 ||
+      maxlevel > 64 || (count > 0 && entry >= count)) {
+    return Status::Corruption("index file " + path + " is damaged or does not hold " +
+                              std::to_string(dims) + "-d vectors (its header does not add up)");
+  }
+  std::unique_ptr<HnswIndex> index(new HnswIndex(dims, {}));
+  index->params_.m = static_cast<int>(m);
+  index->params_.ef_construction = static_cast<int>(ef_construction);
+  GraphLayout& l = index->impl_->layout;
+  l.level0 = b + kHnswHeaderBytes;
+  l.element_bytes = element_bytes;
+  l.offset_data = offset_data;
+  l.label_offset = label_offset;
+  l.count = count;
+  l.max_links0 = max_m0;
+  l.max_links = max_m;
+  l.links_bytes = sizeof(unsigned) + max_m * sizeof(tableint);
+  l.maxlevel = maxlevel;
+  l.entry = entry;
+  index->impl_->file = std::move(file);
+  if (live_rows <= count) {
+    index->impl_->file->deleted_in_file = count - live_rows;
+  } else {
+    for (tableint i = 0; i < count; ++i) index->impl_->file->deleted_in_file += l.Deleted(i);
+  }
+  // Until the upper levels are found, a descent starts at the entry on the base layer.
+  index->impl_->layout.maxlevel = 0;
+  index->impl_->mapped_maxlevel = maxlevel;
   return index;
 }
 

@@ -111,7 +111,7 @@ TEST(HnswIndexTest, FilteredSearchReturnsKAtEverySelectivity) {
       }
     }
     IndexFilter f = index->MakeFilter(ids);
-    EXPECT_EQ(f.count, ids.size());
+    EXPECT_EQ(f.count(), ids.size());
     EXPECT_GE(Recall(*index, t, allowed, &f, 10, 64, 40), 0.95) << "selectivity " << selectivity;
   }
 }

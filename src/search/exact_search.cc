@@ -74,11 +74,16 @@ inline bool AnyAtLeast(const float* s, size_t n, float bound) {
 
 std::vector<Neighbor> ExactSearch(const VectorTable& table, const float* query,
                                   const SearchParams& params) {
-  const size_t n = table.size();
+  return ExactSearch(MatrixView{table.vectors.data(), table.size(), table.dims}, query, params);
+}
+
+std::vector<Neighbor> ExactSearch(const MatrixView& table, const float* query,
+                                  const SearchParams& params) {
+  const size_t n = table.rows;
   if (n == 0 || params.k <= 0) return {};
   std::vector<float> sims(n);
-  cblas_sgemv(CblasRowMajor, CblasNoTrans, static_cast<int>(n), table.dims, 1.0f,
-              table.vectors.data(), table.dims, query, 1, 0.0f, sims.data(), 1);
+  cblas_sgemv(CblasRowMajor, CblasNoTrans, static_cast<int>(n), table.dims, 1.0f, table.data,
+              table.dims, query, 1, 0.0f, sims.data(), 1);
   TopK top(params.k);
   const bool filtered = !params.allowed.empty();
   for (size_t i = 0; i < n; ++i) {

@@ -1,9 +1,12 @@
-// SQLite store. Storage layout (format 2), see ARCHITECTURE.md:
+// SQLite store. Storage layout (format 3), see ARCHITECTURE.md:
 //   collection(key TEXT PRIMARY KEY, value TEXT)   model, model_sha256, dims, metric, ...
 //   items(id INTEGER PRIMARY KEY, source TEXT, sha256 TEXT UNIQUE, metadata TEXT (JSON),
 //         embedding BLOB (little-endian float32 x dims))
 //   thumbnails(id INTEGER PRIMARY KEY (= items.id), jpeg BLOB)   since format 2; a format-1
 //         file gains the empty table when it is next opened for writing
+//   changes(change_id INTEGER PRIMARY KEY AUTOINCREMENT, item_id, op 'I'|'D')   since format
+//         3: every insert and delete of an item (triggers, so `sql --write` is logged too),
+//         the change feed that lets every reader catch up with every writer
 // PRAGMA application_id marks the file as ours; PRAGMA user_version is the format.
 // WAL journal, synchronous=NORMAL (a committed batch survives a killed process; a checkpoint
 // with fsync runs when the store is closed after writing).
@@ -18,6 +21,7 @@
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <thread>
 
@@ -30,7 +34,7 @@ namespace nearlabel {
 namespace {
 
 constexpr int kApplicationId = 0x4E4C4231;  // "NLB1"
-constexpr int kFormatVersion = 2;
+constexpr int kFormatVersion = 3;
 // Collection key holding the highest id ever deleted (ids are never reused).
 constexpr const char* kIdFloorKey = "deleted_id_floor";
 
@@ -50,6 +54,30 @@ CREATE TABLE thumbnails (
   id   INTEGER PRIMARY KEY,
   jpeg BLOB NOT NULL
 );
+)sql";
+
+// Format 3: the change log. Triggers, not the store's own code, write it, so rows changed by
+// `nearlabel sql --write` or the sqlite3 shell are logged too. An UPDATE of an embedding (or
+// an id) is a delete and an insert: readers holding the old vector drop it.
+const char* const kChangeLog = R"sql(
+CREATE TABLE IF NOT EXISTS changes (
+  change_id INTEGER PRIMARY KEY AUTOINCREMENT,
+  item_id   INTEGER NOT NULL,
+  op        TEXT NOT NULL CHECK (op IN ('I', 'D'))
+);
+CREATE TRIGGER IF NOT EXISTS items_log_insert AFTER INSERT ON items BEGIN
+  INSERT INTO changes(item_id, op) VALUES (new.id, 'I');
+END;
+CREATE TRIGGER IF NOT EXISTS items_log_delete AFTER DELETE ON items BEGIN
+  INSERT INTO changes(item_id, op) VALUES (old.id, 'D');
+END;
+CREATE TRIGGER IF NOT EXISTS items_log_update AFTER UPDATE OF id, embedding ON items BEGIN
+  INSERT INTO changes(item_id, op) VALUES (old.id, 'D');
+  INSERT INTO changes(item_id, op) VALUES (new.id, 'I');
+END;
+INSERT INTO collection(key, value) VALUES ('store_id', lower(hex(randomblob(16))))
+  ON CONFLICT(key) DO NOTHING;
+PRAGMA user_version = 3;
 )sql";
 
 // Format 1 -> 2: thumbnails.
@@ -122,6 +150,7 @@ class SqliteStore : public Store {
       Status s = QueryInt("PRAGMA application_id", &app_id);
       if (s.ok() && app_id != kApplicationId) {
         s = Exec(kSchema);
+        if (s.ok()) s = Exec(kChangeLog);
         if (s.ok()) s = Exec("PRAGMA application_id = " + std::to_string(kApplicationId));
         if (s.ok()) s = Exec("PRAGMA user_version = " + std::to_string(kFormatVersion));
         version = kFormatVersion;
@@ -156,18 +185,73 @@ class SqliteStore : public Store {
         }
         NL_RETURN_IF_ERROR(Exec("COMMIT"));
       }
+      if (app_id == kApplicationId && version < 3) {
+        NL_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
+        Status s = Exec(kChangeLog);
+        if (!s.ok()) {
+          Exec("ROLLBACK");
+          return s.WithContext("upgrading " + path_ + " to store format 3");
+        }
+        NL_RETURN_IF_ERROR(Exec("COMMIT"));
+      }
     }
-    int thumbnail_tables = 0;
+    int thumbnail_tables = 0, change_tables = 0;
     NL_RETURN_IF_ERROR(
         QueryInt("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'thumbnails'",
                  &thumbnail_tables));
     has_thumbnails_ = thumbnail_tables > 0;
+    NL_RETURN_IF_ERROR(
+        QueryInt("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'changes'",
+                 &change_tables));
+    has_changes_ = change_tables > 0;
     initialised_ = true;
     return Status::OK();
   }
 
   bool busy() const { return busy_; }
   std::string location() const override { return path_; }
+  void set_open_target(const std::string& target, int flags) {
+    open_target_ = target;
+    open_flags_ = flags;
+  }
+
+  Result<std::unique_ptr<ChangeFeed>> OpenChangeFeed() override;
+
+  Status ScanEmbeddings(const std::function<Status(int64_t, const float*)>& row, int64_t* change_id,
+                        std::vector<std::pair<int64_t, std::string>>* damaged) override {
+    *change_id = 0;
+    NL_ASSIGN_OR_RETURN(auto info, GetCollection());
+    if (!info) return Status::OK();
+    const size_t dims = static_cast<size_t>(info->dims);
+    // One read transaction: the rows and the change id are one snapshot.
+    NL_RETURN_IF_ERROR(Exec("BEGIN"));
+    Status st = [&]() -> Status {
+      if (has_changes_) {
+        NL_ASSIGN_OR_RETURN(Stmt c, Prepare("SELECT coalesce(max(change_id), 0) FROM changes"));
+        if (sqlite3_step(c.get()) != SQLITE_ROW) return Error("reading the change log");
+        *change_id = sqlite3_column_int64(c.get(), 0);
+      }
+      NL_ASSIGN_OR_RETURN(Stmt s, Prepare("SELECT id, embedding FROM items ORDER BY id"));
+      int rc;
+      while ((rc = sqlite3_step(s.get())) == SQLITE_ROW) {
+        const int64_t id = sqlite3_column_int64(s.get(), 0);
+        const int bytes = sqlite3_column_bytes(s.get(), 1);
+        const float* f = static_cast<const float*>(sqlite3_column_blob(s.get(), 1));
+        std::string problem = static_cast<size_t>(bytes) != dims * 4
+                                  ? "an embedding of " + std::to_string(bytes) + " bytes"
+                                  : EmbeddingProblem(f, dims);
+        if (!problem.empty()) {
+          damaged->emplace_back(id, std::move(problem));
+          continue;
+        }
+        NL_RETURN_IF_ERROR(row(id, f));
+      }
+      if (rc != SQLITE_DONE) return Error("reading vectors");
+      return Status::OK();
+    }();
+    Exec("COMMIT");
+    return st;
+  }
 
   Result<std::optional<CollectionInfo>> GetCollection() override {
     if (!initialised_) return std::optional<CollectionInfo>();
@@ -707,7 +791,112 @@ class SqliteStore : public Store {
   bool wrote_ = false;
   mutable bool busy_ = false;    // the last failure was another connection's lock
   bool has_thumbnails_ = false;  // format 2, or a format-1 file upgraded
+  bool has_changes_ = false;     // format 3: the change log exists
+  std::string open_target_;      // what sqlite3_open_v2 was given (a path or immutable URI)
+  int open_flags_ = 0;
 };
+
+// The change log of a format-3 store, read on a connection of its own. SQLite has no
+// notifications: WaitForChanges polls PRAGMA data_version, which changes when another
+// connection commits (a read of one page header, no lock held between polls).
+class SqliteChangeFeed : public ChangeFeed {
+ public:
+  SqliteChangeFeed(sqlite3* db, std::string path) : db_(db), path_(std::move(path)) {}
+  ~SqliteChangeFeed() override { sqlite3_close_v2(db_); }
+
+  Result<int64_t> LastChangeId() override {
+    NL_ASSIGN_OR_RETURN(Stmt s, Prepare("SELECT coalesce(max(change_id), 0) FROM changes"));
+    if (sqlite3_step(s.get()) != SQLITE_ROW) return Error("reading the change log");
+    return static_cast<int64_t>(sqlite3_column_int64(s.get(), 0));
+  }
+
+  Result<std::vector<StoreChange>> ChangesAfter(int64_t change_id, size_t limit) override {
+    NL_ASSIGN_OR_RETURN(
+        Stmt s, Prepare("SELECT c.change_id, c.item_id, c.op, i.id IS NOT NULL, i.source, "
+                        "i.metadata, i.embedding FROM changes c LEFT JOIN items i ON c.op = 'I' "
+                        "AND i.id = c.item_id WHERE c.change_id > ? ORDER BY c.change_id LIMIT ?"));
+    sqlite3_bind_int64(s.get(), 1, change_id);
+    sqlite3_bind_int64(s.get(), 2, static_cast<sqlite3_int64>(std::min<size_t>(limit, INT64_MAX)));
+    std::vector<StoreChange> out;
+    int rc;
+    while ((rc = sqlite3_step(s.get())) == SQLITE_ROW) {
+      StoreChange c;
+      c.change_id = sqlite3_column_int64(s.get(), 0);
+      c.item_id = sqlite3_column_int64(s.get(), 1);
+      c.deleted = sqlite3_column_text(s.get(), 2)[0] == 'D';
+      c.present = sqlite3_column_int(s.get(), 3) != 0;
+      if (c.present) {
+        auto text = [&](int col) {
+          const unsigned char* t = sqlite3_column_text(s.get(), col);
+          return t ? std::string(reinterpret_cast<const char*>(t),
+                                 static_cast<size_t>(sqlite3_column_bytes(s.get(), col)))
+                   : std::string();
+        };
+        c.source = text(4);
+        c.metadata = text(5);
+        NL_ASSIGN_OR_RETURN(c.embedding, VectorFromBlob(sqlite3_column_blob(s.get(), 6),
+                                                        sqlite3_column_bytes(s.get(), 6)));
+      }
+      out.push_back(std::move(c));
+    }
+    if (rc != SQLITE_DONE) return Error("reading the change log");
+    return out;
+  }
+
+  Result<bool> WaitForChanges(int timeout_ms) override {
+    const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+    NL_ASSIGN_OR_RETURN(int64_t start, DataVersion());
+    if (last_version_ >= 0 && start != last_version_) {
+      last_version_ = start;
+      return true;
+    }
+    last_version_ = start;
+    while (std::chrono::steady_clock::now() < until) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      NL_ASSIGN_OR_RETURN(int64_t v, DataVersion());
+      if (v != last_version_) {
+        last_version_ = v;
+        return true;
+      }
+    }
+    return false;
+  }
+
+ private:
+  Result<int64_t> DataVersion() {
+    NL_ASSIGN_OR_RETURN(Stmt s, Prepare("PRAGMA data_version"));
+    if (sqlite3_step(s.get()) != SQLITE_ROW) return Error("PRAGMA data_version");
+    return static_cast<int64_t>(sqlite3_column_int64(s.get(), 0));
+  }
+  Result<Stmt> Prepare(const std::string& sql) {
+    sqlite3_stmt* s = nullptr;
+    if (sqlite3_prepare_v2(db_, sql.c_str(), -1, &s, nullptr) != SQLITE_OK) return Error(sql);
+    return Stmt(s);
+  }
+  Status Error(const std::string& what) {
+    return Status::IOError(path_ + ": " + what + ": " + sqlite3_errmsg(db_));
+  }
+  sqlite3* db_;
+  std::string path_;
+  int64_t last_version_ = -1;
+};
+
+Result<std::unique_ptr<ChangeFeed>> SqliteStore::OpenChangeFeed() {
+  if (!has_changes_) {
+    return Status::Unsupported("store " + path_ +
+                               " has no change log (store format 2; any command that writes "
+                               "upgrades it to format 3)");
+  }
+  sqlite3* db = nullptr;
+  const int flags = (open_flags_ & SQLITE_OPEN_URI) | SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX;
+  if (sqlite3_open_v2(open_target_.c_str(), &db, flags, nullptr) != SQLITE_OK) {
+    std::string msg = db ? sqlite3_errmsg(db) : "out of memory";
+    sqlite3_close_v2(db);
+    return Status::IOError("cannot open store " + path_ + " to follow its changes: " + msg);
+  }
+  sqlite3_busy_timeout(db, 10000);
+  return std::unique_ptr<ChangeFeed>(std::make_unique<SqliteChangeFeed>(db, path_));
+}
 
 }  // namespace
 
@@ -715,6 +904,20 @@ std::string SqlStringLiteral(const std::string& text) {
   std::string q = "'";
   for (char c : text) q += c == '\'' ? std::string("''") : std::string(1, c);
   return q + "'";
+}
+
+Status Store::ScanEmbeddings(const std::function<Status(int64_t, const float*)>& row,
+                             int64_t* change_id,
+                             std::vector<std::pair<int64_t, std::string>>* damaged) {
+  *change_id = 0;
+  auto feed = OpenChangeFeed();
+  if (feed.ok()) {
+    NL_ASSIGN_OR_RETURN(*change_id, (*feed)->LastChangeId());
+  }
+  NL_ASSIGN_OR_RETURN(VectorTable t, LoadVectors(""));
+  damaged->insert(damaged->end(), t.damaged.begin(), t.damaged.end());
+  for (size_t i = 0; i < t.size(); ++i) NL_RETURN_IF_ERROR(row(t.ids[i], t.row(i)));
+  return Status::OK();
 }
 
 std::string DamagedRowsSummary(const VectorTable& table) {
@@ -823,6 +1026,7 @@ Result<std::unique_ptr<Store>> OpenSqliteStore(const std::string& path, Store::M
     return Status::IOError("cannot open store " + path + ": " + msg);
   }
   auto store = std::make_unique<SqliteStore>(db, path, mode);
+  store->set_open_target(target, flags);
   // SQLite's busy timeout does not cover every lock an opening connection meets (switching a
   // new file to WAL while another process opens it returns SQLITE_BUSY at once): two ingests
   // starting on a new store retry the whole opening for as long as the busy timeout.

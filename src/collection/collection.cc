@@ -1,0 +1,500 @@
+// Collection: segment + overlay + index + the one query planner (see collection.h and
+// ARCHITECTURE.md, "Collection and query planner").
+#include "nearlabel/collection.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <map>
+#include <mutex>
+#include <shared_mutex>
+#include <thread>
+#include <unordered_set>
+
+#include "common/json.h"
+#include "nearlabel/dataset.h"
+#include "nearlabel/search.h"
+#include "nearlabel/segment.h"
+#include "nearlabel/vector.h"
+#include "search/simd.h"
+
+namespace nearlabel {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr const char* kIndexChangeId = "index.change_id";  // written by SaveStoreIndex
+// A walk visits about this many nodes per unit of ef (bench/search, M=16): a filter allowing
+// `allowed` of `live` rows is scanned exactly when allowed * selectivity <= this * ef.
+constexpr double kWalkDistancesPerEf = 16.0;
+
+bool DirectoryWritable(const std::string& file) {
+  fs::path dir = fs::path(file).parent_path();
+  if (dir.empty()) dir = ".";
+  return ::access(dir.c_str(), W_OK) == 0;
+}
+
+double SecondsSince(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+std::string Seconds(double s) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.2f s", s);
+  return buf;
+}
+
+}  // namespace
+
+std::string SegmentPath(const std::string& store_path) { return store_path + ".vectors"; }
+
+struct Collection::Impl {
+  CollectionOptions options;
+  std::string location;
+  CollectionInfo info;
+  std::string store_id;
+  std::string notices;
+
+  mutable std::mutex store_mu;  // the store connection: metadata by id, filters
+  std::unique_ptr<Store> store;
+  std::mutex feed_mu;
+  std::unique_ptr<ChangeFeed> feed;  // null: a format-2 store (nothing to follow)
+
+  mutable std::shared_mutex mu;  // guards everything below
+  std::unique_ptr<VectorSegment> segment;
+  std::unordered_set<int64_t> removed;       // segment rows deleted since it was written
+  std::map<int64_t, std::vector<float>> added;  // rows added since, by id
+  int64_t change_id = 0;                     // every change up to this one is applied
+  std::unique_ptr<HnswIndex> index;
+  std::unordered_set<int64_t> index_stale;  // ids changed since the index was saved
+  std::vector<int64_t> index_extras;        // live rows among them (answered exactly)
+
+  // ---- reading rows (caller holds mu) ----
+  const float* Vector(int64_t id) const {
+    auto a = added.find(id);
+    if (a != added.end()) return a->second.data();
+    if (removed.count(id)) return nullptr;
+    const long at = segment->Find(id);
+    return at < 0 ? nullptr : segment->row(static_cast<size_t>(at));
+  }
+  size_t Live() const { return segment->rows() - removed.size() + added.size(); }
+  float Distance(const float* q, const float* v) const {
+    return std::max(0.0f, 1.0f - InnerProduct(q, v, static_cast<size_t>(info.dims)));
+  }
+
+  Status LoadSegment();
+  Status BuildSegment(const std::string& path, const std::string& why);
+  Status ApplyChanges(const std::vector<StoreChange>& changes);
+  Status CatchUpSegment();
+  Status CompactIfNeeded();
+  void OpenIndex();
+  std::vector<IdNeighbor> Exact(const float* q, int k, const IdSelector* sel) const;
+  std::vector<IdNeighbor> Graph(const float* q, const QueryOptions& o, const IdSelector* sel,
+                                IndexSearchStats* st) const;
+};
+
+// ---- Opening: the segment ----
+
+Status Collection::Impl::BuildSegment(const std::string& path, const std::string& why) {
+  const auto t0 = std::chrono::steady_clock::now();
+  std::vector<std::pair<int64_t, std::string>> damaged;
+  Status st = VectorSegment::Write(path, info.dims, store_id, [&](const auto& emit) -> Result<int64_t> {
+    int64_t snapshot = 0;
+    std::lock_guard<std::mutex> lock(store_mu);
+    NL_RETURN_IF_ERROR(store->ScanEmbeddings(emit, &snapshot, &damaged));
+    return snapshot;
+  });
+  NL_RETURN_IF_ERROR(st);
+  NL_ASSIGN_OR_RETURN(segment, VectorSegment::Map(path, info.dims));
+  VectorTable shown;
+  shown.damaged = damaged;
+  notices += "vector segment " + why + ": " + std::to_string(segment->rows()) + " rows in " +
+             Seconds(SecondsSince(t0)) + "\n";
+  if (!damaged.empty()) notices += DamagedRowsNotice(shown, location) + "\n";
+  return Status::OK();
+}
+
+Status Collection::Impl::LoadSegment() {
+  const bool file_backed = feed != nullptr && !IsPostgresUri(location) && options.write_segment &&
+                           DirectoryWritable(location);
+  if (file_backed) {
+    const std::string path = SegmentPath(location);
+    NL_ASSIGN_OR_RETURN(int64_t newest, feed->LastChangeId());
+    auto mapped = VectorSegment::Map(path, info.dims);
+    std::string why = "built";
+    if (mapped.ok()) {
+      if ((*mapped)->store_id() != store_id) {
+        why = "rebuilt (it belonged to another store)";
+      } else if ((*mapped)->change_id() > newest) {
+        why = "rebuilt (it is newer than the store: a restored backup?)";
+      } else {
+        segment = std::move(*mapped);
+        return Status::OK();
+      }
+    } else if (!(mapped.status().code() == Status::Code::kNotFound)) {
+      why = "rebuilt (" + mapped.status().message() + ")";
+    }
+    return BuildSegment(path, why);
+  }
+  // In memory: a read-only directory, a format-2 store, PostgreSQL.
+  std::vector<int64_t> ids;
+  std::vector<float> vectors;
+  std::vector<std::pair<int64_t, std::string>> damaged;
+  int64_t snapshot = 0;
+  NL_RETURN_IF_ERROR(store->ScanEmbeddings(
+      [&](int64_t id, const float* v) {
+        ids.push_back(id);
+        vectors.insert(vectors.end(), v, v + info.dims);
+        return Status::OK();
+      },
+      &snapshot, &damaged));
+  segment = VectorSegment::InMemory(info.dims, snapshot, std::move(ids), std::move(vectors));
+  VectorTable shown;
+  shown.damaged = damaged;
+  if (!damaged.empty()) notices += DamagedRowsNotice(shown, location) + "\n";
+  return Status::OK();
+}
+
+// Applies changes in order; each is idempotent (a row loaded with the snapshot and met again
+// among the later changes is already there).
+Status Collection::Impl::ApplyChanges(const std::vector<StoreChange>& changes) {
+  for (const StoreChange& c : changes) {
+    if (c.change_id > change_id) {
+      if (c.deleted) {
+        if (added.erase(c.item_id) == 0 && segment->Find(c.item_id) >= 0) {
+          removed.insert(c.item_id);
+        }
+      } else if (c.present && Vector(c.item_id) == nullptr) {
+        if (static_cast<int>(c.embedding.size()) != info.dims ||
+            !EmbeddingProblem(c.embedding.data(), c.embedding.size()).empty()) {
+          notices += "row " + std::to_string(c.item_id) + " has a damaged embedding: left out\n";
+        } else {
+          added[c.item_id] = c.embedding;
+        }
+      }
+      change_id = c.change_id;
+    }
+  }
+  return Status::OK();
+}
+
+Status Collection::Impl::CatchUpSegment() {
+  if (!feed) return Status::OK();
+  change_id = segment->change_id();
+  for (;;) {
+    NL_ASSIGN_OR_RETURN(auto changes, feed->ChangesAfter(change_id, 4096));
+    NL_RETURN_IF_ERROR(ApplyChanges(changes));
+    if (changes.size() < 4096) return Status::OK();
+  }
+}
+
+// Rewrites the segment (its rows minus the deleted plus the added) when the overlay has grown
+// past its bound and the file can be written: memory and catch-up stay bounded.
+Status Collection::Impl::CompactIfNeeded() {
+  const size_t overlay = added.size() + removed.size();
+  if (segment->path().empty() ||
+      overlay <= std::max(options.max_overlay, segment->rows() / 10)) {
+    return Status::OK();
+  }
+  const auto t0 = std::chrono::steady_clock::now();
+  const std::string path = segment->path();
+  Status st = VectorSegment::Write(path, info.dims, store_id, [&](const auto& emit) -> Result<int64_t> {
+    auto a = added.begin();
+    for (size_t i = 0; i < segment->rows(); ++i) {
+      const int64_t id = segment->ids()[i];
+      for (; a != added.end() && a->first < id; ++a) NL_RETURN_IF_ERROR(emit(a->first, a->second.data()));
+      if (!removed.count(id)) NL_RETURN_IF_ERROR(emit(id, segment->row(i)));
+    }
+    for (; a != added.end(); ++a) NL_RETURN_IF_ERROR(emit(a->first, a->second.data()));
+    return change_id;
+  });
+  if (!st.ok()) {  // the overlay still answers; say why the file was not rewritten
+    notices += "vector segment not rewritten: " + st.message() + "\n";
+    return Status::OK();
+  }
+  NL_ASSIGN_OR_RETURN(segment, VectorSegment::Map(path, info.dims));
+  notices += "vector segment rewritten with " + std::to_string(overlay) + " changed rows in " +
+             Seconds(SecondsSince(t0)) + "\n";
+  added.clear();
+  removed.clear();
+  return Status::OK();
+}
+
+// ---- Opening: the index ----
+
+void Collection::Impl::OpenIndex() {
+  if (!options.use_index) return;
+  auto state = ReadIndexState(*store);
+  if (!state.ok() || !state->exists) return;
+  auto fail = [&](const std::string& why) {
+    notices += "searching exactly: " + why + "\n";
+    index.reset();
+  };
+  auto mapped = HnswIndex::Map(state->file, info.dims, state->rows);
+  if (!mapped.ok()) return fail(mapped.status().message());
+  index = std::move(*mapped);
+  auto saved_at = store->GetSetting(kIndexChangeId);
+  if (!saved_at.ok()) return fail(saved_at.status().message());
+  if (!saved_at->empty() && feed) {
+    // Every row changed since the save is answered from its current vector, exactly.
+    const int64_t from = std::atoll(saved_at->c_str());
+    for (int64_t at = from;;) {
+      auto changes = feed->ChangesAfter(at, 4096);
+      if (!changes.ok()) return fail(changes.status().message());
+      for (const StoreChange& c : *changes) index_stale.insert(c.item_id), at = c.change_id;
+      if (changes->size() < 4096) break;
+    }
+  } else {
+    // An index saved before the change log existed: compare its ids with the table's.
+    const std::vector<int64_t> ids = index->Ids();
+    std::unordered_set<int64_t> in_index(ids.begin(), ids.end());
+    for (int64_t id : ids) {
+      if (Vector(id) == nullptr) index_stale.insert(id);
+    }
+    for (size_t i = 0; i < segment->rows(); ++i) {
+      if (!in_index.count(segment->ids()[i])) index_stale.insert(segment->ids()[i]);
+    }
+    for (const auto& a : added) {
+      if (!in_index.count(a.first)) index_stale.insert(a.first);
+    }
+  }
+  if (index_stale.size() > std::max(options.max_index_lag, Live() / 10)) {
+    return fail("the index is " + std::to_string(index_stale.size()) +
+                " rows behind the table; bring it up to date with `nearlabel index build " +
+                MaskedLocation(location) + "`");
+  }
+  for (int64_t id : index_stale) {
+    if (Vector(id) != nullptr) index_extras.push_back(id);
+  }
+  std::sort(index_extras.begin(), index_extras.end());
+}
+
+Collection::Collection(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Collection::~Collection() = default;
+
+Result<std::unique_ptr<Collection>> Collection::Open(const std::string& location,
+                                                     const CollectionOptions& options) {
+  auto impl = std::make_unique<Impl>();
+  impl->options = options;
+  impl->location = location;
+  NL_ASSIGN_OR_RETURN(impl->store, OpenStore(location, Store::Mode::kReadOnly));
+  NL_ASSIGN_OR_RETURN(auto info, impl->store->GetCollection());
+  if (!info) {
+    return Status::InvalidArgument("store " + MaskedLocation(location) + " is empty: ingest first");
+  }
+  impl->info = *info;
+  NL_ASSIGN_OR_RETURN(impl->store_id, impl->store->GetSetting("store_id"));
+  auto feed = impl->store->OpenChangeFeed();
+  if (feed.ok()) impl->feed = std::move(*feed);
+  NL_RETURN_IF_ERROR(impl->LoadSegment());
+  NL_RETURN_IF_ERROR(impl->CatchUpSegment());
+  NL_RETURN_IF_ERROR(impl->CompactIfNeeded());
+  impl->OpenIndex();
+  return std::unique_ptr<Collection>(new Collection(std::move(impl)));
+}
+
+// ---- The planner ----
+
+// Exact: the selected rows gathered by id when the filter is selective, else one sgemv over
+// the whole segment with a row mask; plus the rows added since the segment was written.
+std::vector<IdNeighbor> Collection::Impl::Exact(const float* q, int k, const IdSelector* sel) const {
+  std::vector<IdNeighbor> out;
+  if (sel != nullptr && sel->count() * 8 < segment->rows()) {
+    for (int64_t id : sel->ids()) {
+      if (const float* v = Vector(id)) out.push_back({id, Distance(q, v)});
+    }
+  } else {
+    SearchParams p;
+    p.k = k;
+    if (sel != nullptr || !removed.empty()) {
+      p.allowed.assign(segment->rows(), 1);
+      for (size_t i = 0; i < segment->rows(); ++i) {
+        const int64_t id = segment->ids()[i];
+        if ((sel && !sel->Allows(id)) || removed.count(id)) p.allowed[i] = 0;
+      }
+    }
+    const MatrixView rows{segment->vectors(), segment->rows(), info.dims};
+    for (const Neighbor& nb : ExactSearch(rows, q, p)) {
+      out.push_back({segment->ids()[nb.row], nb.distance});
+    }
+    for (const auto& [id, v] : added) {
+      if (sel == nullptr || sel->Allows(id)) out.push_back({id, Distance(q, v.data())});
+    }
+  }
+  return out;
+}
+
+// The graph walk (filter inside it, rows changed since the save excluded), plus those rows
+// exactly; every distance then recomputed from the float32 vector (the graph holds halves).
+std::vector<IdNeighbor> Collection::Impl::Graph(const float* q, const QueryOptions& o,
+                                                const IdSelector* sel,
+                                                IndexSearchStats* st) const {
+  IndexSearchParams p;
+  p.k = o.k;
+  p.ef = o.ef;
+  p.filter = sel;
+  p.exclude = index_stale.empty() ? nullptr : &index_stale;
+  std::vector<IdNeighbor> out;
+  for (const IdNeighbor& nb : index->Search(q, p, st)) {
+    if (const float* v = Vector(nb.id)) out.push_back({nb.id, Distance(q, v)});
+  }
+  for (int64_t id : index_extras) {
+    if (sel != nullptr && !sel->Allows(id)) continue;
+    if (const float* v = Vector(id)) out.push_back({id, Distance(q, v)});
+  }
+  return out;
+}
+
+Result<Answer> Collection::Search(const float* query, const QueryOptions& o) const {
+  Impl& m = *impl_;
+  std::optional<IdSelector> sel;
+  if (!o.where_sql.empty()) {
+    std::lock_guard<std::mutex> lock(m.store_mu);
+    NL_ASSIGN_OR_RETURN(std::vector<int64_t> ids, m.store->SelectIds(o.where_sql));
+    sel.emplace(std::move(ids));
+  }
+  std::shared_lock<std::shared_mutex> lock(m.mu);
+  Answer a;
+  const size_t live = m.Live();
+  a.candidates = sel ? std::min(live, sel->count()) : live;
+  if (o.k <= 0 || a.candidates == 0) return a;
+  const double ef = o.ef > 0 ? o.ef : IndexSearchParams::kDefaultEf;
+  const double selectivity = static_cast<double>(a.candidates) / static_cast<double>(live);
+  const bool selective =
+      sel && static_cast<double>(a.candidates) * selectivity <= kWalkDistancesPerEf * ef;
+  std::vector<IdNeighbor> found;
+  if (m.index && !o.exact && !selective) {
+    found = m.Graph(query, o, sel ? &*sel : nullptr, &a.stats);
+    a.plan = "HNSW index (m=" + std::to_string(m.index->params().m) + "), " + PlanName(a.stats.plan);
+  } else {
+    found = m.Exact(query, o.k, sel ? &*sel : nullptr);
+    a.stats.plan = sel ? IndexSearchStats::Plan::kExactFiltered : IndexSearchStats::Plan::kExact;
+    a.stats.distances = sel ? a.candidates : live;
+    a.plan = PlanName(a.stats.plan);
+  }
+  // One kernel for every plan's distances (sgemv rounds differently): the same rows get the
+  // same figures whether the graph or a scan found them.
+  for (IdNeighbor& nb : found) nb.distance = m.Distance(query, m.Vector(nb.id));
+  std::sort(found.begin(), found.end(), [](const IdNeighbor& x, const IdNeighbor& y) {
+    return x.distance < y.distance || (x.distance == y.distance && x.id < y.id);
+  });
+  found.erase(std::unique(found.begin(), found.end(),
+                          [](const IdNeighbor& x, const IdNeighbor& y) { return x.id == y.id; }),
+              found.end());
+  if (found.size() > static_cast<size_t>(o.k)) found.resize(static_cast<size_t>(o.k));
+  lock.unlock();
+  // The k answers' metadata, by id.
+  std::lock_guard<std::mutex> store_lock(m.store_mu);
+  for (const IdNeighbor& nb : found) {
+    auto item = m.store->GetItem(nb.id);
+    if (item.status().code() == Status::Code::kNotFound) continue;  // deleted since this collection caught up
+    if (!item.ok()) return item.status();
+    a.neighbors.push_back({nb.id, nb.distance, item->source, item->metadata_json});
+  }
+  return a;
+}
+
+Result<Collection::Classified> Collection::Classify(const float* query, const QueryOptions& o,
+                                                    const std::string& label_field, Vote vote,
+                                                    const RejectThresholds* reject) const {
+  Classified c;
+  NL_ASSIGN_OR_RETURN(c.answer, Search(query, o));
+  std::vector<Neighbor> nbs;
+  for (const AnswerRow& r : c.answer.neighbors) {
+    c.labels.push_back(MetadataField(ParseJson(r.metadata), label_field));
+    nbs.push_back({nbs.size(), r.distance});
+  }
+  c.prediction = VoteLabel(nbs, c.labels, vote);
+  if (reject && !nbs.empty()) {
+    c.reject_threshold = reject->For(c.labels.front());
+    if (nbs.front().distance > c.reject_threshold) {
+      char buf[160];
+      std::snprintf(buf, sizeof buf, "nearest distance %.4f > %.4f, the %.0fth percentile for '",
+                    nbs.front().distance, c.reject_threshold, 100 * reject->quantile);
+      c.rejected_why = buf + c.labels.front() + "'";
+      c.voted_label = c.prediction.label;
+      c.prediction.label = "unknown";
+      c.prediction.confidence = 0;
+      c.unknown = true;
+    }
+  }
+  return c;
+}
+
+Result<size_t> Collection::Refresh() {
+  Impl& m = *impl_;
+  if (!m.feed) return size_t{0};
+  std::lock_guard<std::mutex> feed_lock(m.feed_mu);
+  size_t applied = 0;
+  for (;;) {
+    int64_t from;
+    {
+      std::shared_lock<std::shared_mutex> lock(m.mu);
+      from = m.change_id;
+    }
+    NL_ASSIGN_OR_RETURN(auto changes, m.feed->ChangesAfter(from, 4096));
+    if (changes.empty()) return applied;
+    std::unique_lock<std::shared_mutex> lock(m.mu);
+    for (const StoreChange& c : changes) {
+      if (c.change_id <= m.change_id) continue;
+      m.index_stale.insert(c.item_id);
+      m.index_extras.erase(std::remove(m.index_extras.begin(), m.index_extras.end(), c.item_id),
+                           m.index_extras.end());
+    }
+    NL_RETURN_IF_ERROR(m.ApplyChanges(changes));
+    for (const StoreChange& c : changes) {
+      if (!c.deleted && m.index && m.Vector(c.item_id) != nullptr &&
+          !std::binary_search(m.index_extras.begin(), m.index_extras.end(), c.item_id)) {
+        m.index_extras.insert(
+            std::upper_bound(m.index_extras.begin(), m.index_extras.end(), c.item_id), c.item_id);
+      }
+    }
+    applied += changes.size();
+    NL_RETURN_IF_ERROR(m.CompactIfNeeded());
+    if (changes.size() < 4096) return applied;
+  }
+}
+
+Result<bool> Collection::WaitForChanges(int timeout_ms) {
+  if (!impl_->feed) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(timeout_ms));
+    return false;
+  }
+  std::lock_guard<std::mutex> lock(impl_->feed_mu);
+  return impl_->feed->WaitForChanges(timeout_ms);
+}
+
+Result<ItemRecord> Collection::GetItem(int64_t id) const {
+  std::lock_guard<std::mutex> lock(impl_->store_mu);
+  return impl_->store->GetItem(id);
+}
+
+const CollectionInfo& Collection::info() const { return impl_->info; }
+const std::string& Collection::location() const { return impl_->location; }
+
+size_t Collection::size() const {
+  std::shared_lock<std::shared_mutex> lock(impl_->mu);
+  return impl_->Live();
+}
+
+CollectionState Collection::state() const {
+  std::shared_lock<std::shared_mutex> lock(impl_->mu);
+  const Impl& m = *impl_;
+  CollectionState s;
+  s.rows = m.Live();
+  s.segment_rows = m.segment->rows();
+  s.segment = m.segment->path();
+  s.overlay_added = m.added.size();
+  s.overlay_removed = m.removed.size();
+  s.change_id = m.change_id;
+  s.index_rows = m.index ? m.index->size() : 0;
+  s.index_lag = m.index ? m.index_stale.size() : 0;
+  s.notices = m.notices;
+  return s;
+}
+
+}  // namespace nearlabel

@@ -1,0 +1,254 @@
+#include "nearlabel/collection.h"
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <set>
+
+#include <gtest/gtest.h>
+
+#include "nearlabel/index.h"
+#include "nearlabel/search.h"
+#include "nearlabel/segment.h"
+#include "test_util.h"
+
+namespace nearlabel {
+namespace {
+
+constexpr int kDims = 32;
+
+// Unit vectors around a few centres, labelled by centre.
+std::vector<NewItem> Rows(size_t n, unsigned seed, size_t first = 0) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> g;
+  std::vector<float> centres(10 * kDims);
+  std::mt19937 crng(1);
+  for (auto& c : centres) c = g(crng);
+  std::vector<NewItem> out;
+  for (size_t i = 0; i < n; ++i) {
+    const size_t c = rng() % 10;
+    NewItem it;
+    it.source = "img" + std::to_string(first + i) + ".jpg";
+    it.sha256 = std::to_string(seed) + "-" + std::to_string(first + i);
+    it.metadata_json = "{\"label\":\"c" + std::to_string(c) + "\",\"part\":\"p" +
+                       std::to_string(i % 4) + "\"}";
+    double s = 0;
+    for (int j = 0; j < kDims; ++j) {
+      it.embedding.push_back(centres[c * kDims + j] + 0.6f * g(rng));
+      s += it.embedding.back() * it.embedding.back();
+    }
+    for (float& x : it.embedding) x /= static_cast<float>(std::sqrt(s));
+    out.push_back(std::move(it));
+  }
+  return out;
+}
+
+std::unique_ptr<Store> MakeStore(const std::string& path, size_t n) {
+  auto s = OpenSqliteStore(path, Store::Mode::kCreate);
+  EXPECT_TRUE(s.ok());
+  CollectionInfo info;
+  info.model = "test";
+  info.model_sha256 = "x";
+  info.dims = kDims;
+  EXPECT_TRUE((*s)->EnsureCollection(info).ok());
+  EXPECT_TRUE((*s)->InsertBatch(Rows(n, 3)).ok());
+  return std::move(*s);
+}
+
+// The exact answer over the store's rows as they are now.
+std::vector<int64_t> ExactIds(Store& store, const float* q, int k, const std::string& where = "") {
+  auto t = store.LoadVectors(where);
+  SearchParams p;
+  p.k = k;
+  std::vector<int64_t> ids;
+  for (const Neighbor& nb : ExactSearch(*t, q, p)) ids.push_back(t->ids[nb.row]);
+  return ids;
+}
+
+std::vector<int64_t> Ids(const Answer& a) {
+  std::vector<int64_t> ids;
+  for (const AnswerRow& r : a.neighbors) ids.push_back(r.id);
+  return ids;
+}
+
+TEST(CollectionTest, OpensFromTheSegmentAndAnswersAsAnExactScanOfTheTable) {
+  testing::TempDir d;
+  const std::string path = d.Join("s.db");
+  auto store = MakeStore(path, 500);
+  auto c = Collection::Open(path);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ((*c)->state().segment, SegmentPath(path));
+  EXPECT_NE((*c)->state().notices.find("vector segment built"), std::string::npos);
+  auto q = Rows(1, 99)[0].embedding;
+  QueryOptions o;
+  o.k = 10;
+  auto a = (*c)->Search(q.data(), o);
+  ASSERT_TRUE(a.ok());
+  EXPECT_EQ(Ids(*a), ExactIds(*store, q.data(), 10));
+  EXPECT_NE(a->neighbors[0].metadata.find("label"), std::string::npos);
+  // A second open maps the same file and builds nothing.
+  auto again = Collection::Open(path);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ((*again)->state().notices, "");
+  EXPECT_EQ(Ids(*(*again)->Search(q.data(), o)), Ids(*a));
+}
+
+TEST(CollectionTest, EveryReaderSeesEveryWriter) {
+  testing::TempDir d;
+  const std::string path = d.Join("s.db");
+  auto store = MakeStore(path, 300);
+  auto c = Collection::Open(path);
+  ASSERT_TRUE(c.ok());
+  // Another connection (another process, as far as SQLite is concerned) writes.
+  auto added = Rows(50, 7, 1000);
+  ASSERT_TRUE(store->InsertBatch(added).ok());
+  ASSERT_TRUE(store->Delete("id <= 40").ok());
+  ASSERT_TRUE(store->Execute("UPDATE items SET embedding = (SELECT embedding FROM items WHERE "
+                             "id = 100) WHERE id = 200")
+                  .ok());
+  auto applied = (*c)->Refresh();
+  ASSERT_TRUE(applied.ok()) << applied.status().ToString();
+  EXPECT_EQ(*applied, 50u + 40u + 2u);
+  EXPECT_EQ((*c)->size(), 300u + 50u - 40u);
+  QueryOptions o;
+  o.k = 20;
+  for (const NewItem& q : {added[3], added[17], Rows(1, 5)[0]}) {
+    auto a = (*c)->Search(q.embedding.data(), o);
+    ASSERT_TRUE(a.ok());
+    EXPECT_EQ(Ids(*a), ExactIds(*store, q.embedding.data(), 20));
+    for (int64_t id : Ids(*a)) EXPECT_GT(id, 40);
+  }
+  // Row 200 now has row 100's vector: both at distance 0 from it.
+  auto v100 = store->GetItem(100);
+  auto a = (*c)->Search(v100->embedding.data(), o);
+  EXPECT_LT(a->neighbors[1].distance, 1e-6);
+  // A fresh open catches up from the old segment the same way.
+  auto fresh = Collection::Open(path);
+  ASSERT_TRUE(fresh.ok());
+  EXPECT_EQ((*fresh)->state().overlay_added, 51u);
+  EXPECT_EQ(Ids(*(*fresh)->Search(added[3].embedding.data(), o)),
+            Ids(*(*c)->Search(added[3].embedding.data(), o)));
+}
+
+TEST(CollectionTest, CompactsTheSegmentPastItsOverlayBound) {
+  testing::TempDir d;
+  const std::string path = d.Join("s.db");
+  auto store = MakeStore(path, 200);
+  ASSERT_TRUE(Collection::Open(path).ok());
+  ASSERT_TRUE(store->InsertBatch(Rows(300, 8, 5000)).ok());
+  ASSERT_TRUE(store->Delete("id % 3 = 0").ok());
+  CollectionOptions opt;
+  opt.max_overlay = 10;
+  auto c = Collection::Open(path, opt);
+  ASSERT_TRUE(c.ok());
+  const CollectionState s = (*c)->state();
+  EXPECT_NE(s.notices.find("rewritten"), std::string::npos) << s.notices;
+  EXPECT_EQ(s.overlay_added + s.overlay_removed, 0u);
+  EXPECT_EQ(s.segment_rows, static_cast<size_t>(*store->Count()));
+  auto seg = VectorSegment::Map(SegmentPath(path), kDims);
+  ASSERT_TRUE(seg.ok());
+  EXPECT_TRUE((*seg)->Verify().ok());
+  auto q = Rows(1, 77)[0].embedding;
+  QueryOptions o;
+  o.k = 15;
+  EXPECT_EQ(Ids(*(*c)->Search(q.data(), o)), ExactIds(*store, q.data(), 15));
+}
+
+TEST(CollectionTest, ADamagedSegmentIsReportedAndRebuilt) {
+  testing::TempDir d;
+  const std::string path = d.Join("s.db");
+  auto store = MakeStore(path, 200);
+  ASSERT_TRUE(Collection::Open(path).ok());
+  {
+    std::fstream f(SegmentPath(path), std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(40);  // inside the header
+    f.put('\x7f');
+  }
+  auto c = Collection::Open(path);
+  ASSERT_TRUE(c.ok());
+  EXPECT_NE((*c)->state().notices.find("rebuilt"), std::string::npos) << (*c)->state().notices;
+  // A flipped byte in the body: Verify names it; the header still maps.
+  {
+    std::fstream f(SegmentPath(path), std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(4096 + 1000);
+    f.put('\x55');
+  }
+  auto seg = VectorSegment::Map(SegmentPath(path), kDims);
+  ASSERT_TRUE(seg.ok());
+  EXPECT_EQ((*seg)->Verify().code(), Status::Code::kCorruption);
+  // Truncated: refused at map, rebuilt at open.
+  std::filesystem::resize_file(SegmentPath(path), 5000);
+  EXPECT_EQ(VectorSegment::Map(SegmentPath(path), kDims).status().code(),
+            Status::Code::kCorruption);
+  ASSERT_TRUE(Collection::Open(path).ok());
+  EXPECT_TRUE((*VectorSegment::Map(SegmentPath(path), kDims))->Verify().ok());
+}
+
+TEST(CollectionTest, IndexPlanFiltersAndRowsChangedSinceTheSave) {
+  testing::TempDir d;
+  const std::string path = d.Join("s.db");
+  auto store = MakeStore(path, 2000);
+  IndexBuildParams bp;
+  bp.threads = 2;
+  ASSERT_TRUE(BuildStoreIndex(*store, bp).ok());
+  // Changes after the save: answered exactly beside the mapped graph.
+  auto added = Rows(30, 11, 9000);
+  ASSERT_TRUE(store->InsertBatch(added).ok());
+  ASSERT_TRUE(store->Delete("id BETWEEN 1 AND 100").ok());
+  auto c = Collection::Open(path);
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ((*c)->state().index_rows, 2000u);
+  EXPECT_EQ((*c)->state().index_lag, 130u);
+  size_t found = 0, total = 0;
+  for (const std::string where : {"", "field(metadata,'part') = 'p1'", "id % 50 = 0", "id = 2001"}) {
+    for (size_t i = 0; i < 20; ++i) {
+      const float* q = i < 10 ? added[i].embedding.data() : Rows(1, 40 + i)[0].embedding.data();
+      std::vector<float> qv(q, q + kDims);
+      QueryOptions o;
+      o.k = 10;
+      o.where_sql = where;
+      auto a = (*c)->Search(qv.data(), o);
+      ASSERT_TRUE(a.ok());
+      const auto want = ExactIds(*store, qv.data(), 10, where);
+      EXPECT_EQ(a->neighbors.size(), want.size()) << where;
+      std::set<int64_t> w(want.begin(), want.end());
+      for (int64_t id : Ids(*a)) {
+        EXPECT_GT(id, 100) << "a deleted row came back";
+        found += w.count(id);
+      }
+      total += want.size();
+      if (where.empty()) {
+        EXPECT_NE(a->plan.find("HNSW"), std::string::npos);
+      }
+    }
+  }
+  EXPECT_GE(static_cast<double>(found) / static_cast<double>(total), 0.97);
+  // Exact on request.
+  QueryOptions o;
+  o.k = 10;
+  o.exact = true;
+  auto a = (*c)->Search(added[0].embedding.data(), o);
+  EXPECT_EQ(Ids(*a), ExactIds(*store, added[0].embedding.data(), 10));
+  EXPECT_EQ(a->plan, "exact scan");
+}
+
+TEST(CollectionTest, AnIndexFarBehindTheTableIsNotUsed) {
+  testing::TempDir d;
+  const std::string path = d.Join("s.db");
+  auto store = MakeStore(path, 300);
+  IndexBuildParams bp;
+  bp.threads = 1;
+  ASSERT_TRUE(BuildStoreIndex(*store, bp).ok());
+  ASSERT_TRUE(store->InsertBatch(Rows(400, 12, 4000)).ok());
+  CollectionOptions opt;
+  opt.max_index_lag = 100;
+  auto c = Collection::Open(path, opt);
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ((*c)->state().index_rows, 0u);
+  EXPECT_NE((*c)->state().notices.find("index build"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace nearlabel
