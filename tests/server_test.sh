@@ -120,9 +120,12 @@ check "DELETE with the token removes the row" \
 curl -s -F image=@"$IMG" "$URL/v1/search?k=120" > "$T/after.json"
 check "a deleted row is never returned" "! json '$T/after.json' \"[n['id'] for n in j['neighbors']]\" | grep -qw '$first'"
 stop
-"$NL" index check "$T/s.db" --k 5 > "$T/ic" 2>&1
-check "on exit the server saved the index it changed (0 rows to catch up)" \
-  "grep -q '120 rows (0 added, 0 removed since it was saved)' '$T/ic'"
+gen_before=$("$NL" sql "$T/s.db" "SELECT value FROM collection WHERE key = 'index.generation'" | tail -1)
+"$NL" -v classify "$T/s.db" "$NEW" > "$T/after_cli" 2>&1
+check "after the server's writes the next command answers through the index and finds the added row" \
+  "grep -q 'HNSW index' '$T/after_cli' && grep -q '^1 *$added .*casting' '$T/after_cli'"
+check "on exit the server saved no index over the store's own generation" \
+  "[ \"\$(\"$NL\" sql '$T/s.db' \"SELECT value FROM collection WHERE key = 'index.generation'\" | tail -1)\" = '$gen_before' ]"
 check "the store holds the added row with its thumbnail" \
   "[ \"\$(\"$NL\" sql '$T/s.db' \"SELECT count(*) FROM thumbnails WHERE id = $added\" | tail -1)\" = 1 ]"
 
@@ -195,6 +198,47 @@ stop
 start --show-paths || exit 1
 curl -s -F image=@"$IMG" "$URL/v1/classify" > "$T/api.json"
 check "serve --show-paths answers the stored paths" "json '$T/api.json' \"j['neighbors'][0]['source']\" | grep -q '^$T/small/'"
+
+# 6. One answer shape: the CLI's JSON and the server's are the same for the same image and
+# options (less the server's thumbnail URLs, timing and upload name), where and reject included.
+same_json() {  # same_json CLI_FILE API_FILE
+  $PY - "$1" "$2" << 'EOF2'
+import json, sys
+cli = json.load(open(sys.argv[1]))[0]; api = json.load(open(sys.argv[2]))
+for n in api['neighbors']: n.pop('thumbnail')
+for k in ('ms', 'image'): cli.pop(k, None); api.pop(k, None)
+sys.exit(0 if cli == api else 1)
+EOF2
+}
+"$NL" --json classify "$T/s.db" "$IMG" --k 7 --vote distance > "$T/c1.json"
+curl -s -F image=@"$IMG" -F k=7 -F vote=distance "$URL/v1/classify" > "$T/a1.json"
+check "classify --json and /v1/classify give the same JSON" "same_json '$T/c1.json' '$T/a1.json'"
+"$NL" --json classify "$T/s.db" "$IMG" --where "id % 2 = 0" --reject > "$T/c2.json"
+curl -s -F image=@"$IMG" -F 'where=id % 2 = 0' -F reject=1 "$URL/v1/classify" > "$T/a2.json"
+check "... with where and reject too (thresholds and only even ids)" \
+  "same_json '$T/c2.json' '$T/a2.json' && json '$T/a2.json' \"j['reject_threshold'] > 0 and all(n['id'] % 2 == 0 for n in j['neighbors'])\" | grep -q True"
+check "a where that writes is 400" \
+  "[ \"\$(code -F image=@'$IMG' -F 'where=1); DELETE FROM items; --' $URL/v1/classify)\" = 400 ]"
+"$NL" --json search "$T/s.db" "$IMG" --within label=scratches > "$T/c3.json"
+curl -s -F image=@"$IMG" -F within=label=scratches "$URL/v1/search" > "$T/a3.json"
+check "search --json and /v1/search give the same JSON" "same_json '$T/c3.json' '$T/a3.json'"
+
+# 7. Every reader sees every writer: rows another process ingests reach a running server.
+stat_rows() { curl -s "$URL/v1/stats" | $PY -c 'import json,sys; print(json.load(sys.stdin)["rows"])'; }
+rows0=$(stat_rows)
+mkdir -p "$T/more/pitted"; ls "$DATA"/neu-surface-defects/pitted_surface/* | head -15 | xargs -I{} cp {} "$T/more/pitted/"
+"$NL" ingest "$T/s.db" "$T/more" > /dev/null 2>&1
+t_end=$(date +%s.%N); seen=0
+for _ in $(seq 40); do
+  if [ "$(stat_rows)" -gt "$rows0" ]; then
+    seen=$($PY -c "import sys; print(round($(date +%s.%N) - $t_end, 3))"); break
+  fi
+  sleep 0.05
+done
+MORE=$(ls "$T"/more/pitted/* | head -1)
+curl -s -F image=@"$MORE" "$URL/v1/search?k=1" > "$T/more.json"
+check "rows another process ingested are served within 1 s (${seen} s; stats and search)" \
+  "$PY -c 'import sys; sys.exit(0 if 0 < $seen < 1 else 1)' && json '$T/more.json' \"round(j['neighbors'][0]['distance'], 4), j['neighbors'][0]['label']\" | grep -q '0.0 pitted'"
 stop
 
 echo "server_test: $pass passed, $fail failed"

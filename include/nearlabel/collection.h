@@ -31,6 +31,11 @@ struct CollectionOptions {
   // Rows changed since the index was saved that are answered exactly beside the graph; more
   // and every query is exact (a notice says to run `nearlabel index build`): max(this, 10%).
   size_t max_index_lag = 20000;
+  // Where the segment lives: "" = next to a SQLite store ("photos.db.vectors"); for a
+  // PostgreSQL store a directory of this node's own ("DIR/<store id>.vectors"), or "" to hold
+  // the vectors in memory. The segment names the change it holds, so a node that was down
+  // catches up from there.
+  std::string cache_dir;
 };
 
 // Per-query options.
@@ -67,6 +72,7 @@ struct CollectionState {
   size_t index_rows = 0;       // 0: no index
   size_t index_lag = 0;        // rows changed since the index was saved
   std::string notices;         // what opening did (built the segment, index unusable, ...)
+  bool follows = false;        // the store has a change feed (Refresh applies other writers')
 };
 
 class Collection {

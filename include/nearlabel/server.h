@@ -28,6 +28,12 @@ struct ServerOptions {
   // Answer each row's full stored path in `source`; by default sources are relative to the
   // directory every row shares, so an unauthenticated client does not learn server paths.
   bool show_paths = false;
+  // Where the store lives (its unmasked location: a file path or a PostgreSQL URI): the
+  // collection opens its own read connection there.
+  std::string store_location;
+  // PostgreSQL: a directory of this node's own (segment, index, change id), so a restart
+  // catches up from where it stopped instead of reloading the table. "": in memory.
+  std::string cache_dir;
 };
 
 // Anomaly scoring for POST /v1/anomaly and the page's Anomaly tab: a fitted model and the

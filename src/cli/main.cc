@@ -506,6 +506,7 @@ int RunServe(ServeArgs a, const Global& g) {
   }
   a.opt.max_pixels = static_cast<int64_t>(a.max_megapixels * 1e6);
   a.opt.max_upload_bytes = static_cast<size_t>(a.max_upload_mb * 1024 * 1024);
+  a.opt.store_location = a.store;
   // Without a token the server never writes: open the store read-only.
   auto opened = OpenIngested(
       a.store, "majority", a.opt.token.empty() ? Store::Mode::kReadOnly : Store::Mode::kReadWrite);
@@ -1798,6 +1799,10 @@ int Main(int argc, char** argv) {
                    "fit --name`; default: 'default' when the store has it; none: no anomaly "
                    "scoring)")
       ->each([&va](const std::string&) { va.anomaly_given = true; });
+  serve->add_option("--cache", va.opt.cache_dir,
+                    "PostgreSQL stores: a directory of this node's own for the vector segment "
+                    "and the change id it holds, so a restart catches up instead of reloading "
+                    "(default: vectors in memory). SQLite stores keep theirs next to the file");
   serve->add_flag("--show-paths", va.opt.show_paths,
                   "Answer each row's full stored path in `source` (default: paths relative to "
                   "the directory all rows share, so clients do not learn the server's files)");

@@ -16,6 +16,7 @@
 #include <unordered_set>
 
 #include "common/json.h"
+#include "common/sha256.h"
 #include "nearlabel/dataset.h"
 #include "nearlabel/search.h"
 #include "nearlabel/segment.h"
@@ -119,10 +120,18 @@ Status Collection::Impl::BuildSegment(const std::string& path, const std::string
 }
 
 Status Collection::Impl::LoadSegment() {
-  const bool file_backed = feed != nullptr && !IsPostgresUri(location) && options.write_segment &&
-                           DirectoryWritable(location);
-  if (file_backed) {
-    const std::string path = SegmentPath(location);
+  std::string path;
+  if (feed != nullptr && options.write_segment) {
+    if (!options.cache_dir.empty()) {
+      std::error_code ec;
+      fs::create_directories(options.cache_dir, ec);
+      path = (fs::path(options.cache_dir) / store_id).string() + ".vectors";
+    } else if (!IsPostgresUri(location)) {
+      path = SegmentPath(location);
+    }
+    if (!path.empty() && !DirectoryWritable(path)) path.clear();
+  }
+  if (!path.empty()) {
     NL_ASSIGN_OR_RETURN(int64_t newest, feed->LastChangeId());
     auto mapped = VectorSegment::Map(path, info.dims);
     std::string why = "built";
@@ -288,6 +297,10 @@ Result<std::unique_ptr<Collection>> Collection::Open(const std::string& location
   }
   impl->info = *info;
   NL_ASSIGN_OR_RETURN(impl->store_id, impl->store->GetSetting("store_id"));
+  if (impl->store_id.empty()) {
+    // A store without an id of its own (PostgreSQL): named by its location.
+    impl->store_id = Sha256Hex(MaskedLocation(location)).substr(0, 32);
+  }
   auto feed = impl->store->OpenChangeFeed();
   if (feed.ok()) impl->feed = std::move(*feed);
   NL_RETURN_IF_ERROR(impl->LoadSegment());
@@ -494,6 +507,7 @@ CollectionState Collection::state() const {
   s.index_rows = m.index ? m.index->size() : 0;
   s.index_lag = m.index ? m.index_stale.size() : 0;
   s.notices = m.notices;
+  s.follows = m.feed != nullptr;
   return s;
 }
 

@@ -1,10 +1,11 @@
 // The HTTP API: routes, parameter checking and JSON over the HTTP layer (http_server.h,
-// libmicrohttpd). Threading: the layer's worker pool runs requests concurrently; searches share
-// LiveCollection's read lock, the model runs one image at a time (embed_mu), the store is used by
-// one request at a time (store_mu), the anomaly model's patch embedder runs one image at a time
-// (anomaly_mu), and writes take LiveCollection's write lock after the store has committed. On a
-// shared store (PostgreSQL) one sync thread follows the store's change feed on a connection of its
-// own and applies other writers' rows to LiveCollection.
+// libmicrohttpd). Queries go to the Collection (collection.h), the same engine and planner as
+// the CLI. Threading: the layer's worker pool runs requests concurrently; searches share the
+// collection's read lock, the model runs one image at a time (embed_mu), the server's store
+// connection (writes, browsing, thumbnails, rejection thresholds) is used by one request at a
+// time (store_mu), the anomaly model's patch embedder runs one image at a time (anomaly_mu).
+// One sync thread follows the store's change feed (PostgreSQL's notifications, a SQLite file's
+// change log) and applies every writer's rows, this server's included, to the collection.
 #include "nearlabel/server.h"
 #include "common/json.h"
 
@@ -17,6 +18,7 @@
 #include <mutex>
 #include <set>
 #include <thread>
+#include <variant>
 
 #include <nlohmann/json.hpp>
 #include <opencv2/imgcodecs.hpp>
@@ -26,8 +28,9 @@
 #include "nearlabel/classify.h"
 #include "nearlabel/dataset.h"
 #include "nearlabel/image.h"
+#include "collection/answer_json.h"
+#include "nearlabel/collection.h"
 #include "server/http_server.h"
-#include "server/live_collection.h"
 
 namespace nearlabel {
 
@@ -193,7 +196,7 @@ struct Server::Impl {
   std::mutex store_mu;
   std::unique_ptr<Embedder> embedder;
   std::mutex embed_mu;
-  std::unique_ptr<LiveCollection> live;
+  std::unique_ptr<Collection> collection;
   ServerAnomaly anomaly;
   std::mutex anomaly_mu;
   CollectionInfo info;
@@ -203,15 +206,19 @@ struct Server::Impl {
   std::unique_ptr<HttpServer> http;
   int port = 0;
 
-  // ---- Shared stores: following the change feed ----
-  std::unique_ptr<ChangeFeed> feed;
+  // ---- Following the change feed ----
+  bool shared = false;  // PostgreSQL (for messages)
+  bool follows = false;  // the store has a change feed (PostgreSQL, SQLite format 3)
   std::thread sync_thread;
   std::mutex sync_mu;  // guards stopping (with sync_cv)
   std::condition_variable sync_cv;
   bool stopping = false;
-  std::atomic<int64_t> synced_change{0};  // every change up to this one is applied
   std::atomic<bool> feed_connected{true};
   std::atomic<int64_t> reconnects{0};
+  // /v1/stats' label counts: one GROUP BY over the table, redone when a change arrived.
+  std::mutex labels_mu;
+  int64_t labels_change = -1;
+  json labels_cache;
 
   ~Impl() { StopSync(); }
 
@@ -224,25 +231,14 @@ struct Server::Impl {
     if (sync_thread.joinable()) sync_thread.join();
   }
 
-  // Applies every change after synced_change. False when the connection failed.
+  // Applies every change not applied yet. False when the connection failed.
   bool CatchUp() {
-    for (;;) {
-      auto changes = feed->ChangesAfter(synced_change.load(), 4096);
-      if (!changes.ok()) return false;
-      for (const StoreChange& c : *changes) {
-        if (c.deleted) {
-          live->Remove(c.item_id);
-        } else if (c.present) {
-          Status st = live->Add(c.item_id, c.embedding, c.source, c.metadata);
-          if (!st.ok()) {
-            std::fprintf(stderr, "nearlabel: serve: row %lld not applied: %s\n",
-                         static_cast<long long>(c.item_id), st.message().c_str());
-          }
-        }
-        synced_change = c.change_id;
-      }
-      if (changes->size() < 4096) return true;
+    auto applied = collection->Refresh();
+    if (!applied.ok()) {
+      std::fprintf(stderr, "nearlabel: serve: catching up: %s\n",
+                   applied.status().message().c_str());
     }
+    return applied.ok();
   }
 
   // The sync thread: wakes on a notification (or every 500 ms, in case one was missed), then
@@ -255,14 +251,14 @@ struct Server::Impl {
         std::unique_lock<std::mutex> lock(sync_mu);
         if (stopping) return;
       }
-      auto woke = feed->WaitForChanges(500);
+      auto woke = collection->WaitForChanges(500);
       const bool ok = woke.ok() && CatchUp();
       if (ok) {
         if (!feed_connected.exchange(true)) {
           ++reconnects;
           std::fprintf(stderr,
                        "nearlabel: serve: database connection back; caught up to change %lld\n",
-                       static_cast<long long>(synced_change.load()));
+                       static_cast<long long>(collection->state().change_id));
         }
         pause_ms = 100;
         continue;
@@ -284,7 +280,7 @@ struct Server::Impl {
   HttpError StoreError(const Status& st) const {
     std::fprintf(stderr, "nearlabel: serve: store: %s\n", st.message().c_str());
     if (st.code() == Status::Code::kIOError) {
-      return HttpError{503, std::string(feed ? "the PostgreSQL store" : "the store") +
+      return HttpError{503, std::string(shared ? "the PostgreSQL store" : "the store") +
                                 " cannot be reached now (searches go on from the rows this "
                                 "server holds); retry shortly"};
     }
@@ -378,34 +374,44 @@ struct Server::Impl {
     SendJson(res, 200, body);
   }
 
-  // Ids allowed by a `within` parameter ("FIELD=VALUE"), or nullopt for no filter.
-  std::optional<std::vector<int64_t>> Within(const std::string& within) {
-    if (within.empty()) return std::nullopt;
-    auto sql = WithinToSql(within);
-    if (!sql.ok()) throw HttpError{400, sql.status().message()};  // WithinToSql's rule and words
-    std::lock_guard<std::mutex> lock(store_mu);
-    auto ids = store->SelectIds(*sql);
-    if (!ids.ok()) throw StoreError(ids.status());
-    return *ids;
+  // The rows a query may return: `within` ("FIELD=VALUE") and `where` (an SQL expression
+  // over items, read-only, as the CLI's --where), joined.
+  static std::string WhereOf(const std::map<std::string, std::string>& params) {
+    std::string sql;
+    if (const std::string within = Param(params, "within"); !within.empty()) {
+      auto w = WithinToSql(within);
+      if (!w.ok()) throw HttpError{400, w.status().message()};  // WithinToSql's rule and words
+      sql = "(" + *w + ")";
+    }
+    if (const std::string where = TextParam(params, "where"); !where.empty()) {
+      sql += (sql.empty() ? "(" : " AND (") + where + "\n)";
+    }
+    return sql;
   }
 
-  json Neighbors(const std::vector<IdNeighbor>& found, const std::string& field,
-                 std::vector<std::string>* labels) {
-    json out = json::array();
-    for (const IdNeighbor& nb : found) {
-      LiveCollection::Row row;
-      if (!live->Get(nb.id, &row)) continue;  // deleted meanwhile
-      json meta = ParseJson(row.metadata);
-      std::string label = field == label_field ? row.label : MetadataField(meta, field);
-      if (labels) labels->push_back(label);
-      out.push_back({{"id", nb.id},
-                     {"distance", nb.distance},
-                     {"label", label},
-                     {"source", Source(row.source)},
-                     {"metadata", meta},
-                     {"thumbnail", ThumbnailUrl(nb.id)}});
+  // Open-set thresholds for reject=1 (calibrated on the rows the query may answer from, cached
+  // in the store as the CLI's --reject).
+  std::optional<RejectThresholds> Rejection(const std::map<std::string, std::string>& params,
+                                            const std::string& where, const std::string& field) {
+    if (IntParam(params, "reject", 0, 0, 1) == 0) return std::nullopt;
+    double quantile = 0.97;
+    if (const std::string q = Param(params, "reject_quantile"); !q.empty()) {
+      char* end = nullptr;
+      quantile = std::strtod(q.c_str(), &end);
+      if (end != q.c_str() + q.size() || !(quantile > 0 && quantile <= 1)) {
+        throw HttpError{400, "reject_quantile must be a number in (0, 1]"};
+      }
     }
-    return out;
+    std::string how;
+    std::lock_guard<std::mutex> lock(store_mu);
+    auto r = CachedRejection(*store, opt.store_location, where, field, quantile, &how);
+    if (!r.ok()) {
+      if (r.status().code() == Status::Code::kInvalidArgument) {
+        throw HttpError{400, "reject: " + r.status().message()};
+      }
+      throw StoreError(r.status());
+    }
+    return std::move(*r);
   }
 
   void Query(const HttpRequest& req, HttpResponse& res, bool classify) {
@@ -413,40 +419,43 @@ struct Server::Impl {
     auto params = Params(req);
     params.erase("image");
     if (classify) {
-      RejectUnknown(params, {"k", "vote", "within", "ef", "label"});
+      RejectUnknown(params, {"k", "vote", "within", "where", "ef", "label", "exact", "reject",
+                             "reject_quantile"});
     } else {
-      RejectUnknown(params, {"k", "within", "ef"});
+      RejectUnknown(params, {"k", "within", "where", "ef", "label", "exact"});
     }
-    const int k = IntParam(params, "k", classify ? 5 : 10, 1, kMaxK);
-    const int ef = IntParam(params, "ef", 0, 1, 100000);
+    QueryOptions q;
+    q.k = IntParam(params, "k", classify ? 5 : 10, 1, kMaxK);
+    q.ef = IntParam(params, "ef", 0, 1, 100000);
+    q.exact = IntParam(params, "exact", 0, 0, 1) == 1;
+    q.where_sql = WhereOf(params);
     Vote vote = Vote::kMajority;
     if (classify && !Param(params, "vote").empty()) {
       auto v = ParseVote(Param(params, "vote"));
       if (!v.ok()) throw HttpError{400, v.status().message()};
       vote = *v;
     }
-    const std::string field = Param(params, "label").empty() ? label_field : Param(params, "label");
+    const std::string field =
+        Param(params, "label").empty() ? label_field : TextParam(params, "label");
+    auto reject = classify ? Rejection(params, q.where_sql, field) : std::nullopt;
     auto [bytes, filename] = ImageOf(req);
-    std::vector<float> q = Embed(bytes, nullptr);
-    auto allowed = Within(Param(params, "within"));
-    std::string plan;
-    auto found = live->Search(q.data(), k, allowed ? &*allowed : nullptr, ef, &plan);
-    std::vector<std::string> labels;
-    json body = {{"neighbors", Neighbors(found, field, &labels)}, {"plan", plan}};
-    if (!filename.empty()) body["image"] = filename;
-    if (classify) {
-      std::vector<Neighbor> nbs;
-      for (size_t i = 0; i < labels.size(); ++i) nbs.push_back({i, found[i].distance});
-      Prediction p = VoteLabel(nbs, labels, vote);
-      body["label"] = p.label;
-      body["label_field"] = field;
-      body["confidence"] = p.confidence;
-      body["vote"] = VoteName(vote);
-      body["k"] = k;
-      json scores = json::array();
-      for (const auto& [l, s] : p.scores) scores.push_back({{"label", l}, {"score", s}});
-      body["scores"] = scores;
+    std::vector<float> embedding = Embed(bytes, nullptr);
+    auto c = collection->Classify(embedding.data(), q, field, vote, reject ? &*reject : nullptr);
+    if (!c.ok()) {
+      if (c.status().code() == Status::Code::kInvalidArgument) {
+        throw HttpError{400, c.status().message()};  // a bad `where`
+      }
+      throw StoreError(c.status());
     }
+    AnswerJsonOptions jo;
+    jo.classify = classify;
+    jo.label_field = field;
+    jo.k = q.k;
+    jo.vote = vote;
+    jo.source = [this](const std::string& src) { return Source(src); };
+    jo.decorate = [](int64_t id, json* nb) { (*nb)["thumbnail"] = ThumbnailUrl(id); };
+    json body = AnswerJson(*c, jo);
+    if (!filename.empty()) body["image"] = filename;
     body["ms"] =
         std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     SendJson(res, 200, body);
@@ -512,13 +521,10 @@ struct Server::Impl {
       auto inserted = store->InsertBatch({item});
       if (!inserted.ok()) throw StoreError(inserted.status());
       r = *inserted;
-      // Added to the in-memory rows while the store lock is held, so two uploads reach the
-      // collection in id order.
-      if (r.inserted == 1) {
-        Status st = live->Add(r.ids[0], item.embedding, item.source, item.metadata_json);
-        if (!st.ok()) throw HttpError{500, st.message()};
-      }
     }
+    // The next search finds the row: the collection applies the store's change log now (the
+    // sync thread would within 500 ms).
+    CatchUp();
     SendJson(
         res, r.inserted == 1 ? 201 : 200,
         {{"id", r.ids[0]}, {"duplicate", r.inserted == 0}, {"thumbnail", ThumbnailUrl(r.ids[0])}});
@@ -527,11 +533,14 @@ struct Server::Impl {
   void DeleteItem(const HttpRequest& req, HttpResponse& res, const std::string& id_text) {
     RequireToken(req);
     const int64_t id = IdOf(id_text);
-    std::lock_guard<std::mutex> lock(store_mu);
-    auto gone = store->Delete("id = " + std::to_string(id));
+    Result<std::vector<int64_t>> gone = std::vector<int64_t>();
+    {
+      std::lock_guard<std::mutex> lock(store_mu);
+      gone = store->Delete("id = " + std::to_string(id));
+    }
     if (!gone.ok()) throw StoreError(gone.status());
     if (gone->empty()) throw HttpError{404, "no item " + std::to_string(id)};
-    live->Remove(id);
+    CatchUp();
     SendJson(res, 200, {{"deleted", id}});
   }
 
@@ -585,21 +594,49 @@ struct Server::Impl {
     }
   }
 
-  void Stats(HttpResponse& res) {
+  // Rows per label, most frequent first (one GROUP BY, cached until the next change).
+  json LabelCounts() {
+    const CollectionState cs = collection->state();
+    std::lock_guard<std::mutex> cache_lock(labels_mu);
+    if (labels_change == cs.change_id && follows) return labels_cache;
+    Result<std::vector<SqlResult>> r = std::vector<SqlResult>();
+    {
+      std::lock_guard<std::mutex> lock(store_mu);
+      r = store->Execute("SELECT field(metadata, " + SqlStringLiteral(label_field) +
+                         ") AS label, count(*) AS n FROM items GROUP BY 1 ORDER BY 2 DESC, 1");
+    }
+    if (!r.ok()) throw StoreError(r.status());
     json labels = json::array();
-    for (const auto& [l, n] : live->LabelCounts()) labels.push_back({{"label", l}, {"count", n}});
+    for (const auto& row : r->front().rows) {
+      const std::string label = SqlValueText(row[0]);
+      labels.push_back({{"label", std::holds_alternative<std::monostate>(row[0]) ? "" : label},
+                        {"count", std::get<int64_t>(row[1])}});
+    }
+    labels_change = cs.change_id;
+    return labels_cache = labels;
+  }
+
+  void Stats(HttpResponse& res) {
+    const CollectionState cs = collection->state();
+    json labels = LabelCounts();
     SendJson(
         res, 200,
-        {{"rows", live->size()},
+        {{"rows", cs.rows},
          {"model", info.model},
          {"dims", info.dims},
          {"metric", info.metric},
          {"label_field", label_field},
          {"labels", labels},
-         {"index", live->has_index() ? "hnsw" : "none (exact scan)"},
+         {"index", cs.index_rows ? "hnsw" : "none (exact scan)"},
+         {"index_rows", cs.index_rows},
+         {"index_lag", cs.index_lag},
+         {"segment", {{"rows", cs.segment_rows},
+                      {"file", !cs.segment.empty()},
+                      {"added", cs.overlay_added},
+                      {"removed", cs.overlay_removed}}},
          {"writable", !opt.token.empty()},
          {"anomaly", AnomalyInfo()},
-         {"sync", feed ? json{{"change_id", synced_change.load()},
+         {"sync", follows ? json{{"change_id", cs.change_id},
                               {"connected", feed_connected.load()},
                               {"reconnects", reconnects.load()}}
                        : json(nullptr)},
@@ -611,27 +648,43 @@ struct Server::Impl {
     RejectUnknown(params, {"label", "offset", "limit"});
     const int offset = IntParam(params, "offset", 0, 0, 1 << 30);
     const int limit = IntParam(params, "limit", 60, 1, 1000);
-    size_t total = 0;
-    json items = json::array();
-    for (const auto& row : live->Browse(Param(params, "label"), offset, limit, &total)) {
-      items.push_back({{"id", row.id},
-                       {"label", row.label},
-                       {"source", Source(row.source)},
-                       {"thumbnail", ThumbnailUrl(row.id)}});
+    const std::string label = TextParam(params, "label");
+    const std::string field = "field(metadata, " + SqlStringLiteral(label_field) + ")";
+    const std::string where = label.empty() ? "" : " WHERE " + field + " = " + SqlStringLiteral(label);
+    Result<std::vector<SqlResult>> r = std::vector<SqlResult>();
+    {
+      std::lock_guard<std::mutex> lock(store_mu);
+      r = store->Execute("SELECT count(*) FROM items" + where + "; SELECT id, source, " + field +
+                         " FROM items" + where + " ORDER BY id LIMIT " + std::to_string(limit) +
+                         " OFFSET " + std::to_string(offset));
     }
-    SendJson(res, 200, {{"total", total}, {"offset", offset}, {"items", items}});
+    if (!r.ok() || r->size() != 2) throw StoreError(r.ok() ? Status::Internal("browse") : r.status());
+    json items = json::array();
+    for (const auto& row : (*r)[1].rows) {
+      const int64_t id = std::get<int64_t>(row[0]);
+      items.push_back({{"id", id},
+                       {"label", std::holds_alternative<std::monostate>(row[2]) ? "" : SqlValueText(row[2])},
+                       {"source", Source(SqlValueText(row[1]))},
+                       {"thumbnail", ThumbnailUrl(id)}});
+    }
+    SendJson(res, 200,
+             {{"total", std::get<int64_t>((*r)[0].rows[0][0])}, {"offset", offset}, {"items", items}});
   }
 
   void GetItem(const HttpRequest& req, const std::string& id_text, HttpResponse& res) {
     RejectUnknown(Params(req), {});
     const int64_t id = IdOf(id_text);
-    LiveCollection::Row row;
-    if (!live->Get(id, &row)) throw HttpError{404, "no item " + std::to_string(id)};
+    auto item = collection->GetItem(id);
+    if (!item.ok() && item.status().code() == Status::Code::kNotFound) {
+      throw HttpError{404, "no item " + std::to_string(id)};
+    }
+    if (!item.ok()) throw StoreError(item.status());
+    json meta = ParseJson(item->metadata_json);
     SendJson(res, 200,
              {{"id", id},
-              {"source", Source(row.source)},
-              {"label", row.label},
-              {"metadata", ParseJson(row.metadata)},
+              {"source", Source(item->source)},
+              {"label", MetadataField(meta, label_field)},
+              {"metadata", meta},
               {"thumbnail", ThumbnailUrl(id)}});
   }
 
@@ -642,10 +695,11 @@ struct Server::Impl {
       std::lock_guard<std::mutex> lock(store_mu);
       jpeg = store->GetThumbnail(id);
     }
-    LiveCollection::Row row;
-    if (!jpeg.ok() && live->Get(id, &row)) {
+    if (!jpeg.ok()) {
       // A row stored before thumbnails were kept: made from its file if it is there.
-      jpeg = ThumbnailOfFile(row.source, opt.max_pixels);
+      if (auto item = collection->GetItem(id); item.ok()) {
+        jpeg = ThumbnailOfFile(item->source, opt.max_pixels);
+      }
     }
     if (!jpeg.ok()) {
       throw HttpError{404, "no thumbnail for item " + std::to_string(id) +
@@ -669,13 +723,14 @@ struct Server::Impl {
 
   // Gauges for /metrics: the collection's size and how much of it the index covers.
   std::string CollectionMetrics() const {
-    const size_t rows = live->size();
+    const CollectionState cs = collection->state();
+    const size_t rows = cs.rows;
     std::string out;
     out += "# HELP nearlabel_rows Rows the server searches.\n# TYPE nearlabel_rows gauge\n";
     out += "nearlabel_rows " + std::to_string(rows) + "\n";
     out += "# HELP nearlabel_index_rows Rows in the HNSW index (0: exact scans).\n";
     out += "# TYPE nearlabel_index_rows gauge\n";
-    out += "nearlabel_index_rows " + std::to_string(live->index_rows()) + "\n";
+    out += "nearlabel_index_rows " + std::to_string(cs.index_rows) + "\n";
     out += "# HELP nearlabel_anomaly_model 1 when the server scores anomalies.\n";
     out += "# TYPE nearlabel_anomaly_model gauge\n";
     out += std::string("nearlabel_anomaly_model ") + (anomaly.model ? "1" : "0") + "\n";
@@ -722,25 +777,30 @@ Result<std::unique_ptr<Server>> Server::Create(std::unique_ptr<Store> store,
   impl->label_field = !options.label_field.empty() ? options.label_field
                       : info->label_field.empty()  ? "label"
                                                    : info->label_field;
-  // A shared store: note the newest change before loading the rows, so that the rows plus
-  // every later change are the whole table (a change applied twice is harmless).
-  auto feed = store->OpenChangeFeed();
-  if (feed.ok()) {
-    impl->feed = std::move(*feed);
-    NL_ASSIGN_OR_RETURN(int64_t last, impl->feed->LastChangeId());
-    impl->synced_change = last;
-  } else if (feed.status().code() != Status::Code::kUnsupported) {
-    return feed.status();
+  impl->shared = IsPostgresUri(options.store_location);
+  CollectionOptions copt;
+  copt.cache_dir = options.cache_dir;
+  NL_ASSIGN_OR_RETURN(impl->collection, Collection::Open(options.store_location, copt));
+  impl->notice = impl->collection->state().notices;
+  if (!impl->notice.empty() && impl->notice.back() == '\n') impl->notice.pop_back();
+  {
+    // The directory every source shares: the common prefix of the smallest and the largest
+    // source is every source's.
+    NL_ASSIGN_OR_RETURN(auto r, store->Execute("SELECT min(source), max(source) FROM items "
+                                               "WHERE source LIKE '/%'"));
+    std::vector<std::string> ends;
+    for (const SqlValue& v : r.front().rows.front()) {
+      if (std::holds_alternative<std::string>(v)) ends.push_back(std::get<std::string>(v));
+    }
+    impl->source_root = CommonDirectory(ends);
   }
-  NL_ASSIGN_OR_RETURN(impl->live, LiveCollection::Load(*store, impl->label_field, &impl->notice,
-                                                       impl->feed != nullptr));
   impl->store = std::move(store);
-  if (impl->feed) {
+  impl->follows = impl->collection->state().follows;
+  if (impl->follows) {
     Impl* raw = impl.get();
     impl->sync_thread = std::thread([raw] { raw->SyncLoop(); });
   }
   impl->embedder = std::move(embedder);
-  impl->source_root = CommonDirectory(impl->live->Sources());
   impl->StartHttp();
   return std::unique_ptr<Server>(new Server(std::move(impl)));
 }
@@ -754,10 +814,9 @@ Status Server::Bind() {
 
 Status Server::Run() {
   Impl& s = *impl_;
-  NL_RETURN_IF_ERROR(s.http->Run());
-  if (s.opt.token.empty()) return Status::OK();
-  std::lock_guard<std::mutex> lock(s.store_mu);
-  return s.live->SaveIndexIfChanged(*s.store);
+  // Nothing to save on the way out: every row is in the store, and the next writer (ingest,
+  // delete, index build) brings the index up to date from the change log.
+  return s.http->Run();
 }
 
 void Server::Stop() { impl_->http->Stop(); }
