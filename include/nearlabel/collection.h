@@ -36,6 +36,11 @@ struct CollectionOptions {
   // the vectors in memory. The segment names the change it holds, so a node that was down
   // catches up from there.
   std::string cache_dir;
+  // A store that keeps no index file of its own (PostgreSQL): build an HNSW index over the
+  // rows at open (saved in cache_dir when there is one, as "<store id>.hnsw-<change>-<rows>",
+  // and mapped from there on the next open). false: such a store is searched exactly.
+  bool build_index = false;
+  IndexBuildParams index_params;
 };
 
 // Per-query options.
@@ -71,7 +76,8 @@ struct CollectionState {
   int64_t change_id = 0;       // every change up to this one is applied
   size_t index_rows = 0;       // 0: no index
   size_t index_lag = 0;        // rows changed since the index was saved
-  std::string notices;         // what opening did (built the segment, index unusable, ...)
+  std::string notices;  // what the user should know: a segment rebuilt, an index unusable, ...
+  std::string log;      // routine work done while opening (first segment build, compaction)
   bool follows = false;        // the store has a change feed (Refresh applies other writers')
 };
 

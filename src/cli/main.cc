@@ -388,6 +388,7 @@ int RunQuery(const QueryArgs& a, const Global& g, bool classify) {
   if (!collection.ok()) return Fail(collection.status());
   const CollectionState cs = (*collection)->state();
   if (!cs.notices.empty()) std::fprintf(stderr, "nearlabel: notice: %s", cs.notices.c_str());
+  if (g.verbose && !cs.log.empty()) std::fprintf(stderr, "nearlabel: %s", cs.log.c_str());
   const auto t_model = std::chrono::steady_clock::now();
   auto embedder = OpenEmbedderForStore(a.store, &info, a.model, g, a.images.size() < 8);
   if (!embedder.ok()) return Fail(embedder.status());

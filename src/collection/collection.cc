@@ -58,7 +58,8 @@ struct Collection::Impl {
   std::string location;
   CollectionInfo info;
   std::string store_id;
-  std::string notices;
+  std::string notices;  // what the user should know (a rebuilt segment, an unusable index)
+  std::string log;      // routine work done while opening (for -v)
 
   mutable std::mutex store_mu;  // the store connection: metadata by id, filters
   std::unique_ptr<Store> store;
@@ -84,7 +85,7 @@ struct Collection::Impl {
   }
   size_t Live() const { return segment->rows() - removed.size() + added.size(); }
   float Distance(const float* q, const float* v) const {
-    return std::max(0.0f, 1.0f - InnerProduct(q, v, static_cast<size_t>(info.dims)));
+    return 1.0f - InnerProduct(q, v, static_cast<size_t>(info.dims));
   }
 
   Status LoadSegment();
@@ -93,6 +94,9 @@ struct Collection::Impl {
   Status CatchUpSegment();
   Status CompactIfNeeded();
   void OpenIndex();
+  void OpenNodeIndex();
+  Status BuildNodeIndex();
+  void MarkIndexStale(int64_t from_change);
   std::vector<IdNeighbor> Exact(const float* q, int k, const IdSelector* sel) const;
   std::vector<IdNeighbor> Graph(const float* q, const QueryOptions& o, const IdSelector* sel,
                                 IndexSearchStats* st) const;
@@ -113,8 +117,10 @@ Status Collection::Impl::BuildSegment(const std::string& path, const std::string
   NL_ASSIGN_OR_RETURN(segment, VectorSegment::Map(path, info.dims));
   VectorTable shown;
   shown.damaged = damaged;
-  notices += "vector segment " + why + ": " + std::to_string(segment->rows()) + " rows in " +
-             Seconds(SecondsSince(t0)) + "\n";
+  // A first build is routine (-v says so); a rebuild means something was wrong.
+  (why == "built" ? log : notices) += "vector segment " + why + ": " +
+                                      std::to_string(segment->rows()) + " rows in " +
+                                      Seconds(SecondsSince(t0)) + "\n";
   if (!damaged.empty()) notices += DamagedRowsNotice(shown, location) + "\n";
   return Status::OK();
 }
@@ -226,8 +232,8 @@ Status Collection::Impl::CompactIfNeeded() {
     return Status::OK();
   }
   NL_ASSIGN_OR_RETURN(segment, VectorSegment::Map(path, info.dims));
-  notices += "vector segment rewritten with " + std::to_string(overlay) + " changed rows in " +
-             Seconds(SecondsSince(t0)) + "\n";
+  log += "vector segment rewritten with " + std::to_string(overlay) + " changed rows in " +
+         Seconds(SecondsSince(t0)) + "\n";
   added.clear();
   removed.clear();
   return Status::OK();
@@ -235,8 +241,107 @@ Status Collection::Impl::CompactIfNeeded() {
 
 // ---- Opening: the index ----
 
+// A node's own index (a shared store keeps none): the newest "<id>.hnsw-<change>-<rows>" in
+// the cache directory, else built now from the vectors (and saved there). The name is the
+// commit: the file is complete when it has it (HnswIndex::Save renames), and it says which
+// change the index holds and how many live rows.
+void Collection::Impl::OpenNodeIndex() {
+  if (!options.build_index) return;
+  if (!options.cache_dir.empty()) {
+    const std::string prefix = store_id + ".hnsw-";
+    int64_t best_change = -1;
+    size_t best_rows = 0;
+    std::string best;
+    std::error_code ec;
+    for (const auto& e : fs::directory_iterator(options.cache_dir, ec)) {
+      const std::string name = e.path().filename().string();
+      long long change = 0;
+      unsigned long long rows = 0;
+      if (name.rfind(prefix, 0) != 0 ||
+          std::sscanf(name.c_str() + prefix.size(), "%lld-%llu", &change, &rows) != 2) {
+        continue;
+      }
+      if (change > best_change && change <= change_id) {
+        best_change = change, best_rows = rows, best = e.path().string();
+      }
+    }
+    if (!best.empty()) {
+      auto mapped = HnswIndex::Map(best, info.dims, best_rows);
+      if (mapped.ok()) {
+        index = std::move(*mapped);
+        MarkIndexStale(best_change);
+        if (index_stale.size() <= std::max(options.max_index_lag, Live() / 10)) return;
+      }
+      notices += "rebuilding the node's index (" +
+                 (mapped.ok() ? std::string("too far behind") : mapped.status().message()) + ")\n";
+      index.reset();
+      index_stale.clear();
+    }
+  }
+  Status st = BuildNodeIndex();
+  if (!st.ok()) {
+    notices += "searching exactly: building the index failed: " + st.message() + "\n";
+    index.reset();
+  }
+}
+
+Status Collection::Impl::BuildNodeIndex() {
+  const auto t0 = std::chrono::steady_clock::now();
+  std::vector<int64_t> ids;
+  std::vector<float> vectors;
+  for (size_t i = 0; i < segment->rows(); ++i) {
+    const int64_t id = segment->ids()[i];
+    if (removed.count(id)) continue;
+    ids.push_back(id);
+    vectors.insert(vectors.end(), segment->row(i), segment->row(i) + info.dims);
+  }
+  for (const auto& [id, v] : added) {
+    ids.push_back(id);
+    vectors.insert(vectors.end(), v.begin(), v.end());
+  }
+  auto built = HnswIndex::Create(info.dims, options.index_params);
+  NL_RETURN_IF_ERROR(built->Add(ids.data(), vectors.data(), ids.size(), options.index_params.threads));
+  index = std::move(built);
+  log += "index built over " + std::to_string(ids.size()) + " rows in " +
+         Seconds(SecondsSince(t0)) + "\n";
+  if (options.cache_dir.empty()) return Status::OK();
+  const std::string name = store_id + ".hnsw-" + std::to_string(change_id) + "-" +
+                           std::to_string(ids.size());
+  const std::string path = (fs::path(options.cache_dir) / name).string();
+  auto saved = index->Save(path);
+  if (!saved.ok()) {
+    notices += "the index was not saved in the cache: " + saved.status().message() + "\n";
+    return Status::OK();
+  }
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(options.cache_dir, ec)) {
+    const std::string other = e.path().filename().string();
+    if (other != name && other.rfind(store_id + ".hnsw-", 0) == 0) fs::remove(e.path(), ec);
+  }
+  return Status::OK();
+}
+
+// Every row changed after `from_change` is answered from its current vector, not the graph.
+void Collection::Impl::MarkIndexStale(int64_t from_change) {
+  for (int64_t at = from_change;;) {
+    auto changes = feed->ChangesAfter(at, 4096);
+    if (!changes.ok()) {
+      notices += "searching exactly: " + changes.status().message() + "\n";
+      index.reset();
+      return;
+    }
+    for (const StoreChange& c : *changes) index_stale.insert(c.item_id), at = c.change_id;
+    if (changes->size() < 4096) break;
+  }
+  for (int64_t id : index_stale) {
+    if (Vector(id) != nullptr) index_extras.push_back(id);
+  }
+  std::sort(index_extras.begin(), index_extras.end());
+}
+
 void Collection::Impl::OpenIndex() {
   if (!options.use_index) return;
+  if (store->ingest_queue() != nullptr) return OpenNodeIndex();  // a shared store
   auto state = ReadIndexState(*store);
   if (!state.ok() || !state->exists) return;
   auto fail = [&](const std::string& why) {
@@ -249,14 +354,8 @@ void Collection::Impl::OpenIndex() {
   auto saved_at = store->GetSetting(kIndexChangeId);
   if (!saved_at.ok()) return fail(saved_at.status().message());
   if (!saved_at->empty() && feed) {
-    // Every row changed since the save is answered from its current vector, exactly.
-    const int64_t from = std::atoll(saved_at->c_str());
-    for (int64_t at = from;;) {
-      auto changes = feed->ChangesAfter(at, 4096);
-      if (!changes.ok()) return fail(changes.status().message());
-      for (const StoreChange& c : *changes) index_stale.insert(c.item_id), at = c.change_id;
-      if (changes->size() < 4096) break;
-    }
+    MarkIndexStale(std::atoll(saved_at->c_str()));
+    if (!index) return;
   } else {
     // An index saved before the change log existed: compare its ids with the table's.
     const std::vector<int64_t> ids = index->Ids();
@@ -270,16 +369,17 @@ void Collection::Impl::OpenIndex() {
     for (const auto& a : added) {
       if (!in_index.count(a.first)) index_stale.insert(a.first);
     }
+    for (int64_t id : index_stale) {
+      if (Vector(id) != nullptr) index_extras.push_back(id);
+    }
+    std::sort(index_extras.begin(), index_extras.end());
   }
   if (index_stale.size() > std::max(options.max_index_lag, Live() / 10)) {
+    index_extras.clear();
     return fail("the index is " + std::to_string(index_stale.size()) +
                 " rows behind the table; bring it up to date with `nearlabel index build " +
                 MaskedLocation(location) + "`");
   }
-  for (int64_t id : index_stale) {
-    if (Vector(id) != nullptr) index_extras.push_back(id);
-  }
-  std::sort(index_extras.begin(), index_extras.end());
 }
 
 Collection::Collection(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -507,6 +607,7 @@ CollectionState Collection::state() const {
   s.index_rows = m.index ? m.index->size() : 0;
   s.index_lag = m.index ? m.index_stale.size() : 0;
   s.notices = m.notices;
+  s.log = m.log;
   s.follows = m.feed != nullptr;
   return s;
 }

@@ -780,6 +780,7 @@ Result<std::unique_ptr<Server>> Server::Create(std::unique_ptr<Store> store,
   impl->shared = IsPostgresUri(options.store_location);
   CollectionOptions copt;
   copt.cache_dir = options.cache_dir;
+  copt.build_index = true;  // a shared store keeps no index file: each node has its own
   NL_ASSIGN_OR_RETURN(impl->collection, Collection::Open(options.store_location, copt));
   impl->notice = impl->collection->state().notices;
   if (!impl->notice.empty() && impl->notice.back() == '\n') impl->notice.pop_back();
