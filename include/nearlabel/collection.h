@@ -41,6 +41,9 @@ struct CollectionOptions {
   // and mapped from there on the next open). false: such a store is searched exactly.
   bool build_index = false;
   IndexBuildParams index_params;
+  // How the index file is read (HnswIndex::Access): mapped for a process that answers many
+  // queries (serve), read node by node for a one-shot command (classify, search).
+  HnswIndex::Access index_access = HnswIndex::Access::kMapped;
 };
 
 // Per-query options.

@@ -124,8 +124,13 @@ class HnswIndex {
   // file gives poor answers, never a crash. Add and Save are refused (Unsupported); Remove
   // works in memory. `live_rows`: the live rows the file holds as recorded at its save (the
   // store's index.rows); SIZE_MAX counts its deletion marks (a pass over every node).
+  // `access`: kMapped serves nodes from a shared memory map (for processes that answer many
+  // queries); kRead reads the nodes a search visits with pread into a per-search cache (for a
+  // one-shot command: a map's faults can each make megabytes resident, see hnsw_index.cc).
+  enum class Access { kMapped, kRead };
   static Result<std::unique_ptr<HnswIndex>> Map(const std::string& path, int dims,
-                                                size_t live_rows = SIZE_MAX);
+                                                size_t live_rows = SIZE_MAX,
+                                                Access access = Access::kMapped);
   bool mapped() const;
   // Reads an index written by Save; `sha256` (when non-empty) must match the file.
   static Result<std::unique_ptr<HnswIndex>> Load(const std::string& path, int dims,

@@ -384,6 +384,8 @@ int RunQuery(const QueryArgs& a, const Global& g, bool classify) {
   }
   CollectionOptions copt;
   copt.use_index = !a.exact;
+  // A few queries: read the nodes a walk visits rather than map the file (hnsw_index.cc).
+  copt.index_access = a.images.size() <= 64 ? HnswIndex::Access::kRead : HnswIndex::Access::kMapped;
   auto collection = Collection::Open(a.store, copt);
   if (!collection.ok()) return Fail(collection.status());
   const CollectionState cs = (*collection)->state();

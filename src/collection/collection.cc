@@ -266,7 +266,7 @@ void Collection::Impl::OpenNodeIndex() {
       }
     }
     if (!best.empty()) {
-      auto mapped = HnswIndex::Map(best, info.dims, best_rows);
+      auto mapped = HnswIndex::Map(best, info.dims, best_rows, options.index_access);
       if (mapped.ok()) {
         index = std::move(*mapped);
         MarkIndexStale(best_change);
@@ -348,7 +348,7 @@ void Collection::Impl::OpenIndex() {
     notices += "searching exactly: " + why + "\n";
     index.reset();
   };
-  auto mapped = HnswIndex::Map(state->file, info.dims, state->rows);
+  auto mapped = HnswIndex::Map(state->file, info.dims, state->rows, options.index_access);
   if (!mapped.ok()) return fail(mapped.status().message());
   index = std::move(*mapped);
   auto saved_at = store->GetSetting(kIndexChangeId);

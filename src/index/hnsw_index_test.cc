@@ -155,6 +155,43 @@ TEST(HnswIndexTest, RemovedRowsAreNeverReturned) {
   }
 }
 
+TEST(HnswIndexTest, AMappedOrReadFileAnswersAsTheLoadedGraph) {
+  testing::TempDir d;
+  VectorTable t = Clustered(1500, 16, 12, 6);
+  auto index = Build(t);
+  index->Remove({t.ids[7], t.ids[8]});
+  const std::string path = d.Join("i.hnsw");
+  auto sha = index->Save(path);
+  ASSERT_TRUE(sha.ok());
+  for (auto access : {HnswIndex::Access::kMapped, HnswIndex::Access::kRead}) {
+    auto m = HnswIndex::Map(path, 16, SIZE_MAX, access);
+    ASSERT_TRUE(m.ok()) << m.status().ToString();
+    EXPECT_TRUE((*m)->mapped());
+    EXPECT_EQ((*m)->size(), index->size());
+    EXPECT_EQ((*m)->Ids(), index->Ids());
+    EXPECT_EQ((*m)->Add(t.ids.data(), t.vectors.data(), 1).code(), Status::Code::kUnsupported);
+    IndexFilter f = IdSelector(std::vector<int64_t>(t.ids.begin(), t.ids.begin() + 600));
+    for (size_t q = 0; q < 30; ++q) {
+      IndexSearchParams ip;
+      ip.k = 10;
+      ip.filter = q % 2 ? &f : nullptr;
+      auto a = index->Search(t.row(q), ip), b = (*m)->Search(t.row(q), ip);
+      ASSERT_EQ(a.size(), b.size());
+      for (size_t i = 0; i < a.size(); ++i) EXPECT_EQ(a[i].id, b[i].id);
+    }
+    EXPECT_EQ((*m)->Remove({t.ids[100]}), 1u);
+    EXPECT_EQ((*m)->size(), index->size() - 1);
+  }
+  // A header that does not add up is refused; a truncated body searches without crashing.
+  EXPECT_EQ(HnswIndex::Map(path, 32).status().code(), Status::Code::kCorruption);
+  std::filesystem::resize_file(path, std::filesystem::file_size(path) / 2);
+  auto cut = HnswIndex::Map(path, 16, SIZE_MAX, HnswIndex::Access::kRead);
+  if (cut.ok()) {
+    IndexSearchParams ip;
+    (*cut)->Search(t.row(0), ip);
+  }
+}
+
 TEST(HnswIndexTest, SaveLoadRoundTripAndDamagedFiles) {
   testing::TempDir d;
   VectorTable t = Clustered(800, 16, 8, 4);
