@@ -130,6 +130,7 @@ class Collection {
  private:
   struct Impl;
   explicit Collection(std::unique_ptr<Impl> impl);
+  Result<Answer> Search(const float* query, const QueryOptions& options, bool rebuilt) const;
   std::unique_ptr<Impl> impl_;
 };
 

@@ -75,8 +75,9 @@ TEST(StoreCheckTest, AnIndexHoldingADamagedRowIsReported) {
   auto store = StoreWithFlippedRow(d.Join("s.db"), true);
   auto report = CheckStore(*store);
   ASSERT_TRUE(report.ok());
-  const CheckItem& index = report->items.back();
+  const CheckItem& index = report->items[report->items.size() - 2];
   EXPECT_EQ(index.what, "index");
+  EXPECT_EQ(report->items.back().what, "vector segment");
   EXPECT_FALSE(index.ok);
   EXPECT_NE(index.detail.find("damaged (2)"), std::string::npos) << index.detail;
 }

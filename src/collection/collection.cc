@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <map>
 #include <mutex>
@@ -89,6 +90,8 @@ struct Collection::Impl {
   }
 
   Status LoadSegment();
+  // Replaces a segment found damaged while answering (in memory: reloads it).
+  Status RebuildSegment(const std::string& why);
   Status BuildSegment(const std::string& path, const std::string& why);
   Status ApplyChanges(const std::vector<StoreChange>& changes);
   Status CatchUpSegment();
@@ -123,6 +126,22 @@ Status Collection::Impl::BuildSegment(const std::string& path, const std::string
                                       Seconds(SecondsSince(t0)) + "\n";
   if (!damaged.empty()) notices += DamagedRowsNotice(shown, location) + "\n";
   return Status::OK();
+}
+
+// Lock order everywhere: feed_mu, then mu, then store_mu.
+Status Collection::Impl::RebuildSegment(const std::string& why) {
+  std::lock_guard<std::mutex> feed_lock(feed_mu);
+  std::unique_lock<std::shared_mutex> lock(mu);
+  removed.clear();
+  added.clear();
+  if (segment->path().empty()) {
+    NL_RETURN_IF_ERROR(LoadSegment());
+  } else {
+    NL_RETURN_IF_ERROR(BuildSegment(segment->path(), "rebuilt (" + why + ")"));
+  }
+  std::fprintf(stderr, "nearlabel: notice: vector segment %s was damaged (%s): rebuilt\n",
+               segment->path().c_str(), why.c_str());
+  return CatchUpSegment();
 }
 
 Status Collection::Impl::LoadSegment() {
@@ -463,6 +482,10 @@ std::vector<IdNeighbor> Collection::Impl::Graph(const float* q, const QueryOptio
 }
 
 Result<Answer> Collection::Search(const float* query, const QueryOptions& o) const {
+  return Search(query, o, false);
+}
+
+Result<Answer> Collection::Search(const float* query, const QueryOptions& o, bool rebuilt) const {
   Impl& m = *impl_;
   std::optional<IdSelector> sel;
   if (!o.where_sql.empty()) {
@@ -500,13 +523,34 @@ Result<Answer> Collection::Search(const float* query, const QueryOptions& o) con
               found.end());
   if (found.size() > static_cast<size_t>(o.k)) found.resize(static_cast<size_t>(o.k));
   lock.unlock();
-  // The k answers' metadata, by id.
-  std::lock_guard<std::mutex> store_lock(m.store_mu);
-  for (const IdNeighbor& nb : found) {
-    auto item = m.store->GetItem(nb.id);
-    if (item.status().code() == Status::Code::kNotFound) continue;  // deleted since this collection caught up
-    if (!item.ok()) return item.status();
-    a.neighbors.push_back({nb.id, nb.distance, item->source, item->metadata_json});
+  // The k answers' metadata, by id; their vectors as the store has them must be the ones
+  // ranked (a segment damaged on disk after its checksum was written is caught here).
+  std::vector<ItemRecord> items;
+  {
+    std::lock_guard<std::mutex> store_lock(m.store_mu);
+    for (const IdNeighbor& nb : found) {
+      auto item = m.store->GetItem(nb.id);
+      if (item.status().code() == Status::Code::kNotFound) continue;  // deleted since
+      if (!item.ok()) return item.status();
+      a.neighbors.push_back({nb.id, nb.distance, item->source, item->metadata_json});
+      items.push_back(std::move(*item));
+    }
+  }
+  std::vector<int64_t> differ;
+  {
+    std::shared_lock<std::shared_mutex> read(m.mu);  // never while holding store_mu
+    for (const ItemRecord& item : items) {
+      const float* v = m.Vector(item.id);
+      if (v != nullptr && item.embedding.size() == static_cast<size_t>(m.info.dims) &&
+          std::memcmp(v, item.embedding.data(), item.embedding.size() * sizeof(float)) != 0) {
+        differ.push_back(item.id);
+      }
+    }
+  }
+  if (!differ.empty() && !rebuilt) {
+    NL_RETURN_IF_ERROR(m.RebuildSegment("row " + std::to_string(differ.front()) +
+                                        " differs from the store"));
+    return Search(query, o, true);
   }
   return a;
 }

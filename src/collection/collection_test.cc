@@ -178,6 +178,24 @@ TEST(CollectionTest, ADamagedSegmentIsReportedAndRebuilt) {
   auto seg = VectorSegment::Map(SegmentPath(path), kDims);
   ASSERT_TRUE(seg.ok());
   EXPECT_EQ((*seg)->Verify().code(), Status::Code::kCorruption);
+  // ... and an answer whose ranked vector differs from the store's rebuilds it and re-answers.
+  {
+    auto damaged = Collection::Open(path);
+    ASSERT_TRUE(damaged.ok());
+    auto row8 = store->GetItem(8);  // bytes 1000-1003 of the body: row 8's 27th float
+    QueryOptions o;
+    o.k = 3;
+    auto a = (*damaged)->Search(row8->embedding.data(), o);
+    ASSERT_TRUE(a.ok());
+    EXPECT_EQ(a->neighbors[0].id, 8);
+    EXPECT_LT(a->neighbors[0].distance, 1e-6);
+    EXPECT_TRUE((*VectorSegment::Map(SegmentPath(path), kDims))->Verify().ok());
+  }
+  {
+    std::fstream f(SegmentPath(path), std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(4096 + 1000);
+    f.put('\x55');
+  }
   // Truncated: refused at map, rebuilt at open.
   std::filesystem::resize_file(SegmentPath(path), 5000);
   EXPECT_EQ(VectorSegment::Map(SegmentPath(path), kDims).status().code(),

@@ -6,6 +6,7 @@
 //   then             one CRC-32 (zlib) per 1 MiB chunk of the bytes from 4096 to here
 // The vectors come first so that Write can stream them and keep only the ids in memory.
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -182,11 +183,26 @@ VectorSegment::~VectorSegment() {
   if (map_ != nullptr) ::munmap(map_, map_bytes_);
 }
 
+// Removes temporary files of writers that were killed (".NAME.tmp-PID" of a dead PID).
+static void RemoveDeadWritersFiles(const std::string& dir, const std::string& name) {
+  namespace fs = std::filesystem;
+  const std::string prefix = "." + name + ".tmp-";
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    const std::string f = e.path().filename().string();
+    if (f.rfind(prefix, 0) != 0) continue;
+    const long pid = std::atol(f.c_str() + prefix.size());
+    if (pid > 0 && (::kill(static_cast<pid_t>(pid), 0) == 0 || errno == EPERM)) continue;
+    fs::remove(e.path(), ec);
+  }
+}
+
 Status VectorSegment::Write(const std::string& path, int dims, const std::string& store_id,
                             const RowSource& rows) {
   namespace fs = std::filesystem;
   const fs::path target(path);
   const std::string dir = target.has_parent_path() ? target.parent_path().string() : ".";
+  RemoveDeadWritersFiles(dir, target.filename().string());
   const std::string tmp =
       dir + "/." + target.filename().string() + ".tmp-" + std::to_string(::getpid());
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
