@@ -3,9 +3,12 @@
 //
 //   scale_store make SOURCE.db OUT.db ROWS   rows = noisy unit-length copies of SOURCE's real
 //                                            vectors (its model, dims and labels), seeded
-//   scale_store measure STORE [--queries 200] open time (median of 5 fresh opens), first answer
+//   scale_store measure STORE [--queries 200] [--dump PREFIX]
+//                                            open time (median of 5 fresh opens), first answer
 //                                            in process, steady queries/s exact and through the
-//                                            index, peak RSS; queries are noisy copies of rows
+//                                            index (recall@10 against exact), peak RSS; queries
+//                                            are noisy copies of rows; --dump writes them and
+//                                            their exact top 10 for bench/lancedb/scale.mjs
 #include <sys/resource.h>
 
 #include <algorithm>
@@ -81,7 +84,28 @@ long PeakRssMb() {
   return u.ru_maxrss / 1024;
 }
 
-int Measure(const std::string& location, size_t queries) {
+// Writes the queries (float32, nq x dims) and their exact top 10 (one line of ids each) for
+// bench/lancedb/scale.mjs.
+void Dump(const std::string& prefix, const Collection& c, const std::vector<std::vector<float>>& qs) {
+  FILE* q = std::fopen((prefix + ".queries").c_str(), "wb");
+  FILE* e = std::fopen((prefix + ".exact").c_str(), "w");
+  if (!q || !e) return;
+  QueryOptions o;
+  o.k = 10;
+  o.exact = true;
+  for (const auto& v : qs) {
+    std::fwrite(v.data(), sizeof(float), v.size(), q);
+    auto a = c.Search(v.data(), o);
+    for (size_t i = 0; a.ok() && i < a->neighbors.size(); ++i) {
+      std::fprintf(e, "%s%lld", i ? " " : "", static_cast<long long>(a->neighbors[i].id));
+    }
+    std::fprintf(e, "\n");
+  }
+  std::fclose(q);
+  std::fclose(e);
+}
+
+int Measure(const std::string& location, size_t queries, const std::string& dump) {
   std::vector<double> opens;
   for (int i = 0; i < 5; ++i) {
     const double t0 = Now();
@@ -124,13 +148,27 @@ int Measure(const std::string& location, size_t queries) {
     for (size_t i = 0; i < n; ++i) (void)(*c)->Search(qs[i % qs.size()].data(), q);
     return static_cast<double>(n) / (Now() - t);
   };
+  // Recall of the indexed answers against exact ones, on the first 50 queries.
+  size_t hits = 0, total = 0;
+  for (size_t i = 0; i < std::min<size_t>(50, qs.size()); ++i) {
+    QueryOptions e = o;
+    e.exact = true;
+    auto want = (*c)->Search(qs[i].data(), e);
+    auto got = (*c)->Search(qs[i].data(), o);
+    if (!want.ok() || !got.ok()) continue;
+    for (const auto& g : got->neighbors) {
+      for (const auto& w : want->neighbors) hits += g.id == w.id;
+    }
+    total += want->neighbors.size();
+  }
   const double indexed = s.index_rows ? qps(false, qs.size()) : 0;
   const double exact = qps(true, std::max<size_t>(5, std::min<size_t>(qs.size(), 2000000 / s.rows)));
   std::printf(
       "%s: %zu rows x %d, index %zu rows: open %.2f ms (median of 5), first answer in process "
-      "%.1f ms, indexed %.0f q/s, exact %.1f q/s, peak RSS %ld MB\n",
-      location.c_str(), s.rows, dims, s.index_rows, opens[2] * 1e3, first_s * 1e3, indexed, exact,
-      PeakRssMb());
+      "%.1f ms, indexed %.0f q/s (recall@10 %.4f), exact %.1f q/s, peak RSS %ld MB\n",
+      location.c_str(), s.rows, dims, s.index_rows, opens[2] * 1e3, first_s * 1e3, indexed,
+      total ? static_cast<double>(hits) / static_cast<double>(total) : 0.0, exact, PeakRssMb());
+  if (!dump.empty()) Dump(dump, **c, qs);
   return 0;
 }
 
@@ -143,11 +181,15 @@ int main(int argc, char** argv) {
   }
   if (argc >= 3 && std::strcmp(argv[1], "measure") == 0) {
     size_t q = 200;
-    if (argc >= 5 && std::strcmp(argv[3], "--queries") == 0) q = std::strtoull(argv[4], nullptr, 10);
-    return nearlabel::Measure(argv[2], q);
+    std::string dump;
+    for (int i = 3; i + 1 < argc; i += 2) {
+      if (std::strcmp(argv[i], "--queries") == 0) q = std::strtoull(argv[i + 1], nullptr, 10);
+      if (std::strcmp(argv[i], "--dump") == 0) dump = argv[i + 1];
+    }
+    return nearlabel::Measure(argv[2], q, dump);
   }
   std::fprintf(stderr,
                "usage: scale_store make SOURCE.db OUT.db ROWS | scale_store measure STORE "
-               "[--queries N]\n");
+               "[--queries N] [--dump PREFIX]\n");
   return 2;
 }

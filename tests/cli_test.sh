@@ -206,5 +206,38 @@ check "eval --patch-normal prints the patch-aware and the global figure" \
 "$NL" --backend opencv anomaly score "$T/c.db" "$img" > "$T/an4" 2>&1; rc=$?
 check "patch features on OpenCV DNN: a clear error" "[ $rc -eq 1 ] && grep -q 'need the ONNX Runtime backend' '$T/an4'"
 
+# The collection engine: segment, delete/re-ingest cycles, crash points.
+cp "$T/a.db" "$T/cy.db"
+"$NL" index build "$T/cy.db" > /dev/null 2>&1
+for cycle in 1 2 3 4 5 6; do
+  "$NL" delete "$T/cy.db" --where 1 > /dev/null 2>&1 && "$NL" ingest "$T/cy.db" "$T/small" > /dev/null 2>&1
+done
+cyc_size=$(stat -c %s "$(ls "$T"/cy.db.hnsw-* | head -1)")
+cp "$T/cy.db" "$T/fresh.db"; rm -f "$T/fresh.db.hnsw-"*
+"$NL" sql "$T/fresh.db" --write "DELETE FROM collection WHERE key LIKE 'index.%'" > /dev/null
+"$NL" index build "$T/fresh.db" > /dev/null 2>&1
+fresh_size=$(stat -c %s "$(ls "$T"/fresh.db.hnsw-* | head -1)")
+"$NL" index check "$T/cy.db" --k 5 > "$T/cyc" 2>&1
+"$NL" info "$T/cy.db" > "$T/cyi" 2>&1
+check "6 delete/re-ingest cycles: the index is a fresh build's size ($cyc_size vs $fresh_size bytes), recall 1, no dead entries" \
+  "[ $cyc_size -le \$(( fresh_size * 12 / 10 )) ] && grep -q 'recall@5 = 1.0000' '$T/cyc' && grep -q '; 0 of 60 entries are deleted rows' '$T/cyi'"
+"$NL" delete "$T/cy.db" --where "id % 4 = 0" > /dev/null 2>&1
+"$NL" info "$T/cy.db" > "$T/cyi2" 2>&1
+check "info shows the share of deleted entries in the index" "grep -q '15 of 60 entries are deleted rows (25.0 %)' '$T/cyi2' || grep -q 'entries are deleted rows' '$T/cyi2'"
+rm -f "$T/cy.db.vectors"
+NEARLABEL_CRASH_POINT=segment-write:synced "$NL" search "$T/cy.db" "$img" --k 3 > /dev/null 2>&1; rc=$?
+"$NL" --json search "$T/cy.db" "$img" --k 5 > "$T/sg1" 2>&1; rc2=$?
+"$NL" --json search "$T/cy.db" "$img" --k 5 --exact > "$T/sg2" 2>&1
+check "killed writing the segment (rc $rc): the next search builds it and answers as --exact, no temporary file left" \
+  "[ $rc -eq 137 ] && [ $rc2 -eq 0 ] && [ -f '$T/cy.db.vectors' ] && [ \"\$(ids '$T/sg1')\" = \"\$(ids '$T/sg2')\" ] && ! ls -a '$T' | grep -q 'cy.db.vectors.tmp'"
+printf '\x55' | dd of="$T/cy.db.vectors" bs=1 seek=5000 conv=notrunc 2> /dev/null
+"$NL" check "$T/cy.db" > "$T/chk" 2>&1; rc=$?
+check "check reports a damaged segment and what to do" \
+  "[ $rc -eq 1 ] && grep -q 'vector segment' '$T/chk' && grep -q 'do not match their checksum' '$T/chk' && grep -q 'rebuilds it' '$T/chk'"
+printf 'garbage' | dd of="$T/cy.db.vectors" bs=1 seek=20 conv=notrunc 2> /dev/null
+"$NL" search "$T/cy.db" "$img" --k 3 > "$T/sg3" 2>&1; rc=$?
+check "a segment with a damaged header is reported and rebuilt" \
+  "[ $rc -eq 0 ] && grep -q 'notice: vector segment rebuilt' '$T/sg3' && \"$NL\" check '$T/cy.db' > /dev/null"
+
 echo "cli: $pass passed, $fail failed"
 [ $fail -eq 0 ]

@@ -5,6 +5,8 @@
 #   - every embedding byte-equal to the clean ingest's
 #   - the index consistent with the table (covers every row, recall@10 = 1 against exact)
 #   - PRAGMA integrity_check = ok, after every kill and at the end
+#   - the vector segment (STORE.vectors): searches killed while it is built or caught up
+#     leave a store whose next search answers as an exact scan of the table
 # Usage: crash_test.sh NEARLABEL [KILLS=12] [SEED]   (KILLS: kills of ingest; each round also
 #   kills up to 3 index builds)
 # Needs NEARLABEL_DATASETS / NEARLABEL_MODELS (skipped when unset). Prints the figures:
@@ -93,7 +95,7 @@ kill_at_random() {
 }
 
 # KILLS kills of ingest; index builds are killed up to 3 times per round besides.
-kills=0; ingest_kills=0; index_kills=0; rounds=0
+kills=0; ingest_kills=0; index_kills=0; segment_kills=0; rounds=0
 while [ $ingest_kills -lt "$KILLS" ] && [ $fail -eq 0 ]; do
   rounds=$((rounds+1))
   db="$T/r$rounds.db"
@@ -117,10 +119,25 @@ while [ $ingest_kills -lt "$KILLS" ] && [ $fail -eq 0 ]; do
       { bad "after index-build kill $kills the store does not answer"; cat "$T/s"; break 2; }
   done
   check_index "$db" || { bad "round $rounds: index inconsistent after the index builds"; break; }
+  # 3. Searches killed while the segment is written (from scratch, then caught up after more
+  # rows arrive): the next search answers as --exact does.
+  q="$(ls "$T"/data/pitted_surface/* | head -1)"
+  for seg_kill in 1 2 3; do
+    [ $seg_kill -eq 2 ] && rm -f "$db.vectors"
+    [ $seg_kill -eq 3 ] && "$NL" delete "$db" --where "id % 5 = 0" > /dev/null 2>&1
+    if kill_at_random 300 "$NL" search "$db" "$q" --k 5; then
+      kills=$((kills+1)); segment_kills=$((segment_kills+1))
+    fi
+    "$NL" --json search "$db" "$q" --k 5 > "$T/sa" 2>&1 && "$NL" --json search "$db" "$q" --k 5 --exact > "$T/sb" 2>&1 ||
+      { bad "after a segment kill the store does not answer"; cat "$T/sa"; break 2; }
+    "$PY" -c 'import json,sys; a,b=(json.load(open(f))[0]["neighbors"] for f in sys.argv[1:]); sys.exit([n["id"] for n in a]!=[n["id"] for n in b])' "$T/sa" "$T/sb" ||
+      { bad "after a segment kill the answer differs from --exact"; break 2; }
+  done
+  "$NL" ingest "$db" "$T/data" --batch 8 > /dev/null 2>&1  # the deleted rows come back
   msg=$(check_store "$db" final) || { bad "round $rounds, end: $msg"; break; }
   echo "round $rounds: $ingest_kills ingest kills, $index_kills index-build kills so far; $expected rows, embeddings equal, index recall 1"
 done
 
-echo "crash: $kills kills ($ingest_kills in ingest, $index_kills in index build) over $rounds rounds" \
+echo "crash: $kills kills ($ingest_kills in ingest, $index_kills in index build, $segment_kills in searches writing the segment) over $rounds rounds" \
      "of $expected images (clean ingest ${dur_ms} ms, index build ${ix_ms} ms); $([ $fail -eq 0 ] && echo '0 lost, 0 duplicated, 0 differing embeddings, integrity ok' || echo "$fail failures")"
 [ $fail -eq 0 ]

@@ -22,6 +22,7 @@
 #include "cli/output.h"
 #include "collection/answer_json.h"
 #include "nearlabel/collection.h"
+#include "nearlabel/segment.h"
 #include "common/fs.h"
 #include "common/json.h"
 #include "common/sha256.h"
@@ -1431,6 +1432,25 @@ int RunInfo(const std::string& path, const Global& g) {
     index_line = "HNSW m=" + std::to_string(state->params.m) +
                  ", ef-construction=" + std::to_string(state->params.ef_construction) + ", " +
                  std::to_string(state->rows) + " rows when saved, " + state->file;
+    // Deleted rows stay in the graph as marked entries until an update rebuilds it (past 20%).
+    if (auto mapped = HnswIndex::Map(state->file, (*info)->dims, state->rows,
+                                     HnswIndex::Access::kRead);
+        mapped.ok()) {
+      const size_t nodes = (*mapped)->nodes(), dead = (*mapped)->dead();
+      j["index"]["entries"] = nodes;
+      j["index"]["dead_entries"] = dead;
+      index_line += "; " + std::to_string(dead) + " of " + std::to_string(nodes) +
+                    " entries are deleted rows (" +
+                    FormatDouble(nodes ? 100.0 * static_cast<double>(dead) / nodes : 0.0, 1) +
+                    " %)";
+    }
+  }
+  if (!IsPostgresUri(path)) {
+    auto seg = VectorSegment::Map(SegmentPath(path), *info ? (*info)->dims : 0);
+    j["segment"] = seg.ok() ? json{{"file", SegmentPath(path)},
+                                   {"rows", (*seg)->rows()},
+                                   {"change_id", (*seg)->change_id()}}
+                            : json(nullptr);
   }
   if (g.json) {
     PrintJson(j);
