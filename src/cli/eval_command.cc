@@ -1,0 +1,324 @@
+#include "cli/cli.h"
+
+namespace nearlabel::cli {
+namespace {
+
+// ---------------------------------------------------------------- eval
+struct EvalArgs {
+  std::string store, label, within, group_by, vote = "majority", where, report, open_set;
+  int k = 1;
+  int show = -1;
+  double reject_quantile = 0.97;
+  std::string patch_normal;
+  PatchEvalOptions patch;
+};
+
+// eval --patch-normal: the patch-aware prediction of every row of `table`.
+Result<EvalReport> PatchEval(const EvalArgs& a, const VectorTable& table, const EvalOptions& opt,
+                             const CollectionInfo& info, const Global& g) {
+  std::string sha;
+  NL_ASSIGN_OR_RETURN(auto embedder, OpenPatchEmbedder(a.store, info, g, false, &sha));
+  PatchEvalOptions po = a.patch;
+  po.label_field = opt.label_field;
+  po.group_field = opt.group_field;
+  po.normal_label = a.patch_normal;
+  const ModelCard& card = embedder->card();
+  const PatchProjector projector = PatchProjector::Create(card.dims, card.patch_grid, po.features);
+  PatchEvalInput in;
+  in.dims = projector.dims();
+  for (const auto& m : table.metadata) {
+    json meta = ParseMeta(m);
+    in.labels.push_back(MetadataField(meta, opt.label_field));
+    in.groups.push_back(opt.group_field.empty() ? "" : MetadataField(meta, opt.group_field));
+  }
+  // In chunks: raw maps are large (28 x 28 x 192 floats an image), projected ones small.
+  ProgressBar bar("patches");
+  constexpr size_t kChunk = 64;
+  for (size_t at = 0; at < table.size(); at += kChunk) {
+    std::vector<std::string> paths(
+        table.sources.begin() + static_cast<ptrdiff_t>(at),
+        table.sources.begin() + static_cast<ptrdiff_t>(std::min(table.size(), at + kChunk)));
+    for (PatchMap& p : ReadPatchMaps(paths, *embedder)) {
+      if (!p.status.ok()) {
+        std::fprintf(stderr, "nearlabel: warning: %s: %s (not evaluated)\n",
+                     TerminalSafe(p.path).c_str(), TerminalSafe(p.status.message()).c_str());
+        in.patches.emplace_back();
+        continue;
+      }
+      in.patches.push_back(PoolPatches(projector, p.raw.data(), po.pool, &in.patches_per_row));
+    }
+    bar.Update(std::min(table.size(), at + kChunk), table.size());
+  }
+  bar.Finish();
+  NL_ASSIGN_OR_RETURN(PatchEvalResult r, PatchLeaveOneGroupOut(in, po));
+  std::vector<Neighbor> evidence;
+  for (size_t i = 0; i < table.size(); ++i) {
+    evidence.push_back({r.evidence_row[i], r.evidence_distance[i]});
+  }
+  return ReportFromPredictions(opt, in.labels, r.predicted, evidence);
+}
+
+// eval --open-set: hold each chosen class out in turn and report rejection rates.
+int RunOpenSetEval(const EvalArgs& a, const VectorTable& table, const std::string& label_field,
+                   const Global& g) {
+  std::vector<std::string> classes;
+  if (a.open_set == "all") {
+    std::set<std::string> seen;
+    for (const auto& m : table.metadata) {
+      std::string l = MetadataField(ParseMeta(m), label_field);
+      if (!l.empty()) seen.insert(l);
+    }
+    classes.assign(seen.begin(), seen.end());
+  } else {
+    classes.push_back(a.open_set);
+  }
+  json out = json::array();
+  std::vector<std::vector<std::string>> rows;
+  for (const auto& c : classes) {
+    auto rep = EvaluateOpenSet(table, label_field, c, a.reject_quantile);
+    if (!rep.ok()) return Fail(rep.status());
+    auto pct = [](size_t x, size_t n) { return n ? 100.0 * x / n : 0.0; };
+    out.push_back({{"unknown_class", c},
+                   {"quantile", a.reject_quantile},
+                   {"reference_rows", rep->reference_rows},
+                   {"unknown_rows", rep->unknown_rows},
+                   {"unknown_rejected", rep->unknown_rejected},
+                   {"known_rows", rep->known_rows},
+                   {"known_rejected", rep->known_rejected},
+                   {"known_correct", rep->known_correct}});
+    rows.push_back({c, std::to_string(rep->unknown_rows),
+                    FormatDouble(pct(rep->unknown_rejected, rep->unknown_rows), 1) + "%",
+                    std::to_string(rep->known_rows),
+                    FormatDouble(pct(rep->known_rejected, rep->known_rows), 1) + "%",
+                    FormatDouble(pct(rep->known_correct, rep->known_rows), 1) + "%"});
+  }
+  if (g.json) {
+    PrintJson(out);
+    return 0;
+  }
+  std::printf(
+      "open set, label '%s': each class below held out entirely in turn; the other classes' "
+      "rows split in half at random, one half calibrates per-class thresholds (the %.0fth "
+      "percentile of leave-one-out nearest distances of correct matches) and answers, the other "
+      "half and the held-out class are queries (1-NN, cosine)\n",
+      label_field.c_str(), 100 * a.reject_quantile);
+  PrintTable({"held-out class", "its rows", "caught as unknown", "known rows", "wrongly rejected",
+              "accepted and right"},
+             rows);
+  return 0;
+}
+
+
+int RunEval(const EvalArgs& a, const Global& g) {
+  auto opened = OpenIngested(a.store, a.vote);
+  if (!opened.ok()) return Fail(opened.status());
+  auto& store = opened->store;
+  const CollectionInfo& info = opened->info;
+  const Vote vote = opened->vote;
+  auto table = store->LoadVectors(a.where);
+  if (!table.ok()) return Fail(table.status());
+  WarnDamaged(*table, *store);
+  EvalOptions opt;
+  opt.label_field = !a.label.empty() ? a.label : info.label_field;
+  if (!a.open_set.empty()) return RunOpenSetEval(a, *table, opt.label_field, g);
+  opt.within_field = a.within;
+  opt.group_field = a.group_by;
+  opt.k = a.k;
+  opt.vote = vote;
+  ProgressBar bar("eval");
+  bar.Update(0, table->size());
+  auto rep = LeaveOneOut(*table, opt);
+  bar.Finish();
+  if (!rep.ok()) return Fail(rep.status());
+  std::string protocol =
+      a.group_by.empty() ? "leave-one-out" : "leave-one-group-out by " + a.group_by;
+  std::optional<EvalReport> global;
+  if (!a.patch_normal.empty()) {
+    // Patch-aware: the global 1-NN figure of the same rows stays for comparison.
+    auto patch = PatchEval(a, *table, opt, info, g);
+    if (!patch.ok()) return Fail(patch.status());
+    global = std::move(*rep);
+    *rep = std::move(*patch);
+    protocol += ", patch-aware (" + std::to_string(a.patch.votes) +
+                " most anomalous patches vote; normal class '" + a.patch_normal + "')";
+  }
+  std::string rule = a.within.empty() ? "" : ", neighbours within the same " + a.within;
+  if (!a.report.empty()) {
+    // The report compares against plain leave-one-out when the evaluation is group-aware.
+    Result<EvalReport> plain = Status::NotFound("");
+    if (!a.group_by.empty()) {
+      EvalOptions plain_opt = opt;
+      plain_opt.group_field.clear();
+      plain = LeaveOneOut(*table, plain_opt);
+      if (!plain.ok()) return Fail(plain.status());
+    }
+    EvalReportPage page;
+    page.store = a.store;
+    page.model = info.model;
+    page.protocol = protocol + ", " + std::to_string(a.k) + "-NN, cosine distance" + rule;
+    page.report = &*rep;
+    page.plain = plain.ok() ? &*plain : nullptr;
+    page.table = &*table;
+    page.thumbnail = [&](int64_t id) {
+      auto jpeg = store->GetThumbnail(id);
+      if (!jpeg.ok()) {  // stored before thumbnails were kept: from the file, if it is there
+        auto it = std::lower_bound(table->ids.begin(), table->ids.end(), id);
+        if (it != table->ids.end() && *it == id) {
+          jpeg = ThumbnailOfFile(table->sources[static_cast<size_t>(it - table->ids.begin())]);
+        }
+      }
+      return jpeg.ok() ? *jpeg : std::string();
+    };
+    Status st = WriteFileAtomically(a.report, RenderEvalReport(page));
+    if (!st.ok()) return Fail(st);
+    std::fprintf(stderr, "nearlabel: report written to %s\n", a.report.c_str());
+  }
+  auto mismatch_json = [&](const EvalCase& c) {
+    const Neighbor& nb = c.neighbors.front();
+    return json{
+        {"id", table->ids[c.row]},
+        {"source", table->sources[c.row]},
+        {"truth", c.truth},
+        {"predicted", c.predicted},
+        {"nearest_id", table->ids[nb.row]},
+        {"nearest_source", table->sources[nb.row]},
+        {"nearest_label", MetadataField(ParseMeta(table->metadata[nb.row]), opt.label_field)},
+        {"distance", nb.distance}};
+  };
+  if (g.json) {
+    json j = {{"protocol", protocol},
+              {"label", opt.label_field},
+              {"within", a.within},
+              {"group_by", a.group_by},
+              {"k", a.k},
+              {"vote", VoteName(vote)},
+              {"rows", rep->rows},
+              {"n", rep->n},
+              {"correct", rep->correct},
+              {"accuracy", rep->accuracy},
+              {"skipped_no_label", rep->no_label},
+              {"skipped_no_candidate", rep->no_candidate},
+              {"global_accuracy", global ? json(global->accuracy) : json(nullptr)},
+              {"classes", rep->classes},
+              {"confusion", rep->confusion},
+              {"per_class", json::array()},
+              {"mismatches", json::array()}};
+    for (const auto& s : rep->per_class) {
+      j["per_class"].push_back({{"label", s.label},
+                                {"support", s.support},
+                                {"precision", s.precision},
+                                {"recall", s.recall},
+                                {"f1", s.f1}});
+    }
+    for (const auto& c : rep->mismatches) j["mismatches"].push_back(mismatch_json(c));
+    PrintJson(j);
+    return 0;
+  }
+  std::printf("%s, %d-NN (%s vote), cosine distance, label '%s'%s\n", protocol.c_str(), a.k,
+              VoteName(vote), TerminalSafe(opt.label_field).c_str(), TerminalSafe(rule).c_str());
+  std::printf("N = %zu, correct = %zu, accuracy = %.2f%%  (%zu of %zu correct)\n", rep->n,
+              rep->correct, 100 * rep->accuracy, rep->correct, rep->n);
+  if (global) {
+    std::printf(
+        "global %d-NN on the same rows and protocol: accuracy = %.2f%% (%zu of %zu); "
+        "patch-aware is %+.2f points\n",
+        a.k, 100 * global->accuracy, global->correct, global->n,
+        100 * (rep->accuracy - global->accuracy));
+  }
+  if (rep->no_label || rep->no_candidate) {
+    std::printf("not evaluated: %zu rows without '%s', %zu rows with no allowed neighbour\n",
+                rep->no_label, opt.label_field.c_str(), rep->no_candidate);
+  }
+  std::printf("\nper class:\n");
+  std::vector<std::vector<std::string>> rows;
+  for (const auto& s : rep->per_class) {
+    rows.push_back({s.label, std::to_string(s.support), FormatDouble(s.precision, 4),
+                    FormatDouble(s.recall, 4), FormatDouble(s.f1, 4)});
+  }
+  PrintTable({"class", "support", "precision", "recall", "f1"}, rows);
+  std::printf("\nconfusion matrix (rows: truth, columns: predicted):\n");
+  std::vector<std::string> header{"truth \\ predicted"};
+  header.insert(header.end(), rep->classes.begin(), rep->classes.end());
+  rows.clear();
+  for (size_t i = 0; i < rep->classes.size(); ++i) {
+    std::vector<std::string> r{rep->classes[i]};
+    for (size_t v : rep->confusion[i]) r.push_back(std::to_string(v));
+    rows.push_back(r);
+  }
+  PrintTable(header, rows);
+  size_t show = a.show < 0 ? rep->mismatches.size() : static_cast<size_t>(a.show);
+  std::printf("\nmismatches (%zu)%s:\n", rep->mismatches.size(),
+              show < rep->mismatches.size() ? (", first " + std::to_string(show)).c_str() : "");
+  rows.clear();
+  for (size_t i = 0; i < rep->mismatches.size() && i < show; ++i) {
+    json m = mismatch_json(rep->mismatches[i]);
+    rows.push_back({std::to_string(m["id"].get<int64_t>()), m["truth"], m["predicted"],
+                    std::to_string(m["nearest_id"].get<int64_t>()), m["nearest_label"],
+                    FormatDouble(m["distance"].get<double>(), 4), m["source"],
+                    m["nearest_source"]});
+  }
+  if (!rows.empty()) {
+    PrintTable({"id", "truth", "predicted", "nearest", "its label", "distance", "source",
+                "nearest source"},
+               rows);
+  }
+  return 0;
+}
+
+}  // namespace
+
+void AddEvalCommand(CLI::App& app, const Global& g, Runner* run) {
+  static EvalArgs ea;
+  auto* eval = app.add_subcommand(
+      "eval",
+      "Leave-one-out evaluation: label every stored image by its nearest *other* images and "
+      "compare. With --group-by, images sharing that field's value never vouch for each other.");
+  eval->add_option("store", ea.store, kStoreHelp)->required();
+  eval->add_option("--label", ea.label, "Field to predict (default: the store's label field)");
+  eval->add_option("--within", ea.within, "Neighbours must share this field's value (e.g. part)");
+  eval->add_option("--group-by", ea.group_by,
+                   "Leave-one-group-out by this field (e.g. tile_group)");
+  eval->add_option("-k,--k", ea.k, "Neighbours that vote")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 10000));
+  eval->add_option("--vote", ea.vote, "majority, distance or softmax")->capture_default_str();
+  eval->add_option("--where", ea.where, "SQL condition selecting the rows evaluated");
+  eval->add_option("--show", ea.show, "Mismatches to list (default all)");
+  eval->add_option("--report", ea.report,
+                   "Also write a self-contained HTML report: summary (plain vs group-aware), "
+                   "per-class table, confusion matrix, distance histogram, every mistake beside "
+                   "its nearest neighbour's thumbnail");
+  eval->add_option("--patch-normal", ea.patch_normal,
+                   "Patch-aware classification: NORMAL is the defect-free class; each row is "
+                   "labelled by its most anomalous patches' nearest labelled patches (needs a "
+                   "model card with a patch map). The global k-NN figure is printed beside it");
+  eval->add_option("--patch-votes", ea.patch.votes, "Patch-aware: patches that vote per image")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 10000));
+  eval->add_option("--patch-coreset", ea.patch.coreset_fraction,
+                   "Patch-aware: fraction of the normal rows' patches kept (greedy k-centre)")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0001, 1.0));
+  eval->add_option("--patch-dims", ea.patch.features.projected_dims,
+                   "Patch-aware: random projection of patch vectors to this many dims (0: none)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 65536));
+  eval->add_option("--patch-pool", ea.patch.pool,
+                   "Patch-aware: average the patch grid over POOL x POOL cells (fewer, coarser "
+                   "patches)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 64));
+  eval->add_option("--open-set", ea.open_set,
+                   "Open-set test: hold this class (or each class: all) out entirely and report "
+                   "how many of its rows come back \"unknown\" and how many known rows are "
+                   "wrongly rejected");
+  eval->add_option("--reject-quantile", ea.reject_quantile,
+                   "Rejection thresholds: this quantile of each class's leave-one-out nearest "
+                   "distances of correct matches")
+      ->capture_default_str()
+      ->check(CLI::Range(0.5, 1.0));
+
+  eval->callback([&g, run] { *run = [&g] { return RunEval(ea, g); }; });
+}
+
+}  // namespace nearlabel::cli
