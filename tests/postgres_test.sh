@@ -168,6 +168,26 @@ code=$(curl -s -o /dev/null -w '%{http_code}' -X DELETE -H 'Authorization: Beare
 check "a DELETE through A disappears from B" \
   "[ '$code' = 200 ] && sleep 1 && [ \"\$(curl -s -o /dev/null -w '%{http_code}' $URL_B/v1/items/$id)\" = 404 ]"
 
+# 5b. A node with a cache directory, down during 1,000 changes, catches up from the change
+# its segment and index hold instead of reloading the table and rebuilding the graph.
+serve C --cache "$T/cacheC" || bad "server C did not start"
+kill "${PIDS[-1]}"; wait "${PIDS[-1]}" 2> /dev/null
+check "the node cache holds the segment and the index" \
+  "ls '$T/cacheC' | grep -q '\.vectors$' && ls '$T/cacheC' | grep -q '\.hnsw-[0-9]*-[0-9]*$'"
+for round in 1 2 3 4 5 6 7 8 9 10; do  # 10 x (50 inserted + 50 deleted) = 1,000 changes
+  "$NL" sql --write "$BASE/three" "INSERT INTO items (source, sha256, metadata, embedding) SELECT source || '#$round', sha256 || '#$round', metadata, embedding FROM items WHERE source NOT LIKE '%#%' ORDER BY id LIMIT 50" > /dev/null
+  [ $round -gt 1 ] && "$NL" sql --write "$BASE/three" "DELETE FROM items WHERE source LIKE '%#$((round - 1))'" > /dev/null
+done
+"$NL" sql --write "$BASE/three" "DELETE FROM items WHERE source LIKE '%#10'" > /dev/null
+t0=$(now_ms)
+serve C --cache "$T/cacheC" || bad "server C did not restart"
+until curl -sf -F image=@"$IMG" "$URL_C/v1/classify" > "$T/c_cached.json"; do sleep 0.02; done
+restart_ms=$(($(now_ms) - t0))
+curl -s "$URL_C/v1/stats" > "$T/c_stats.json"
+check "restarted after 1,000 changes, it answers caught up in ${restart_ms} ms (< 5,000) from its cache" \
+  "[ $restart_ms -lt 5000 ] && [ \"\$(curl -s $URL_C/v1/stats | $PY -c 'import json,sys; j=json.load(sys.stdin); print(j[\"rows\"], j[\"index_rows\"] > 0, j[\"index_lag\"])')\" = \"\$(sqlv three 'SELECT count(*) FROM items') True 500\" ] && ! grep -q 'index built' '$T/serve_C.err'"
+kill "${PIDS[-1]}"; wait "${PIDS[-1]}" 2> /dev/null
+
 # 6. The database restarted (and down for a while) under running servers.
 pg_cluster_stop
 check "database down: B still answers searches from its rows" \

@@ -44,6 +44,10 @@ struct CollectionOptions {
   // How the index file is read (HnswIndex::Access): mapped for a process that answers many
   // queries (serve), read node by node for a one-shot command (classify, search).
   HnswIndex::Access index_access = HnswIndex::Access::kMapped;
+  // Keep every row's source and metadata in memory, so answers read nothing from the store:
+  // a PostgreSQL node then answers searches while the database is down. false: the k
+  // answers' metadata is read by id.
+  bool keep_metadata = false;
 };
 
 // Per-query options.

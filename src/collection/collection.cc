@@ -14,7 +14,9 @@
 #include <mutex>
 #include <shared_mutex>
 #include <thread>
+#include <unordered_map>
 #include <unordered_set>
+#include <variant>
 
 #include "common/json.h"
 #include "common/sha256.h"
@@ -72,6 +74,8 @@ struct Collection::Impl {
   std::unordered_set<int64_t> removed;       // segment rows deleted since it was written
   std::map<int64_t, std::vector<float>> added;  // rows added since, by id
   int64_t change_id = 0;                     // every change up to this one is applied
+  // options.keep_metadata: every row's source and metadata, so answers need no store read.
+  std::unordered_map<int64_t, std::pair<std::string, std::string>> meta;
   std::unique_ptr<HnswIndex> index;
   std::unordered_set<int64_t> index_stale;  // ids changed since the index was saved
   std::vector<int64_t> index_extras;        // live rows among them (answered exactly)
@@ -94,6 +98,7 @@ struct Collection::Impl {
   Status RebuildSegment(const std::string& why);
   Status BuildSegment(const std::string& path, const std::string& why);
   Status ApplyChanges(const std::vector<StoreChange>& changes);
+  Status LoadMetadata();
   Status CatchUpSegment();
   Status CompactIfNeeded();
   void OpenIndex();
@@ -210,6 +215,13 @@ Status Collection::Impl::ApplyChanges(const std::vector<StoreChange>& changes) {
           added[c.item_id] = c.embedding;
         }
       }
+      if (options.keep_metadata) {
+        if (c.deleted) {
+          meta.erase(c.item_id);
+        } else if (c.present) {
+          meta[c.item_id] = {c.source, c.metadata};
+        }
+      }
       change_id = c.change_id;
     }
   }
@@ -255,6 +267,19 @@ Status Collection::Impl::CompactIfNeeded() {
          Seconds(SecondsSince(t0)) + "\n";
   added.clear();
   removed.clear();
+  return Status::OK();
+}
+
+// Every row's source and metadata (a snapshot; the changes after it are applied on top).
+Status Collection::Impl::LoadMetadata() {
+  const bool pg = IsPostgresUri(location);
+  NL_ASSIGN_OR_RETURN(auto r, store->Execute(std::string("SELECT id, source, ") +
+                                             (pg ? "metadata::text" : "metadata") +
+                                             " FROM items"));
+  for (const auto& row : r.front().rows) {
+    if (!std::holds_alternative<int64_t>(row[0])) continue;
+    meta[std::get<int64_t>(row[0])] = {SqlValueText(row[1]), SqlValueText(row[2])};
+  }
   return Status::OK();
 }
 
@@ -422,6 +447,7 @@ Result<std::unique_ptr<Collection>> Collection::Open(const std::string& location
   }
   auto feed = impl->store->OpenChangeFeed();
   if (feed.ok()) impl->feed = std::move(*feed);
+  if (options.keep_metadata) NL_RETURN_IF_ERROR(impl->LoadMetadata());
   NL_RETURN_IF_ERROR(impl->LoadSegment());
   NL_RETURN_IF_ERROR(impl->CatchUpSegment());
   NL_RETURN_IF_ERROR(impl->CompactIfNeeded());
@@ -525,6 +551,15 @@ Result<Answer> Collection::Search(const float* query, const QueryOptions& o, boo
   lock.unlock();
   // The k answers' metadata, by id; their vectors as the store has them must be the ones
   // ranked (a segment damaged on disk after its checksum was written is caught here).
+  if (m.options.keep_metadata) {
+    std::shared_lock<std::shared_mutex> read(m.mu);
+    for (const IdNeighbor& nb : found) {
+      auto row = m.meta.find(nb.id);
+      if (row == m.meta.end()) continue;  // deleted since
+      a.neighbors.push_back({nb.id, nb.distance, row->second.first, row->second.second});
+    }
+    return a;
+  }
   std::vector<ItemRecord> items;
   {
     std::lock_guard<std::mutex> store_lock(m.store_mu);

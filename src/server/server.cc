@@ -781,8 +781,9 @@ Result<std::unique_ptr<Server>> Server::Create(std::unique_ptr<Store> store,
   CollectionOptions copt;
   copt.cache_dir = options.cache_dir;
   copt.build_index = true;  // a shared store keeps no index file: each node has its own
+  copt.keep_metadata = impl->shared;  // answers go on while the database is down
   NL_ASSIGN_OR_RETURN(impl->collection, Collection::Open(options.store_location, copt));
-  impl->notice = impl->collection->state().notices;
+  impl->notice = impl->collection->state().notices + impl->collection->state().log;
   if (!impl->notice.empty() && impl->notice.back() == '\n') impl->notice.pop_back();
   {
     // The directory every source shares: the common prefix of the smallest and the largest
