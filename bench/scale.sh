@@ -9,7 +9,8 @@
 #   - BASELINE_NEARLABEL=path: the same commands of an earlier build (format 2: run on a copy of
 #     each store without the change log), which loads every vector before answering
 #   - LanceDB 0.31.0 (npm, bench/lancedb): open, first answer, flat and IVF-PQ queries/s and
-#     recall@10 on the same queries; whole-process time of one query. LANCEDB=0 skips it
+#     recall@10 on the same queries; whole-process time of one query. LANCEDB=0 skips it;
+#     IVF-PQ only up to LANCEDB_IVF_MAX_ROWS (100000: its build took 503 s there)
 # SCALE_DIR (default /tmp/nearlabel-scale) keeps the stores between runs; 1M rows take ~19 GB
 # there (store, segment, index, LanceDB) and ~9 minutes to index on 2 cores the first time.
 # Warm page cache: every figure is the second or later run of its command.
@@ -23,7 +24,7 @@ DIR=${SCALE_DIR:-/tmp/nearlabel-scale}
 DATA=${NEARLABEL_DATASETS:?set NEARLABEL_DATASETS (the shared datasets)}
 : "${NEARLABEL_MODELS:?set NEARLABEL_MODELS (the shared models)}"
 mkdir -p "$DIR"
-IMG=$(ls "$DATA"/neu-surface-defects/crazing/* | head -1)
+IMG=$(ls "$DATA"/neu-surface-defects/crazing/* | sed -n 1p)
 [ -f "$DIR/src.db" ] || "$NL" ingest "$DIR/src.db" "$DATA/neu-surface-defects" > /dev/null
 
 # median_of N CMD...: runs CMD N times under /usr/bin/time; prints "WALL_S PEAK_MB" medians.
@@ -47,7 +48,7 @@ first_answer_s() {
   "$1" serve "$2" --port 0 > "$DIR/serve.out" 2> "$DIR/serve.err" &
   local pid=$!
   while [ -z "$url" ] && kill -0 $pid 2> /dev/null; do
-    url=$(grep -o 'http://[^/]*' "$DIR/serve.out" 2> /dev/null | head -1 || true)
+    url=$(grep -o 'http://[^/]*' "$DIR/serve.out" 2> /dev/null | sed -n 1p || true)
     sleep 0.02
   done
   until curl -sf -F image=@"$IMG" "$url/v1/classify" > /dev/null 2>&1; do
@@ -83,6 +84,9 @@ for n in "${ROWS[@]}"; do
     /usr/bin/time -f "index build: %e s, peak RSS %M KB" "$NL" index build "$db" > /dev/null
   fi
   "$NL" classify "$db" "$IMG" > /dev/null 2>&1  # the first open writes the segment
+  # Warm page cache for our files (this machine's disk reads ~44 MB/s: a cold 1M-row index
+  # walk waits on ~1,000 random reads).
+  cat "$db.vectors" "$db".hnsw-* > /dev/null
   echo "== $n rows"
   "$SS" measure "$db" --queries $(( n >= 1000000 ? 50 : 200 )) --dump "$DIR/q$n"
   read -r w m <<< "$(median_of 5 "$NL" classify "$db" "$IMG")"
@@ -104,9 +108,12 @@ for n in "${ROWS[@]}"; do
     [ -d bench/lancedb/node_modules/@lancedb ] ||
       npm ci --prefix bench/lancedb --no-audit --no-fund --loglevel=error > /dev/null
     lance="$DIR/lance$n"
-    [ -d "$lance/v.lance" ] || node bench/lancedb/scale.mjs load "$lance" "$db.vectors" 2> /dev/null
+    # IVF-PQ's build grows past an hour by 1M rows on 2 cores: flat only above this.
+    ivf=$([ "$n" -le "${LANCEDB_IVF_MAX_ROWS:-100000}" ] && echo ivf || echo flat)
+    [ -d "$lance/v.lance" ] || node bench/lancedb/scale.mjs load "$lance" "$db.vectors" $ivf 2> /dev/null
     node bench/lancedb/scale.mjs measure "$lance" "$DIR/q$n.queries" "$DIR/q$n.exact" 2> /dev/null
-    for mode in ivf flat; do
+    modes=$([ $ivf = ivf ] && echo "ivf flat" || echo flat)
+    for mode in $modes; do
       read -r w m <<< "$(median_of 3 node bench/lancedb/scale.mjs once "$lance" "$DIR/q$n.queries" $mode)"
       echo "lancedb one $mode query:  ${w} s wall, ${m} MB peak RSS (whole node process, median of 3)"
     done

@@ -184,9 +184,25 @@ Result<std::unique_ptr<HnswIndex>> BuildStoreIndex(Store& store, const IndexBuil
 // (readers compare the index's ids with the table's).
 Status SaveStoreIndex(Store& store, const HnswIndex& index, int64_t change_id = -1);
 
+// What UpdateStoreIndex did.
+struct IndexUpdate {
+  enum class Action {
+    kNone,      // the store has no index (and none was asked for)
+    kUpToDate,  // nothing to do
+    kCaughtUp,  // rows added and removed, saved as a new generation
+    kBuilt,     // built from the table (asked for, missing, damaged or too many dead entries)
+  } action = Action::kNone;
+  size_t added = 0, removed = 0;  // kCaughtUp
+  size_t rows = 0;                // live rows in the index now
+  double seconds = 0;
+  std::string why_rebuilt;  // kBuilt of an existing index: why (damaged, dead entries)
+};
+
 // Brings the store's index (if it has one, or `create` is set) up to date and saves it when
-// it changed: used after ingest and delete. A missing or damaged index file is rebuilt.
-// Returns a one-line summary for the user ("" when the store has no index and !create).
-Result<std::string> UpdateStoreIndex(Store& store, bool create, const IndexBuildParams& params);
+// it changed: used after ingest and delete. A missing or damaged index file is rebuilt, and
+// so is one whose deleted entries pass 20 % of its nodes.
+Result<IndexUpdate> UpdateStoreIndex(Store& store, bool create, const IndexBuildParams& params);
+// One line for the user ("index: added 3, removed 0 rows in 0.012 s (903 rows)"; "" for kNone).
+std::string IndexUpdateSummary(const IndexUpdate& update);
 
 }  // namespace nearlabel

@@ -119,10 +119,12 @@ int RunDelete(const std::string& location, const std::string& where, const Globa
     PrintJson({{"store", MaskedLocation(location)},
                {"deleted", ids->size()},
                {"ids", *ids},
-               {"index", *summary}});
+               {"index", IndexUpdateSummary(*summary)}});
   } else {
     std::printf("deleted %zu rows from %s\n", ids->size(), location.c_str());
-    if (!summary->empty()) std::printf("%s\n", summary->c_str());
+    if (summary->action != IndexUpdate::Action::kNone) {
+      std::printf("%s\n", IndexUpdateSummary(*summary).c_str());
+    }
   }
   return 0;
 }

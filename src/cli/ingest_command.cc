@@ -112,7 +112,7 @@ int RunIngest(IngestArgs a, const Global& g) {
     a.index_params.threads = a.threads;
     auto summary = UpdateStoreIndex(**store, a.index, a.index_params);
     if (!summary.ok()) return Fail(summary.status().WithContext("rows stored, index not updated"));
-    index_summary = *summary;
+    index_summary = IndexUpdateSummary(*summary);
   }
   auto rows = (*store)->Count();
   if (g.json) {

@@ -271,19 +271,24 @@ TEST(StoreIndexTest, CatchesUpWithInsertsAndDeletesSinceTheSave) {
 
   auto updated = UpdateStoreIndex(store, false, p);
   ASSERT_TRUE(updated.ok());
-  EXPECT_NE(updated->find("added 200, removed 100"), std::string::npos) << *updated;
+  EXPECT_EQ(updated->action, IndexUpdate::Action::kCaughtUp);
+  EXPECT_EQ(updated->added, 200u);
+  EXPECT_EQ(updated->removed, 100u);
+  EXPECT_NE(IndexUpdateSummary(*updated).find("added 200, removed 100"), std::string::npos);
   state = ReadIndexState(store);
   EXPECT_EQ(state->rows, 500u);
   EXPECT_NE(state->file, first_file);
   EXPECT_FALSE(std::filesystem::exists(first_file));  // the old generation is gone
-  EXPECT_NE(UpdateStoreIndex(store, false, p)->find("up to date"), std::string::npos);
+  EXPECT_EQ(UpdateStoreIndex(store, false, p)->action, IndexUpdate::Action::kUpToDate);
 
   // A damaged current file: open reports it, an update rebuilds.
   std::filesystem::resize_file(state->file, 100);
   EXPECT_EQ(OpenStoreIndex(store, 10).status().code(), Status::Code::kCorruption);
   auto rebuilt = UpdateStoreIndex(store, false, p);
   ASSERT_TRUE(rebuilt.ok());
-  EXPECT_NE(rebuilt->find("built over 500 rows"), std::string::npos) << *rebuilt;
+  EXPECT_EQ(rebuilt->action, IndexUpdate::Action::kBuilt);
+  EXPECT_EQ(rebuilt->rows, 500u);
+  EXPECT_FALSE(rebuilt->why_rebuilt.empty());
   EXPECT_TRUE(OpenStoreIndex(store, 0).ok());
 }
 

@@ -3,6 +3,7 @@
 #include <signal.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <chrono>
 #include <filesystem>
 #include <iterator>
@@ -180,34 +181,36 @@ Result<std::unique_ptr<HnswIndex>> BuildStoreIndex(Store& store, const IndexBuil
   return index;
 }
 
-Result<std::string> UpdateStoreIndex(Store& store, bool create, const IndexBuildParams& params) {
+Result<IndexUpdate> UpdateStoreIndex(Store& store, bool create, const IndexBuildParams& params) {
+  IndexUpdate u;
   NL_ASSIGN_OR_RETURN(StoreIndexState state, ReadIndexState(store));
-  if (!state.exists && !create) return std::string();
+  if (!state.exists && !create) return u;
   const auto t0 = std::chrono::steady_clock::now();
-  auto seconds = [&] {
-    return std::to_string(
-               std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count())
-        .substr(0, 5);
+  auto done = [&](IndexUpdate::Action action, size_t rows) {
+    u.action = action;
+    u.rows = rows;
+    u.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    return u;
   };
-  std::string why_rebuilt;
   if (state.exists) {
     IndexCatchUp cu;
     NL_ASSIGN_OR_RETURN(int64_t change_id, NewestChange(store));
     auto index = OpenStoreIndex(store, SIZE_MAX, &cu);
     NL_ASSIGN_OR_RETURN(std::string saved_at, store.GetSetting(kChangeId));
     if (index.ok() && (*index)->dead() > kMaxDeadShare * static_cast<double>((*index)->nodes())) {
-      why_rebuilt = " (" + std::to_string((*index)->dead()) + " of its " +
-                    std::to_string((*index)->nodes()) + " entries were deleted rows)";
+      u.why_rebuilt = std::to_string((*index)->dead()) + " of its " +
+                      std::to_string((*index)->nodes()) + " entries were deleted rows";
     } else if (index.ok()) {
       if (cu.added == 0 && cu.removed == 0 && !saved_at.empty()) {
-        return "index: up to date (" + std::to_string((*index)->size()) + " rows)";
+        return done(IndexUpdate::Action::kUpToDate, (*index)->size());
       }
       NL_RETURN_IF_ERROR(SaveStoreIndex(store, **index, change_id));
-      return "index: added " + std::to_string(cu.added) + ", removed " +
-             std::to_string(cu.removed) + " rows in " + seconds() + " s (" +
-             std::to_string((*index)->size()) + " rows)";
+      u.added = cu.added;
+      u.removed = cu.removed;
+      return done(IndexUpdate::Action::kCaughtUp, (*index)->size());
+    } else {
+      u.why_rebuilt = index.status().message();
     }
-    if (!index.ok()) why_rebuilt = " (" + index.status().message() + ")";
   }
   IndexBuildParams p = params;
   if (state.exists && state.params.m > 0 && state.params.ef_construction > 0) {
@@ -215,8 +218,25 @@ Result<std::string> UpdateStoreIndex(Store& store, bool create, const IndexBuild
     p.ef_construction = state.params.ef_construction;
   }
   NL_ASSIGN_OR_RETURN(auto index, BuildStoreIndex(store, p));
-  return "index: built over " + std::to_string(index->size()) + " rows in " + seconds() + " s" +
-         why_rebuilt;
+  return done(IndexUpdate::Action::kBuilt, index->size());
+}
+
+std::string IndexUpdateSummary(const IndexUpdate& u) {
+  char secs[32];
+  std::snprintf(secs, sizeof secs, "%.3f", u.seconds);
+  switch (u.action) {
+    case IndexUpdate::Action::kNone:
+      return "";
+    case IndexUpdate::Action::kUpToDate:
+      return "index: up to date (" + std::to_string(u.rows) + " rows)";
+    case IndexUpdate::Action::kCaughtUp:
+      return "index: added " + std::to_string(u.added) + ", removed " + std::to_string(u.removed) +
+             " rows in " + secs + " s (" + std::to_string(u.rows) + " rows)";
+    case IndexUpdate::Action::kBuilt:
+      return "index: built over " + std::to_string(u.rows) + " rows in " + secs + " s" +
+             (u.why_rebuilt.empty() ? "" : " (" + u.why_rebuilt + ")");
+  }
+  return "";
 }
 
 }  // namespace nearlabel
