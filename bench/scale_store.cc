@@ -27,8 +27,7 @@ namespace nearlabel {
 namespace {
 
 double Now() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
-      .count();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
 void Normalize(std::vector<float>* v) {
@@ -50,6 +49,7 @@ int Make(const std::string& source, const std::string& out, size_t rows) {
   auto dst = OpenStore(out, Store::Mode::kCreate);
   if (!dst.ok()) return std::fprintf(stderr, "%s\n", dst.status().message().c_str()), 1;
   Status st = (*dst)->EnsureCollection(**info);
+  if (st.ok()) st = ExtendSourceRoot(**dst, table->sources);  // as ingest keeps it
   if (!st.ok()) return std::fprintf(stderr, "%s\n", st.message().c_str()), 1;
   std::mt19937 rng(42);
   std::normal_distribution<float> noise(0.0f, 0.02f);
@@ -86,7 +86,8 @@ long PeakRssMb() {
 
 // Writes the queries (float32, nq x dims) and their exact top 10 (one line of ids each) for
 // bench/lancedb/scale.mjs.
-void Dump(const std::string& prefix, const Collection& c, const std::vector<std::vector<float>>& qs) {
+void Dump(const std::string& prefix, const Collection& c,
+          const std::vector<std::vector<float>>& qs) {
   FILE* q = std::fopen((prefix + ".queries").c_str(), "wb");
   FILE* e = std::fopen((prefix + ".exact").c_str(), "w");
   if (!q || !e) return;
@@ -162,7 +163,8 @@ int Measure(const std::string& location, size_t queries, const std::string& dump
     total += want->neighbors.size();
   }
   const double indexed = s.index_rows ? qps(false, qs.size()) : 0;
-  const double exact = qps(true, std::max<size_t>(5, std::min<size_t>(qs.size(), 2000000 / s.rows)));
+  const double exact =
+      qps(true, std::max<size_t>(5, std::min<size_t>(qs.size(), 2000000 / s.rows)));
   std::printf(
       "%s: %zu rows x %d, index %zu rows: open %.2f ms (median of 5), first answer in process "
       "%.1f ms, indexed %.0f q/s (recall@10 %.4f), exact %.1f q/s, peak RSS %ld MB\n",

@@ -83,9 +83,9 @@ struct CollectionState {
   int64_t change_id = 0;       // every change up to this one is applied
   size_t index_rows = 0;       // 0: no index
   size_t index_lag = 0;        // rows changed since the index was saved
-  std::string notices;  // what the user should know: a segment rebuilt, an index unusable, ...
-  std::string log;      // routine work done while opening (first segment build, compaction)
-  bool follows = false;        // the store has a change feed (Refresh applies other writers')
+  std::string notices;   // what the user should know: a segment rebuilt, an index unusable, ...
+  std::string log;       // routine work done while opening (first segment build, compaction)
+  bool follows = false;  // the store has a change feed (Refresh applies other writers')
 };
 
 class Collection {

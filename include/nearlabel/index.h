@@ -5,7 +5,6 @@
 #pragma once
 
 #include <algorithm>
-#include <cstdint>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -47,7 +46,7 @@ class IdSelector {
     }
     return std::binary_search(ids_.begin(), ids_.end(), id);
   }
-  size_t count() const { return ids_.size(); }  // ids allowed
+  size_t count() const { return ids_.size(); }              // ids allowed
   const std::vector<int64_t>& ids() const { return ids_; }  // ascending
 
  private:
@@ -65,7 +64,7 @@ struct IndexSearchParams {
   // Ids never returned whatever the filter (rows changed since the index was saved, which
   // the caller answers from their current vectors). Null: none.
   const std::unordered_set<int64_t>* exclude = nullptr;
-  bool exact = false;                   // scan instead of walking the graph
+  bool exact = false;  // scan instead of walking the graph
   static constexpr int kDefaultEf = 128;
 };
 
@@ -105,7 +104,7 @@ class HnswIndex {
 
   // Live row ids, ascending.
   std::vector<int64_t> Ids() const;
-  size_t size() const;  // live rows
+  size_t size() const;   // live rows
   size_t nodes() const;  // every node, deleted ones included
   size_t dead() const { return nodes() - size(); }
   int dims() const { return dims_; }

@@ -114,8 +114,9 @@ CheckItem CheckSegment(Store& store, const VectorTable& table) {
   }
   c.ok = st.ok() && differ == 0;
   c.detail = !st.ok() ? st.message()
-             : differ  ? std::to_string(differ) + " rows differ from the table"
-                       : std::to_string((*seg)->rows()) + " rows, checksums match, equal to the table";
+             : differ
+                 ? std::to_string(differ) + " rows differ from the table"
+                 : std::to_string((*seg)->rows()) + " rows, checksums match, equal to the table";
   if (!c.ok) c.fix = "remove " + path + "; the next command rebuilds it from the table";
   return c;
 }

@@ -108,7 +108,6 @@ int RunOpenSetEval(const EvalArgs& a, const VectorTable& table, const std::strin
   return 0;
 }
 
-
 int RunEval(const EvalArgs& a, const Global& g) {
   auto opened = OpenIngested(a.store, a.vote);
   if (!opened.ok()) return Fail(opened.status());

@@ -37,7 +37,6 @@ int Main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::Range(0, 256));
 
-
   Runner run;
   AddIngestCommands(app, g, &run);
   AddQueryCommands(app, g, &run);

@@ -77,8 +77,8 @@ int RunQuery(const QueryArgs& a, const Global& g, bool classify) {
     // Calibrated on the rows this query may answer from (leave-one-out, one sgemm pass), and
     // cached in the store until those rows or their labels change.
     std::string how;
-    auto r = CachedRejection(*opened->store, a.store, q.where_sql, label_field,
-                             a.reject_quantile, &how);
+    auto r =
+        CachedRejection(*opened->store, a.store, q.where_sql, label_field, a.reject_quantile, &how);
     if (!r.ok()) return Fail(r.status().WithContext("--reject"));
     reject = std::move(*r);
     if (g.verbose) std::fprintf(stderr, "nearlabel: rejection thresholds %s\n", how.c_str());
@@ -100,8 +100,8 @@ int RunQuery(const QueryArgs& a, const Global& g, bool classify) {
       ++failures;
       continue;
     }
-    auto c = (*collection)->Classify(f.embedding.data(), q, label_field, vote,
-                                     reject ? &*reject : nullptr);
+    auto c = (*collection)
+                 ->Classify(f.embedding.data(), q, label_field, vote, reject ? &*reject : nullptr);
     if (!c.ok()) return Fail(c.status());
     if (g.verbose) {
       std::fprintf(stderr, "%s: %s, ef %d, %zu distances\n", TerminalSafe(f.path).c_str(),

@@ -119,8 +119,8 @@ int RunInfo(const std::string& path, const Global& g) {
                  ", ef-construction=" + std::to_string(state->params.ef_construction) + ", " +
                  std::to_string(state->rows) + " rows when saved, " + state->file;
     // Deleted rows stay in the graph as marked entries until an update rebuilds it (past 20%).
-    if (auto mapped = HnswIndex::Map(state->file, (*info)->dims, state->rows,
-                                     HnswIndex::Access::kRead);
+    if (auto mapped =
+            HnswIndex::Map(state->file, (*info)->dims, state->rows, HnswIndex::Access::kRead);
         mapped.ok()) {
       const size_t nodes = (*mapped)->nodes(), dead = (*mapped)->dead();
       j["index"]["entries"] = nodes;

@@ -17,7 +17,9 @@ nlohmann::json AnswerJson(const Collection::Classified& c, const AnswerJsonOptio
     if (o.decorate) o.decorate(r.id, &nb);
     neighbors.push_back(std::move(nb));
   }
-  json body = {{"neighbors", neighbors}, {"plan", c.answer.plan}, {"k", o.k},
+  json body = {{"neighbors", neighbors},
+               {"plan", c.answer.plan},
+               {"k", o.k},
                {"label_field", o.label_field}};
   if (!o.classify) return body;
   body["label"] = c.prediction.label;

@@ -71,9 +71,9 @@ struct Collection::Impl {
 
   mutable std::shared_mutex mu;  // guards everything below
   std::unique_ptr<VectorSegment> segment;
-  std::unordered_set<int64_t> removed;       // segment rows deleted since it was written
+  std::unordered_set<int64_t> removed;          // segment rows deleted since it was written
   std::map<int64_t, std::vector<float>> added;  // rows added since, by id
-  int64_t change_id = 0;                     // every change up to this one is applied
+  int64_t change_id = 0;                        // every change up to this one is applied
   // options.keep_metadata: every row's source and metadata, so answers need no store read.
   std::unordered_map<int64_t, std::pair<std::string, std::string>> meta;
   std::unique_ptr<HnswIndex> index;
@@ -115,12 +115,13 @@ struct Collection::Impl {
 Status Collection::Impl::BuildSegment(const std::string& path, const std::string& why) {
   const auto t0 = std::chrono::steady_clock::now();
   std::vector<std::pair<int64_t, std::string>> damaged;
-  Status st = VectorSegment::Write(path, info.dims, store_id, [&](const auto& emit) -> Result<int64_t> {
-    int64_t snapshot = 0;
-    std::lock_guard<std::mutex> lock(store_mu);
-    NL_RETURN_IF_ERROR(store->ScanEmbeddings(emit, &snapshot, &damaged));
-    return snapshot;
-  });
+  Status st =
+      VectorSegment::Write(path, info.dims, store_id, [&](const auto& emit) -> Result<int64_t> {
+        int64_t snapshot = 0;
+        std::lock_guard<std::mutex> lock(store_mu);
+        NL_RETURN_IF_ERROR(store->ScanEmbeddings(emit, &snapshot, &damaged));
+        return snapshot;
+      });
   NL_RETURN_IF_ERROR(st);
   NL_ASSIGN_OR_RETURN(segment, VectorSegment::Map(path, info.dims));
   VectorTable shown;
@@ -242,22 +243,23 @@ Status Collection::Impl::CatchUpSegment() {
 // past its bound and the file can be written: memory and catch-up stay bounded.
 Status Collection::Impl::CompactIfNeeded() {
   const size_t overlay = added.size() + removed.size();
-  if (segment->path().empty() ||
-      overlay <= std::max(options.max_overlay, segment->rows() / 10)) {
+  if (segment->path().empty() || overlay <= std::max(options.max_overlay, segment->rows() / 10)) {
     return Status::OK();
   }
   const auto t0 = std::chrono::steady_clock::now();
   const std::string path = segment->path();
-  Status st = VectorSegment::Write(path, info.dims, store_id, [&](const auto& emit) -> Result<int64_t> {
-    auto a = added.begin();
-    for (size_t i = 0; i < segment->rows(); ++i) {
-      const int64_t id = segment->ids()[i];
-      for (; a != added.end() && a->first < id; ++a) NL_RETURN_IF_ERROR(emit(a->first, a->second.data()));
-      if (!removed.count(id)) NL_RETURN_IF_ERROR(emit(id, segment->row(i)));
-    }
-    for (; a != added.end(); ++a) NL_RETURN_IF_ERROR(emit(a->first, a->second.data()));
-    return change_id;
-  });
+  Status st =
+      VectorSegment::Write(path, info.dims, store_id, [&](const auto& emit) -> Result<int64_t> {
+        auto a = added.begin();
+        for (size_t i = 0; i < segment->rows(); ++i) {
+          const int64_t id = segment->ids()[i];
+          for (; a != added.end() && a->first < id; ++a)
+            NL_RETURN_IF_ERROR(emit(a->first, a->second.data()));
+          if (!removed.count(id)) NL_RETURN_IF_ERROR(emit(id, segment->row(i)));
+        }
+        for (; a != added.end(); ++a) NL_RETURN_IF_ERROR(emit(a->first, a->second.data()));
+        return change_id;
+      });
   if (!st.ok()) {  // the overlay still answers; say why the file was not rewritten
     notices += "vector segment not rewritten: " + st.message() + "\n";
     return Status::OK();
@@ -274,8 +276,7 @@ Status Collection::Impl::CompactIfNeeded() {
 Status Collection::Impl::LoadMetadata() {
   const bool pg = IsPostgresUri(location);
   NL_ASSIGN_OR_RETURN(auto r, store->Execute(std::string("SELECT id, source, ") +
-                                             (pg ? "metadata::text" : "metadata") +
-                                             " FROM items"));
+                                             (pg ? "metadata::text" : "metadata") + " FROM items"));
   for (const auto& row : r.front().rows) {
     if (!std::holds_alternative<int64_t>(row[0])) continue;
     meta[std::get<int64_t>(row[0])] = {SqlValueText(row[1]), SqlValueText(row[2])};
@@ -344,13 +345,14 @@ Status Collection::Impl::BuildNodeIndex() {
     vectors.insert(vectors.end(), v.begin(), v.end());
   }
   auto built = HnswIndex::Create(info.dims, options.index_params);
-  NL_RETURN_IF_ERROR(built->Add(ids.data(), vectors.data(), ids.size(), options.index_params.threads));
+  NL_RETURN_IF_ERROR(
+      built->Add(ids.data(), vectors.data(), ids.size(), options.index_params.threads));
   index = std::move(built);
   log += "index built over " + std::to_string(ids.size()) + " rows in " +
          Seconds(SecondsSince(t0)) + "\n";
   if (options.cache_dir.empty()) return Status::OK();
-  const std::string name = store_id + ".hnsw-" + std::to_string(change_id) + "-" +
-                           std::to_string(ids.size());
+  const std::string name =
+      store_id + ".hnsw-" + std::to_string(change_id) + "-" + std::to_string(ids.size());
   const std::string path = (fs::path(options.cache_dir) / name).string();
   auto saved = index->Save(path);
   if (!saved.ok()) {
@@ -459,7 +461,8 @@ Result<std::unique_ptr<Collection>> Collection::Open(const std::string& location
 
 // Exact: the selected rows gathered by id when the filter is selective, else one sgemv over
 // the whole segment with a row mask; plus the rows added since the segment was written.
-std::vector<IdNeighbor> Collection::Impl::Exact(const float* q, int k, const IdSelector* sel) const {
+std::vector<IdNeighbor> Collection::Impl::Exact(const float* q, int k,
+                                                const IdSelector* sel) const {
   std::vector<IdNeighbor> out;
   if (sel != nullptr && sel->count() * 8 < segment->rows()) {
     for (int64_t id : sel->ids()) {
@@ -489,8 +492,7 @@ std::vector<IdNeighbor> Collection::Impl::Exact(const float* q, int k, const IdS
 // The graph walk (filter inside it, rows changed since the save excluded), plus those rows
 // exactly; every distance then recomputed from the float32 vector (the graph holds halves).
 std::vector<IdNeighbor> Collection::Impl::Graph(const float* q, const QueryOptions& o,
-                                                const IdSelector* sel,
-                                                IndexSearchStats* st) const {
+                                                const IdSelector* sel, IndexSearchStats* st) const {
   IndexSearchParams p;
   p.k = o.k;
   p.ef = o.ef;
@@ -531,7 +533,8 @@ Result<Answer> Collection::Search(const float* query, const QueryOptions& o, boo
   std::vector<IdNeighbor> found;
   if (m.index && !o.exact && !selective) {
     found = m.Graph(query, o, sel ? &*sel : nullptr, &a.stats);
-    a.plan = "HNSW index (m=" + std::to_string(m.index->params().m) + "), " + PlanName(a.stats.plan);
+    a.plan =
+        "HNSW index (m=" + std::to_string(m.index->params().m) + "), " + PlanName(a.stats.plan);
   } else {
     found = m.Exact(query, o.k, sel ? &*sel : nullptr);
     a.stats.plan = sel ? IndexSearchStats::Plan::kExactFiltered : IndexSearchStats::Plan::kExact;
@@ -583,8 +586,8 @@ Result<Answer> Collection::Search(const float* query, const QueryOptions& o, boo
     }
   }
   if (!differ.empty() && !rebuilt) {
-    NL_RETURN_IF_ERROR(m.RebuildSegment("row " + std::to_string(differ.front()) +
-                                        " differs from the store"));
+    NL_RETURN_IF_ERROR(
+        m.RebuildSegment("row " + std::to_string(differ.front()) + " differs from the store"));
     return Search(query, o, true);
   }
   return a;

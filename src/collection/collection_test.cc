@@ -32,8 +32,8 @@ std::vector<NewItem> Rows(size_t n, unsigned seed, size_t first = 0) {
     NewItem it;
     it.source = "img" + std::to_string(first + i) + ".jpg";
     it.sha256 = std::to_string(seed) + "-" + std::to_string(first + i);
-    it.metadata_json = "{\"label\":\"c" + std::to_string(c) + "\",\"part\":\"p" +
-                       std::to_string(i % 4) + "\"}";
+    it.metadata_json =
+        "{\"label\":\"c" + std::to_string(c) + "\",\"part\":\"p" + std::to_string(i % 4) + "\"}";
     double s = 0;
     for (int j = 0; j < kDims; ++j) {
       it.embedding.push_back(centres[c * kDims + j] + 0.6f * g(rng));
@@ -105,8 +105,9 @@ TEST(CollectionTest, EveryReaderSeesEveryWriter) {
   auto added = Rows(50, 7, 1000);
   ASSERT_TRUE(store->InsertBatch(added).ok());
   ASSERT_TRUE(store->Delete("id <= 40").ok());
-  ASSERT_TRUE(store->Execute("UPDATE items SET embedding = (SELECT embedding FROM items WHERE "
-                             "id = 100) WHERE id = 200")
+  ASSERT_TRUE(store
+                  ->Execute("UPDATE items SET embedding = (SELECT embedding FROM items WHERE "
+                            "id = 100) WHERE id = 200")
                   .ok());
   auto applied = (*c)->Refresh();
   ASSERT_TRUE(applied.ok()) << applied.status().ToString();
@@ -219,7 +220,8 @@ TEST(CollectionTest, IndexPlanFiltersAndRowsChangedSinceTheSave) {
   ASSERT_TRUE(c.ok());
   EXPECT_EQ((*c)->state().index_rows, 2000u);
   EXPECT_EQ((*c)->state().index_lag, 130u);
-  for (const std::string where : {"", "field(metadata,'part') = 'p1'", "id % 50 = 0", "id = 2001"}) {
+  for (const std::string where :
+       {"", "field(metadata,'part') = 'p1'", "id % 50 = 0", "id = 2001"}) {
     size_t found = 0, total = 0;
     for (size_t i = 0; i < 20; ++i) {
       const std::vector<float> qv =

@@ -103,8 +103,9 @@ class ChunkedWriter {
     while (n > 0) {
       const ssize_t w = ::write(fd_, p, n);
       if (w < 0 && errno == EINTR) continue;
-      if (w <= 0) return Status::IOError(std::string("writing the vector segment: ") +
-                                         std::strerror(w < 0 ? errno : ENOSPC));
+      if (w <= 0)
+        return Status::IOError(std::string("writing the vector segment: ") +
+                               std::strerror(w < 0 ? errno : ENOSPC));
       p += w;
       n -= static_cast<size_t>(w);
     }
@@ -126,22 +127,22 @@ Status SyncDirectory(const std::string& dir) {
   return rc == 0 ? Status::OK() : Status::IOError("fsync of " + dir + " failed");
 }
 
-Status WriteBody(int fd, int dims, const std::string& store_id, const VectorSegment::RowSource& rows,
-                 SegmentHeader* h) {
+Status WriteBody(int fd, int dims, const std::string& store_id,
+                 const VectorSegment::RowSource& rows, SegmentHeader* h) {
   if (::lseek(fd, static_cast<off_t>(kHeaderBytes), SEEK_SET) < 0) {
     return Status::IOError(std::string("seeking in the vector segment: ") + std::strerror(errno));
   }
   ChunkedWriter w(fd);
   std::vector<int64_t> ids;
   const size_t row_bytes = static_cast<size_t>(dims) * sizeof(float);
-  NL_ASSIGN_OR_RETURN(int64_t change_id, rows([&](int64_t id, const float* v) -> Status {
-                        if (!ids.empty() && id <= ids.back()) {
-                          return Status::Internal("segment rows out of order at id " +
-                                                  std::to_string(id));
-                        }
-                        ids.push_back(id);
-                        return w.Append(v, row_bytes);
-                      }));
+  NL_ASSIGN_OR_RETURN(
+      int64_t change_id, rows([&](int64_t id, const float* v) -> Status {
+        if (!ids.empty() && id <= ids.back()) {
+          return Status::Internal("segment rows out of order at id " + std::to_string(id));
+        }
+        ids.push_back(id);
+        return w.Append(v, row_bytes);
+      }));
   const uint64_t ids_offset = IdsOffset(ids.size(), static_cast<uint32_t>(dims));
   NL_RETURN_IF_ERROR(w.Pad(ids_offset));
   NL_RETURN_IF_ERROR(w.Append(ids.data(), ids.size() * sizeof(int64_t)));
@@ -168,8 +169,8 @@ Status WriteBody(int fd, int dims, const std::string& store_id, const VectorSegm
   }
   struct stat st;
   if (::fstat(fd, &st) != 0 || static_cast<uint64_t>(st.st_size) != h->file_bytes) {
-    return Status::IOError("the vector segment stopped short of " +
-                           std::to_string(h->file_bytes) + " bytes (disk full?)");
+    return Status::IOError("the vector segment stopped short of " + std::to_string(h->file_bytes) +
+                           " bytes (disk full?)");
   }
   if (::fsync(fd) != 0) {
     return Status::IOError(std::string("fsync of the vector segment: ") + std::strerror(errno));
@@ -207,8 +208,7 @@ Status VectorSegment::Write(const std::string& path, int dims, const std::string
       dir + "/." + target.filename().string() + ".tmp-" + std::to_string(::getpid());
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) {
-    return Status::IOError("cannot write the vector segment " + tmp + ": " +
-                           std::strerror(errno));
+    return Status::IOError("cannot write the vector segment " + tmp + ": " + std::strerror(errno));
   }
   SegmentHeader h;
   Status st = WriteBody(fd, dims, store_id, rows, &h);
@@ -241,8 +241,8 @@ Result<std::unique_ptr<VectorSegment>> VectorSegment::Map(const std::string& pat
   const uint64_t size = static_cast<uint64_t>(st.st_size);
   if (size < kHeaderBytes) {
     ::close(fd);
-    return Status::Corruption("vector segment " + path + " is truncated (" +
-                              std::to_string(size) + " bytes)");
+    return Status::Corruption("vector segment " + path + " is truncated (" + std::to_string(size) +
+                              " bytes)");
   }
   void* map = ::mmap(nullptr, size, PROT_READ, MAP_SHARED, fd, 0);
   ::close(fd);

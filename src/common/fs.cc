@@ -72,4 +72,22 @@ bool IsImageExtension(const std::string& ext) {
          ext == "tiff" || ext == "webp";
 }
 
+std::string CommonDirectory(const std::vector<std::string>& paths) {
+  std::string common;
+  bool first = true;
+  for (const std::string& src : paths) {
+    if (src.empty() || src[0] != '/') continue;
+    const std::string dir = src.substr(0, src.rfind('/') + 1);
+    if (first) {
+      common = dir;
+      first = false;
+      continue;
+    }
+    size_t n = 0;
+    while (n < common.size() && n < dir.size() && common[n] == dir[n]) ++n;
+    common.resize(common.rfind('/', n == 0 ? 0 : n - 1) + 1);
+  }
+  return common;
+}
+
 }  // namespace nearlabel

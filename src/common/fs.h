@@ -19,4 +19,9 @@ std::string LowerExtension(const std::string& path);
 // True for extensions nearlabel decodes: jpg jpeg png bmp tif tiff webp.
 bool IsImageExtension(const std::string& ext);
 
+// The directory every absolute path in `paths` shares, with its trailing '/' ("" when
+// none); other entries (uploads "upload:...", relative paths) are ignored. A server answers
+// sources relative to it, so a client learns the dataset's layout, not the file system.
+std::string CommonDirectory(const std::vector<std::string>& paths);
+
 }  // namespace nearlabel

@@ -271,7 +271,7 @@ struct MappedFile {
   std::once_flag upper_once;
   std::vector<uint8_t> removed;  // Remove() on a mapped index: per node
   size_t removed_count = 0;
-  size_t deleted_in_file = 0;  // nodes the file marks deleted
+  size_t deleted_in_file = 0;          // nodes the file marks deleted
   std::unique_ptr<NodeReader> reader;  // Access::kRead
   std::vector<char> tail;              // kRead: the upper levels' records, read once
 };
@@ -458,8 +458,8 @@ void HnswIndex::Impl::EnsureUpperLinks() const {
     const char* base = f.base;
     if (f.reader) {
       f.tail.assign(f.bytes - std::min(f.bytes, start), 0);
-      const ssize_t got = ::pread(f.reader->fd(), f.tail.data(), f.tail.size(),
-                                  static_cast<off_t>(start));
+      const ssize_t got =
+          ::pread(f.reader->fd(), f.tail.data(), f.tail.size(), static_cast<off_t>(start));
       f.tail.resize(got > 0 ? static_cast<size_t>(got) : 0);
       base = f.tail.data() - start;  // so that base + offset addresses the tail
     }
@@ -834,8 +834,8 @@ Result<std::unique_ptr<HnswIndex>> HnswIndex::Map(const std::string& path, int d
   }
   if (offset_level0 != 0 || max_m0 > 4096 || max_m > max_m0 || offset_data != links0 ||
       element_bytes != links0 + data + sizeof(size_t) || label_offset != links0 + data ||
-      count > (file->bytes - kHnswHeaderBytes) / element_bytes || maxlevel < 0 ||
-      maxlevel > 64 || (count > 0 && entry >= count)) {
+      count > (file->bytes - kHnswHeaderBytes) / element_bytes || maxlevel < 0 || maxlevel > 64 ||
+      (count > 0 && entry >= count)) {
     return Status::Corruption("index file " + path + " is damaged or does not hold " +
                               std::to_string(dims) + "-d vectors (its header does not add up)");
   }

@@ -3,8 +3,8 @@
 #include <signal.h>
 
 #include <algorithm>
-#include <cstdio>
 #include <chrono>
+#include <cstdio>
 #include <filesystem>
 #include <iterator>
 

@@ -23,13 +23,13 @@
 #include <nlohmann/json.hpp>
 #include <opencv2/imgcodecs.hpp>
 
+#include "collection/answer_json.h"
 #include "common/data_uri.h"
 #include "common/sha256.h"
 #include "nearlabel/classify.h"
+#include "nearlabel/collection.h"
 #include "nearlabel/dataset.h"
 #include "nearlabel/image.h"
-#include "collection/answer_json.h"
-#include "nearlabel/collection.h"
 #include "server/http_server.h"
 
 namespace nearlabel {
@@ -168,26 +168,6 @@ std::string RouteName(const std::string& method, const std::string& path) {
   return "other";
 }
 
-// The directory every source shares ("" when none): sources are answered relative to it, so
-// a client learns the dataset's layout, not the server's file system.
-std::string CommonDirectory(const std::vector<std::string>& sources) {
-  std::string common;
-  bool first = true;
-  for (const std::string& src : sources) {
-    if (src.empty() || src[0] != '/') continue;  // uploads ("upload:...") and relative paths
-    const std::string dir = src.substr(0, src.rfind('/') + 1);
-    if (first) {
-      common = dir;
-      first = false;
-      continue;
-    }
-    size_t n = 0;
-    while (n < common.size() && n < dir.size() && common[n] == dir[n]) ++n;
-    common.resize(common.rfind('/', n == 0 ? 0 : n - 1) + 1);
-  }
-  return common;
-}
-
 }  // namespace
 
 struct Server::Impl {
@@ -207,7 +187,7 @@ struct Server::Impl {
   int port = 0;
 
   // ---- Following the change feed ----
-  bool shared = false;  // PostgreSQL (for messages)
+  bool shared = false;   // PostgreSQL (for messages)
   bool follows = false;  // the store has a change feed (PostgreSQL, SQLite format 3)
   std::thread sync_thread;
   std::mutex sync_mu;  // guards stopping (with sync_cv)
@@ -630,16 +610,17 @@ struct Server::Impl {
          {"index", cs.index_rows ? "hnsw" : "none (exact scan)"},
          {"index_rows", cs.index_rows},
          {"index_lag", cs.index_lag},
-         {"segment", {{"rows", cs.segment_rows},
-                      {"file", !cs.segment.empty()},
-                      {"added", cs.overlay_added},
-                      {"removed", cs.overlay_removed}}},
+         {"segment",
+          {{"rows", cs.segment_rows},
+           {"file", !cs.segment.empty()},
+           {"added", cs.overlay_added},
+           {"removed", cs.overlay_removed}}},
          {"writable", !opt.token.empty()},
          {"anomaly", AnomalyInfo()},
          {"sync", follows ? json{{"change_id", cs.change_id},
-                              {"connected", feed_connected.load()},
-                              {"reconnects", reconnects.load()}}
-                       : json(nullptr)},
+                                 {"connected", feed_connected.load()},
+                                 {"reconnects", reconnects.load()}}
+                          : json(nullptr)},
          {"limits", {{"max_upload_bytes", opt.max_upload_bytes}, {"max_pixels", opt.max_pixels}}}});
   }
 
@@ -650,7 +631,8 @@ struct Server::Impl {
     const int limit = IntParam(params, "limit", 60, 1, 1000);
     const std::string label = TextParam(params, "label");
     const std::string field = "field(metadata, " + SqlStringLiteral(label_field) + ")";
-    const std::string where = label.empty() ? "" : " WHERE " + field + " = " + SqlStringLiteral(label);
+    const std::string where =
+        label.empty() ? "" : " WHERE " + field + " = " + SqlStringLiteral(label);
     Result<std::vector<SqlResult>> r = std::vector<SqlResult>();
     {
       std::lock_guard<std::mutex> lock(store_mu);
@@ -658,17 +640,20 @@ struct Server::Impl {
                          " FROM items" + where + " ORDER BY id LIMIT " + std::to_string(limit) +
                          " OFFSET " + std::to_string(offset));
     }
-    if (!r.ok() || r->size() != 2) throw StoreError(r.ok() ? Status::Internal("browse") : r.status());
+    if (!r.ok() || r->size() != 2)
+      throw StoreError(r.ok() ? Status::Internal("browse") : r.status());
     json items = json::array();
     for (const auto& row : (*r)[1].rows) {
       const int64_t id = std::get<int64_t>(row[0]);
-      items.push_back({{"id", id},
-                       {"label", std::holds_alternative<std::monostate>(row[2]) ? "" : SqlValueText(row[2])},
-                       {"source", Source(SqlValueText(row[1]))},
-                       {"thumbnail", ThumbnailUrl(id)}});
+      items.push_back(
+          {{"id", id},
+           {"label", std::holds_alternative<std::monostate>(row[2]) ? "" : SqlValueText(row[2])},
+           {"source", Source(SqlValueText(row[1]))},
+           {"thumbnail", ThumbnailUrl(id)}});
     }
-    SendJson(res, 200,
-             {{"total", std::get<int64_t>((*r)[0].rows[0][0])}, {"offset", offset}, {"items", items}});
+    SendJson(
+        res, 200,
+        {{"total", std::get<int64_t>((*r)[0].rows[0][0])}, {"offset", offset}, {"items", items}});
   }
 
   void GetItem(const HttpRequest& req, const std::string& id_text, HttpResponse& res) {
@@ -780,22 +765,12 @@ Result<std::unique_ptr<Server>> Server::Create(std::unique_ptr<Store> store,
   impl->shared = IsPostgresUri(options.store_location);
   CollectionOptions copt;
   copt.cache_dir = options.cache_dir;
-  copt.build_index = true;  // a shared store keeps no index file: each node has its own
+  copt.build_index = true;            // a shared store keeps no index file: each node has its own
   copt.keep_metadata = impl->shared;  // answers go on while the database is down
   NL_ASSIGN_OR_RETURN(impl->collection, Collection::Open(options.store_location, copt));
   impl->notice = impl->collection->state().notices + impl->collection->state().log;
   if (!impl->notice.empty() && impl->notice.back() == '\n') impl->notice.pop_back();
-  {
-    // The directory every source shares: the common prefix of the smallest and the largest
-    // source is every source's.
-    NL_ASSIGN_OR_RETURN(auto r, store->Execute("SELECT min(source), max(source) FROM items "
-                                               "WHERE source LIKE '/%'"));
-    std::vector<std::string> ends;
-    for (const SqlValue& v : r.front().rows.front()) {
-      if (std::holds_alternative<std::string>(v)) ends.push_back(std::get<std::string>(v));
-    }
-    impl->source_root = CommonDirectory(ends);
-  }
+  NL_ASSIGN_OR_RETURN(impl->source_root, SourceRoot(*store));
   impl->store = std::move(store);
   impl->follows = impl->collection->state().follows;
   if (impl->follows) {

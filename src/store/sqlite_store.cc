@@ -25,6 +25,7 @@
 #include <memory>
 #include <thread>
 
+#include "common/fs.h"
 #include "common/json.h"
 #include "nearlabel/store.h"
 #include "nearlabel/vector.h"
@@ -918,6 +919,33 @@ Status Store::ScanEmbeddings(const std::function<Status(int64_t, const float*)>&
   damaged->insert(damaged->end(), t.damaged.begin(), t.damaged.end());
   for (size_t i = 0; i < t.size(); ++i) NL_RETURN_IF_ERROR(row(t.ids[i], t.row(i)));
   return Status::OK();
+}
+
+Result<std::string> SourceRoot(Store& store) {
+  NL_ASSIGN_OR_RETURN(std::string root, store.GetSetting("source_root"));
+  NL_ASSIGN_OR_RETURN(std::string known, store.GetSetting("source_root.kept"));
+  if (known == "1") return root;
+  // The common prefix of the smallest and the largest source is every source's.
+  NL_ASSIGN_OR_RETURN(auto r, store.Execute("SELECT min(source), max(source) FROM items "
+                                            "WHERE source LIKE '/%'"));
+  std::vector<std::string> ends;
+  for (const SqlValue& v : r.front().rows.front()) {
+    if (std::holds_alternative<std::string>(v)) ends.push_back(std::get<std::string>(v));
+  }
+  return CommonDirectory(ends);
+}
+
+Status ExtendSourceRoot(Store& store, const std::vector<std::string>& sources) {
+  NL_ASSIGN_OR_RETURN(std::string known, store.GetSetting("source_root.kept"));
+  std::vector<std::string> all = sources;
+  if (known == "1") {
+    NL_ASSIGN_OR_RETURN(std::string root, store.GetSetting("source_root"));
+    if (!root.empty()) all.push_back(root + "x");  // the directory itself
+  } else {
+    NL_ASSIGN_OR_RETURN(std::string root, SourceRoot(store));
+    if (!root.empty()) all.push_back(root + "x");
+  }
+  return store.PutSettings({{"source_root", CommonDirectory(all)}, {"source_root.kept", "1"}});
 }
 
 std::string DamagedRowsSummary(const VectorTable& table) {
