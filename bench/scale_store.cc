@@ -49,7 +49,6 @@ int Make(const std::string& source, const std::string& out, size_t rows) {
   auto dst = OpenStore(out, Store::Mode::kCreate);
   if (!dst.ok()) return std::fprintf(stderr, "%s\n", dst.status().message().c_str()), 1;
   Status st = (*dst)->EnsureCollection(**info);
-  if (st.ok()) st = ExtendSourceRoot(**dst, table->sources);  // as ingest keeps it
   if (!st.ok()) return std::fprintf(stderr, "%s\n", st.message().c_str()), 1;
   std::mt19937 rng(42);
   std::normal_distribution<float> noise(0.0f, 0.02f);

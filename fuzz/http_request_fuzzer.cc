@@ -36,6 +36,7 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
   if (!embedder.ok()) Die(embedder.status().ToString());
   nearlabel::ServerOptions so;
   so.token = "fuzz-token";
+  so.store_location = path;
   so.max_upload_bytes = 1u << 20;
   so.max_pixels = 4'000'000;
   auto s = nearlabel::Server::Create(std::move(*store), std::move(*embedder), so);

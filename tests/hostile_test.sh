@@ -195,7 +195,7 @@ cp "$T/s.db" "$T/hdr.db"; printf 'garbage!garbage!' | dd of="$T/hdr.db" bs=1 see
 cp "$T/s.db" "$T/pages.db"; "$PY" -c "
 import sys; f=open(sys.argv[1],'r+b'); f.seek(4096*2); f.write(bytes((i*37)%256 for i in range(4096*4)))" "$T/pages.db"
 cp "$ref" "$T/jpeg.db"
-for case in new.db:"has store format 9, newer than this nearlabel reads (2); upgrade nearlabel" \
+for case in new.db:"has store format 9, newer than this nearlabel reads (3); upgrade nearlabel" \
             hdr.db:"is not a nearlabel store" pages.db:"the store file is damaged; nothing was changed" \
             jpeg.db:"is not a nearlabel store"; do
   f=${case%%:*}; text=${case#*:}

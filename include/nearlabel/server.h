@@ -29,7 +29,8 @@ struct ServerOptions {
   // directory every row shares, so an unauthenticated client does not learn server paths.
   bool show_paths = false;
   // Where the store lives (its unmasked location: a file path or a PostgreSQL URI): the
-  // collection opens its own read connection there.
+  // collection opens its own read connection there. "": the store's location() (which masks
+  // a PostgreSQL password).
   std::string store_location;
   // PostgreSQL: a directory of this node's own (segment, index, change id), so a restart
   // catches up from where it stopped instead of reloading the table. "": in memory.

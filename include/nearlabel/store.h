@@ -223,12 +223,9 @@ std::string DamagedRowsSummary(const VectorTable& table);
 std::string DamagedRowsNotice(const VectorTable& table, const std::string& location);
 
 // The directory every stored source shares (CommonDirectory of the sources): the setting
-// `source_root` that ingest keeps up to date, else (a store ingested before it existed) one
-// pass over the sources.
+// `source_root` that a SQLite store's InsertBatch widens in the same transaction, else (a
+// store written before it existed, a PostgreSQL store) one pass over the sources.
 Result<std::string> SourceRoot(Store& store);
-// Widens the store's `source_root` setting to cover `sources` (called by ingest after a
-// batch is stored; the store open read-write).
-Status ExtendSourceRoot(Store& store, const std::vector<std::string>& sources);
 
 // `text` as an SQL string literal ('it''s'), safe to splice into a statement.
 std::string SqlStringLiteral(const std::string& text);

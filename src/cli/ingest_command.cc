@@ -100,14 +100,6 @@ int RunIngest(IngestArgs a, const Global& g) {
   auto progress = [&](size_t done, size_t total) { bar.Update(done, total); };
   // A shared store (PostgreSQL) is drained through its job queue, so that any number of
   // workers can run this same command at once.
-  {
-    // The directory the server answers sources relative to covers these rows before any is
-    // stored (a killed ingest leaves no row outside it).
-    std::vector<std::string> sources;
-    for (const DatasetItem& it : listing->items) sources.push_back(it.image_path);
-    Status st = ExtendSourceRoot(**store, sources);
-    if (!st.ok()) return Fail(st);
-  }
   auto rep = queue ? IngestShared(*listing, **embedder, **store, *queue, opt, progress, &g_stop)
                    : Ingest(*listing, **embedder, **store, opt, progress, &g_stop);
   bar.Finish();

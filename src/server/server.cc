@@ -762,12 +762,14 @@ Result<std::unique_ptr<Server>> Server::Create(std::unique_ptr<Store> store,
   impl->label_field = !options.label_field.empty() ? options.label_field
                       : info->label_field.empty()  ? "label"
                                                    : info->label_field;
-  impl->shared = IsPostgresUri(options.store_location);
+  // (store->location() masks a PostgreSQL password: a URI with one must be given.)
+  if (impl->opt.store_location.empty()) impl->opt.store_location = store->location();
+  impl->shared = IsPostgresUri(impl->opt.store_location);
   CollectionOptions copt;
   copt.cache_dir = options.cache_dir;
   copt.build_index = true;            // a shared store keeps no index file: each node has its own
   copt.keep_metadata = impl->shared;  // answers go on while the database is down
-  NL_ASSIGN_OR_RETURN(impl->collection, Collection::Open(options.store_location, copt));
+  NL_ASSIGN_OR_RETURN(impl->collection, Collection::Open(impl->opt.store_location, copt));
   impl->notice = impl->collection->state().notices + impl->collection->state().log;
   if (!impl->notice.empty() && impl->notice.back() == '\n') impl->notice.pop_back();
   NL_ASSIGN_OR_RETURN(impl->source_root, SourceRoot(*store));

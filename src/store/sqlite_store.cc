@@ -36,6 +36,9 @@ namespace {
 
 constexpr int kApplicationId = 0x4E4C4231;  // "NLB1"
 constexpr int kFormatVersion = 3;
+// Collection keys: the directory every stored source shares, and "1" once it is kept.
+constexpr const char* kSourceRoot = "source_root";
+constexpr const char* kSourceRootKept = "source_root.kept";
 // Collection key holding the highest id ever deleted (ids are never reused).
 constexpr const char* kIdFloorKey = "deleted_id_floor";
 
@@ -664,6 +667,7 @@ class SqliteStore : public Store {
                                   floor.empty() ? 0 : std::stoll(floor)) +
                 1;
     }
+    const int64_t first_id = next_id;
     NL_ASSIGN_OR_RETURN(Stmt ins,
                         Prepare("INSERT INTO items(id, source, sha256, metadata, embedding) "
                                 "VALUES(?,?,?,?,?) ON CONFLICT(sha256) DO NOTHING"));
@@ -699,7 +703,33 @@ class SqliteStore : public Store {
       result->ids.push_back(sqlite3_column_int64(find.get(), 0));
       ++result->duplicates;
     }
-    return Status::OK();
+    std::vector<std::string> added;
+    for (size_t i = 0; i < items.size(); ++i) {
+      if (result->ids[i] >= first_id) added.push_back(items[i].source);
+    }
+    return added.empty() ? Status::OK() : WidenSourceRoot(added);
+  }
+
+  // In the insert's transaction: `source_root` (see SourceRoot) widened to cover `added`, so
+  // every stored row is under it. The first time, the rows already stored are read once.
+  Status WidenSourceRoot(const std::vector<std::string>& added) {
+    NL_ASSIGN_OR_RETURN(std::string kept, GetSetting(kSourceRootKept));
+    NL_ASSIGN_OR_RETURN(std::string root, GetSetting(kSourceRoot));
+    std::vector<std::string> all = added;
+    if (kept == "1") {
+      if (!root.empty()) all.push_back(root + "x");  // a file in that directory
+    } else {
+      NL_ASSIGN_OR_RETURN(Stmt ends, Prepare("SELECT min(source), max(source) FROM items WHERE "
+                                             "source LIKE '/%'"));
+      if (sqlite3_step(ends.get()) != SQLITE_ROW) return Error("reading sources");
+      for (int col = 0; col < 2; ++col) {
+        if (sqlite3_column_type(ends.get(), col) == SQLITE_TEXT)
+          all.push_back(Text(ends.get(), col));
+      }
+    }
+    const std::string common = CommonDirectory(all);
+    if (kept == "1" && common == root) return Status::OK();
+    return PutAll({{kSourceRoot, common}, {kSourceRootKept, "1"}});
   }
 
   Status RequireWritable() const {
@@ -933,19 +963,6 @@ Result<std::string> SourceRoot(Store& store) {
     if (std::holds_alternative<std::string>(v)) ends.push_back(std::get<std::string>(v));
   }
   return CommonDirectory(ends);
-}
-
-Status ExtendSourceRoot(Store& store, const std::vector<std::string>& sources) {
-  NL_ASSIGN_OR_RETURN(std::string known, store.GetSetting("source_root.kept"));
-  std::vector<std::string> all = sources;
-  if (known == "1") {
-    NL_ASSIGN_OR_RETURN(std::string root, store.GetSetting("source_root"));
-    if (!root.empty()) all.push_back(root + "x");  // the directory itself
-  } else {
-    NL_ASSIGN_OR_RETURN(std::string root, SourceRoot(store));
-    if (!root.empty()) all.push_back(root + "x");
-  }
-  return store.PutSettings({{"source_root", CommonDirectory(all)}, {"source_root.kept", "1"}});
 }
 
 std::string DamagedRowsSummary(const VectorTable& table) {

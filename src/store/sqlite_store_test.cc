@@ -264,5 +264,26 @@ TEST(SqliteStoreTest, FormatOneStoreIsUpgradedOnlyWhenOpenedForWriting) {
   EXPECT_EQ(*(*rw)->Count(), 2);
 }
 
+TEST(SqliteStoreTest, InsertsKeepTheDirectoryEverySourceShares) {
+  testing::TempDir d;
+  auto s = OpenSqliteStore(d.Join("s.db"), Store::Mode::kCreate);
+  ASSERT_TRUE(s.ok());
+  ASSERT_TRUE((*s)->EnsureCollection(Info()).ok());
+  auto at = [](std::string source, std::string sha) {
+    NewItem it = Item(sha, {1, 0, 0});
+    it.source = std::move(source);
+    return it;
+  };
+  ASSERT_TRUE((*s)->InsertBatch({at("/data/a/x.jpg", "1"), at("/data/b/y.jpg", "2")}).ok());
+  EXPECT_EQ(*SourceRoot(**s), "/data/");
+  EXPECT_EQ(*(*s)->GetSetting("source_root"), "/data/");           // kept, no pass over the rows
+  ASSERT_TRUE((*s)->InsertBatch({at("upload:z.jpg", "3")}).ok());  // not a path: no change
+  EXPECT_EQ(*SourceRoot(**s), "/data/");
+  ASSERT_TRUE((*s)->InsertBatch({at("/data/x.jpg", "1")}).ok());  // a duplicate: no change
+  EXPECT_EQ(*SourceRoot(**s), "/data/");
+  ASSERT_TRUE((*s)->InsertBatch({at("/other/q.jpg", "4")}).ok());
+  EXPECT_EQ(*SourceRoot(**s), "/");
+}
+
 }  // namespace
 }  // namespace nearlabel
