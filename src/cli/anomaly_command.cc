@@ -141,6 +141,118 @@ std::vector<AnomalyReportImage> ReportImages(const std::vector<const ScoredRow*>
   return out;
 }
 
+// Share of `v` above `t`.
+double RateAbove(const std::vector<float>& v, float t) {
+  return v.empty() ? 0.0
+                   : static_cast<double>(
+                         std::count_if(v.begin(), v.end(), [&](float s) { return s > t; })) /
+                         static_cast<double>(v.size());
+}
+
+// What `anomaly eval` measured, for the report and the renderers.
+struct AnomalyEvalOutcome {
+  std::string anomalous;  // the SQL condition of the anomalous rows
+  std::vector<ScoredRow> normal_rows, bad_rows;
+  std::vector<float> normal, bad;  // their scores
+  double auroc = 0;
+  std::vector<std::pair<std::string, float>> thresholds;  // (what, threshold)
+  size_t unreadable = 0;
+};
+
+// The calibrated threshold, then those that give 1%, 5%, 10% false alarms on the calibration
+// images, then those that catch 90%, 95%, 99% of the anomalies.
+std::vector<std::pair<std::string, float>> EvalThresholds(const AnomalyModel& m,
+                                                          const std::vector<float>& bad) {
+  std::vector<std::pair<std::string, float>> t{{"calibrated", m.threshold}};
+  for (double r : {0.01, 0.05, 0.10}) {
+    t.push_back({"cal. " + FormatDouble(100 * r, 0) + "% false alarms",
+                 ThresholdForFalseAlarms(m.calibration_scores, r)});
+  }
+  for (double r : {0.90, 0.95, 0.99}) {
+    t.push_back(
+        {"catch " + FormatDouble(100 * r, 0) + "% (hindsight)", ThresholdForFalseAlarms(bad, r)});
+  }
+  return t;
+}
+
+Status WriteAnomalyReport(const AnomalyArgs& a, const AnomalyModel& model, const Embedder& embedder,
+                          const AnomalyEvalOutcome& o) {
+  AnomalyReportPage page;
+  page.store = MaskedLocation(a.store);
+  page.name = a.name;
+  page.model = model.model;
+  page.normal = model.normal_where;
+  page.anomalous = o.anomalous;
+  page.auroc = o.auroc;
+  page.threshold = model.threshold;
+  page.false_alarm_rate = model.false_alarm_rate;
+  page.normal_scores = o.normal;
+  page.anomalous_scores = o.bad;
+  for (const auto& [what, t] : o.thresholds) {
+    page.thresholds.push_back({what, t, RateAbove(o.normal, t), 1 - RateAbove(o.bad, t)});
+  }
+  // Misses lowest score first (the least visible), alarms and catches highest first.
+  std::vector<const ScoredRow*> missed, alarms, caught;
+  for (const ScoredRow& r : o.bad_rows) {
+    (r.score.score > model.threshold ? caught : missed).push_back(&r);
+  }
+  for (const ScoredRow& r : o.normal_rows) {
+    if (r.score.score > model.threshold) alarms.push_back(&r);
+  }
+  auto by_score = [](bool ascending) {
+    return [ascending](const ScoredRow* x, const ScoredRow* y) {
+      return ascending ? x->score.score < y->score.score : x->score.score > y->score.score;
+    };
+  };
+  std::sort(missed.begin(), missed.end(), by_score(true));
+  std::sort(alarms.begin(), alarms.end(), by_score(false));
+  std::sort(caught.begin(), caught.end(), by_score(false));
+  const PreprocessSpec& spec = embedder.card().preprocess;
+  page.missed = ReportImages(missed, 24, model, spec);
+  page.false_alarms = ReportImages(alarms, 24, model, spec);
+  page.caught = ReportImages(caught, 12, model, spec);
+  page.missed_total = missed.size();
+  page.false_alarms_total = alarms.size();
+  page.caught_total = caught.size();
+  return WriteFileAtomically(a.report, RenderAnomalyReport(page));
+}
+
+void PrintAnomalyEval(const AnomalyArgs& a, const AnomalyModel& model, const AnomalyEvalOutcome& o,
+                      bool as_json) {
+  if (as_json) {
+    json j = {{"name", a.name},
+              {"normal", model.normal_where},
+              {"anomalous", o.anomalous},
+              {"normal_images", o.normal.size()},
+              {"anomalous_images", o.bad.size()},
+              {"unreadable", o.unreadable},
+              {"auroc", o.auroc},
+              {"thresholds", json::array()}};
+    for (const auto& [what, t] : o.thresholds) {
+      j["thresholds"].push_back({{"what", what},
+                                 {"threshold", t},
+                                 {"false_alarm_rate", RateAbove(o.normal, t)},
+                                 {"miss_rate", 1 - RateAbove(o.bad, t)}});
+    }
+    if (!a.report.empty()) j["report"] = a.report;
+    PrintJson(j);
+    return;
+  }
+  std::printf(
+      "anomaly model '%s': %zu held-out normal images (never in the bank) vs %zu "
+      "anomalous (%s)\n",
+      a.name.c_str(), o.normal.size(), o.bad.size(), o.anomalous.c_str());
+  std::printf("image AUROC = %.4f\n\n", o.auroc);
+  std::vector<std::vector<std::string>> rows;
+  for (const auto& [what, t] : o.thresholds) {
+    rows.push_back({what, FormatDouble(t, 4), FormatDouble(100 * RateAbove(o.normal, t), 1) + "%",
+                    FormatDouble(100 * (1 - RateAbove(o.bad, t)), 1) + "%"});
+  }
+  PrintTable({"threshold", "score", "false alarms", "misses"}, rows);
+  if (o.unreadable) std::printf("\n%zu rows skipped: image file unreadable\n", o.unreadable);
+  if (!a.report.empty()) std::printf("\nreport: %s\n", a.report.c_str());
+}
+
 int RunAnomalyEval(const AnomalyArgs& a, const Global& g) {
   auto opened = OpenIngested(a.store, "majority");
   if (!opened.ok()) return Fail(opened.status());
@@ -153,110 +265,28 @@ int RunAnomalyEval(const AnomalyArgs& a, const Global& g) {
   if (model->test_items.empty()) {
     return Fail(Status::InvalidArgument("anomaly model '" + a.name + "' kept no test images"));
   }
-  const std::string anomalous =
-      a.anomalous.empty() ? "NOT (" + model->normal_where + ")" : a.anomalous;
+  AnomalyEvalOutcome o;
+  o.anomalous = a.anomalous.empty() ? "NOT (" + model->normal_where + ")" : a.anomalous;
   const bool report = !a.report.empty();
-  size_t unreadable = 0;
   auto normal_rows =
-      ScoreRows(store, *model, **embedder, IdList(model->test_items), report, &unreadable);
+      ScoreRows(store, *model, **embedder, IdList(model->test_items), report, &o.unreadable);
   if (!normal_rows.ok()) return Fail(normal_rows.status());
-  auto bad_rows = ScoreRows(store, *model, **embedder, anomalous, report, &unreadable);
+  auto bad_rows = ScoreRows(store, *model, **embedder, o.anomalous, report, &o.unreadable);
   if (!bad_rows.ok()) return Fail(bad_rows.status());
   if (bad_rows->empty()) {
-    return Fail(Status::InvalidArgument("no readable anomalous rows match: " + anomalous));
+    return Fail(Status::InvalidArgument("no readable anomalous rows match: " + o.anomalous));
   }
-  const std::vector<float> normal = ScoresOf(*normal_rows), bad = ScoresOf(*bad_rows);
-  const double auroc = Auroc(normal, bad);
-  // Thresholds: the calibrated one, then those that give 1%, 5%, 10% false alarms on the
-  // calibration images, then those that catch 90%, 95%, 99% of the anomalies.
-  std::vector<std::pair<std::string, float>> thresholds{{"calibrated", model->threshold}};
-  for (double r : {0.01, 0.05, 0.10}) {
-    thresholds.push_back({"cal. " + FormatDouble(100 * r, 0) + "% false alarms",
-                          ThresholdForFalseAlarms(model->calibration_scores, r)});
-  }
-  for (double r : {0.90, 0.95, 0.99}) {
-    thresholds.push_back(
-        {"catch " + FormatDouble(100 * r, 0) + "% (hindsight)", ThresholdForFalseAlarms(bad, r)});
-  }
-  auto rate_above = [](const std::vector<float>& v, float t) {
-    return v.empty() ? 0.0
-                     : static_cast<double>(
-                           std::count_if(v.begin(), v.end(), [&](float s) { return s > t; })) /
-                           static_cast<double>(v.size());
-  };
+  o.normal_rows = std::move(*normal_rows);
+  o.bad_rows = std::move(*bad_rows);
+  o.normal = ScoresOf(o.normal_rows);
+  o.bad = ScoresOf(o.bad_rows);
+  o.auroc = Auroc(o.normal, o.bad);
+  o.thresholds = EvalThresholds(*model, o.bad);
   if (report) {
-    AnomalyReportPage page;
-    page.store = MaskedLocation(a.store);
-    page.name = a.name;
-    page.model = model->model;
-    page.normal = model->normal_where;
-    page.anomalous = anomalous;
-    page.auroc = auroc;
-    page.threshold = model->threshold;
-    page.false_alarm_rate = model->false_alarm_rate;
-    page.normal_scores = normal;
-    page.anomalous_scores = bad;
-    for (const auto& [what, t] : thresholds) {
-      page.thresholds.push_back({what, t, rate_above(normal, t), 1 - rate_above(bad, t)});
-    }
-    // Misses lowest score first (the least visible), alarms and catches highest first.
-    std::vector<const ScoredRow*> missed, alarms, caught;
-    for (const ScoredRow& r : *bad_rows) {
-      (r.score.score > model->threshold ? caught : missed).push_back(&r);
-    }
-    for (const ScoredRow& r : *normal_rows) {
-      if (r.score.score > model->threshold) alarms.push_back(&r);
-    }
-    auto by_score = [](bool ascending) {
-      return [ascending](const ScoredRow* x, const ScoredRow* y) {
-        return ascending ? x->score.score < y->score.score : x->score.score > y->score.score;
-      };
-    };
-    std::sort(missed.begin(), missed.end(), by_score(true));
-    std::sort(alarms.begin(), alarms.end(), by_score(false));
-    std::sort(caught.begin(), caught.end(), by_score(false));
-    const PreprocessSpec& spec = (*embedder)->card().preprocess;
-    page.missed = ReportImages(missed, 24, *model, spec);
-    page.false_alarms = ReportImages(alarms, 24, *model, spec);
-    page.caught = ReportImages(caught, 12, *model, spec);
-    page.missed_total = missed.size();
-    page.false_alarms_total = alarms.size();
-    page.caught_total = caught.size();
-    Status st = WriteFileAtomically(a.report, RenderAnomalyReport(page));
+    Status st = WriteAnomalyReport(a, *model, **embedder, o);
     if (!st.ok()) return Fail(st);
   }
-  if (g.json) {
-    json j = {{"name", a.name},
-              {"normal", model->normal_where},
-              {"anomalous", anomalous},
-              {"normal_images", normal.size()},
-              {"anomalous_images", bad.size()},
-              {"unreadable", unreadable},
-              {"auroc", auroc},
-              {"thresholds", json::array()}};
-    for (const auto& [what, t] : thresholds) {
-      j["thresholds"].push_back({{"what", what},
-                                 {"threshold", t},
-                                 {"false_alarm_rate", rate_above(normal, t)},
-                                 {"miss_rate", 1 - rate_above(bad, t)}});
-    }
-    if (report) j["report"] = a.report;
-    PrintJson(j);
-    return 0;
-  }
-  std::printf(
-      "anomaly model '%s': %zu held-out normal images (never in the bank) vs %zu "
-      "anomalous (%s)\n",
-      a.name.c_str(), normal.size(), bad.size(), anomalous.c_str());
-  std::printf("image AUROC = %.4f\n\n", auroc);
-  std::vector<std::vector<std::string>> rows;
-  for (const auto& [what, t] : thresholds) {
-    rows.push_back({what, FormatDouble(t, 4), FormatDouble(100 * rate_above(normal, t), 1) + "%",
-                    FormatDouble(100 * (1 - rate_above(bad, t)), 1) + "%"});
-  }
-  PrintTable({"threshold", "score", "false alarms", "misses"}, rows);
-  if (unreadable) std::printf("\n%zu rows skipped: image file unreadable\n", unreadable);
-  if (report) std::printf("\nreport: %s\n", a.report.c_str());
+  PrintAnomalyEval(a, *model, o, g.json);
   return 0;
 }
 

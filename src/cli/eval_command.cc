@@ -108,149 +108,135 @@ int RunOpenSetEval(const EvalArgs& a, const VectorTable& table, const std::strin
   return 0;
 }
 
-int RunEval(const EvalArgs& a, const Global& g) {
-  auto opened = OpenIngested(a.store, a.vote);
-  if (!opened.ok()) return Fail(opened.status());
-  auto& store = opened->store;
-  const CollectionInfo& info = opened->info;
-  const Vote vote = opened->vote;
-  auto table = store->LoadVectors(a.where);
-  if (!table.ok()) return Fail(table.status());
-  WarnDamaged(*table, *store);
-  EvalOptions opt;
-  opt.label_field = !a.label.empty() ? a.label : info.label_field;
-  if (!a.open_set.empty()) return RunOpenSetEval(a, *table, opt.label_field, g);
-  opt.within_field = a.within;
-  opt.group_field = a.group_by;
-  opt.k = a.k;
-  opt.vote = vote;
-  ProgressBar bar("eval");
-  bar.Update(0, table->size());
-  auto rep = LeaveOneOut(*table, opt);
-  bar.Finish();
-  if (!rep.ok()) return Fail(rep.status());
-  std::string protocol =
-      a.group_by.empty() ? "leave-one-out" : "leave-one-group-out by " + a.group_by;
-  std::optional<EvalReport> global;
-  if (!a.patch_normal.empty()) {
-    // Patch-aware: the global 1-NN figure of the same rows stays for comparison.
-    auto patch = PatchEval(a, *table, opt, info, g);
-    if (!patch.ok()) return Fail(patch.status());
-    global = std::move(*rep);
-    *rep = std::move(*patch);
-    protocol += ", patch-aware (" + std::to_string(a.patch.votes) +
-                " most anomalous patches vote; normal class '" + a.patch_normal + "')";
+// What an evaluation found, for the renderers.
+struct EvalOutcome {
+  std::string protocol, rule, label_field;
+  Vote vote = Vote::kMajority;
+  const VectorTable* table = nullptr;
+  EvalReport report;
+  std::optional<EvalReport> global;  // patch-aware runs: the global k-NN figure beside it
+};
+
+json MismatchJson(const EvalOutcome& o, const EvalCase& c) {
+  const VectorTable& t = *o.table;
+  const Neighbor& nb = c.neighbors.front();
+  return json{{"id", t.ids[c.row]},
+              {"source", t.sources[c.row]},
+              {"truth", c.truth},
+              {"predicted", c.predicted},
+              {"nearest_id", t.ids[nb.row]},
+              {"nearest_source", t.sources[nb.row]},
+              {"nearest_label", MetadataField(ParseMeta(t.metadata[nb.row]), o.label_field)},
+              {"distance", nb.distance}};
+}
+
+// eval --report: one HTML file; a group-aware evaluation is compared with plain leave-one-out.
+Status WriteEvalReport(const EvalArgs& a, const EvalOptions& opt, const EvalOutcome& o,
+                       Store& store, const CollectionInfo& info) {
+  const VectorTable& table = *o.table;
+  Result<EvalReport> plain = Status::NotFound("");
+  if (!a.group_by.empty()) {
+    EvalOptions plain_opt = opt;
+    plain_opt.group_field.clear();
+    NL_ASSIGN_OR_RETURN(plain, LeaveOneOut(table, plain_opt));
   }
-  std::string rule = a.within.empty() ? "" : ", neighbours within the same " + a.within;
-  if (!a.report.empty()) {
-    // The report compares against plain leave-one-out when the evaluation is group-aware.
-    Result<EvalReport> plain = Status::NotFound("");
-    if (!a.group_by.empty()) {
-      EvalOptions plain_opt = opt;
-      plain_opt.group_field.clear();
-      plain = LeaveOneOut(*table, plain_opt);
-      if (!plain.ok()) return Fail(plain.status());
-    }
-    EvalReportPage page;
-    page.store = a.store;
-    page.model = info.model;
-    page.protocol = protocol + ", " + std::to_string(a.k) + "-NN, cosine distance" + rule;
-    page.report = &*rep;
-    page.plain = plain.ok() ? &*plain : nullptr;
-    page.table = &*table;
-    page.thumbnail = [&](int64_t id) {
-      auto jpeg = store->GetThumbnail(id);
-      if (!jpeg.ok()) {  // stored before thumbnails were kept: from the file, if it is there
-        auto it = std::lower_bound(table->ids.begin(), table->ids.end(), id);
-        if (it != table->ids.end() && *it == id) {
-          jpeg = ThumbnailOfFile(table->sources[static_cast<size_t>(it - table->ids.begin())]);
-        }
+  EvalReportPage page;
+  page.store = a.store;
+  page.model = info.model;
+  page.protocol = o.protocol + ", " + std::to_string(a.k) + "-NN, cosine distance" + o.rule;
+  page.report = &o.report;
+  page.plain = plain.ok() ? &*plain : nullptr;
+  page.table = &table;
+  page.thumbnail = [&](int64_t id) {
+    auto jpeg = store.GetThumbnail(id);
+    if (!jpeg.ok()) {  // stored before thumbnails were kept: from the file, if it is there
+      auto it = std::lower_bound(table.ids.begin(), table.ids.end(), id);
+      if (it != table.ids.end() && *it == id) {
+        jpeg = ThumbnailOfFile(table.sources[static_cast<size_t>(it - table.ids.begin())]);
       }
-      return jpeg.ok() ? *jpeg : std::string();
-    };
-    Status st = WriteFileAtomically(a.report, RenderEvalReport(page));
-    if (!st.ok()) return Fail(st);
-    std::fprintf(stderr, "nearlabel: report written to %s\n", a.report.c_str());
-  }
-  auto mismatch_json = [&](const EvalCase& c) {
-    const Neighbor& nb = c.neighbors.front();
-    return json{
-        {"id", table->ids[c.row]},
-        {"source", table->sources[c.row]},
-        {"truth", c.truth},
-        {"predicted", c.predicted},
-        {"nearest_id", table->ids[nb.row]},
-        {"nearest_source", table->sources[nb.row]},
-        {"nearest_label", MetadataField(ParseMeta(table->metadata[nb.row]), opt.label_field)},
-        {"distance", nb.distance}};
-  };
-  if (g.json) {
-    json j = {{"protocol", protocol},
-              {"label", opt.label_field},
-              {"within", a.within},
-              {"group_by", a.group_by},
-              {"k", a.k},
-              {"vote", VoteName(vote)},
-              {"rows", rep->rows},
-              {"n", rep->n},
-              {"correct", rep->correct},
-              {"accuracy", rep->accuracy},
-              {"skipped_no_label", rep->no_label},
-              {"skipped_no_candidate", rep->no_candidate},
-              {"global_accuracy", global ? json(global->accuracy) : json(nullptr)},
-              {"classes", rep->classes},
-              {"confusion", rep->confusion},
-              {"per_class", json::array()},
-              {"mismatches", json::array()}};
-    for (const auto& s : rep->per_class) {
-      j["per_class"].push_back({{"label", s.label},
-                                {"support", s.support},
-                                {"precision", s.precision},
-                                {"recall", s.recall},
-                                {"f1", s.f1}});
     }
-    for (const auto& c : rep->mismatches) j["mismatches"].push_back(mismatch_json(c));
-    PrintJson(j);
-    return 0;
+    return jpeg.ok() ? *jpeg : std::string();
+  };
+  NL_RETURN_IF_ERROR(WriteFileAtomically(a.report, RenderEvalReport(page)));
+  std::fprintf(stderr, "nearlabel: report written to %s\n", a.report.c_str());
+  return Status::OK();
+}
+
+void PrintEvalJson(const EvalArgs& a, const EvalOutcome& o) {
+  const EvalReport& r = o.report;
+  json j = {{"protocol", o.protocol},
+            {"label", o.label_field},
+            {"within", a.within},
+            {"group_by", a.group_by},
+            {"k", a.k},
+            {"vote", VoteName(o.vote)},
+            {"rows", r.rows},
+            {"n", r.n},
+            {"correct", r.correct},
+            {"accuracy", r.accuracy},
+            {"skipped_no_label", r.no_label},
+            {"skipped_no_candidate", r.no_candidate},
+            {"global_accuracy", o.global ? json(o.global->accuracy) : json(nullptr)},
+            {"classes", r.classes},
+            {"confusion", r.confusion},
+            {"per_class", json::array()},
+            {"mismatches", json::array()}};
+  for (const auto& s : r.per_class) {
+    j["per_class"].push_back({{"label", s.label},
+                              {"support", s.support},
+                              {"precision", s.precision},
+                              {"recall", s.recall},
+                              {"f1", s.f1}});
   }
-  std::printf("%s, %d-NN (%s vote), cosine distance, label '%s'%s\n", protocol.c_str(), a.k,
-              VoteName(vote), TerminalSafe(opt.label_field).c_str(), TerminalSafe(rule).c_str());
-  std::printf("N = %zu, correct = %zu, accuracy = %.2f%%  (%zu of %zu correct)\n", rep->n,
-              rep->correct, 100 * rep->accuracy, rep->correct, rep->n);
-  if (global) {
-    std::printf(
-        "global %d-NN on the same rows and protocol: accuracy = %.2f%% (%zu of %zu); "
-        "patch-aware is %+.2f points\n",
-        a.k, 100 * global->accuracy, global->correct, global->n,
-        100 * (rep->accuracy - global->accuracy));
-  }
-  if (rep->no_label || rep->no_candidate) {
-    std::printf("not evaluated: %zu rows without '%s', %zu rows with no allowed neighbour\n",
-                rep->no_label, opt.label_field.c_str(), rep->no_candidate);
-  }
+  for (const auto& c : r.mismatches) j["mismatches"].push_back(MismatchJson(o, c));
+  PrintJson(j);
+}
+
+// Per-class table and confusion matrix.
+void PrintClassTables(const EvalReport& r) {
   std::printf("\nper class:\n");
   std::vector<std::vector<std::string>> rows;
-  for (const auto& s : rep->per_class) {
+  for (const auto& s : r.per_class) {
     rows.push_back({s.label, std::to_string(s.support), FormatDouble(s.precision, 4),
                     FormatDouble(s.recall, 4), FormatDouble(s.f1, 4)});
   }
   PrintTable({"class", "support", "precision", "recall", "f1"}, rows);
   std::printf("\nconfusion matrix (rows: truth, columns: predicted):\n");
   std::vector<std::string> header{"truth \\ predicted"};
-  header.insert(header.end(), rep->classes.begin(), rep->classes.end());
+  header.insert(header.end(), r.classes.begin(), r.classes.end());
   rows.clear();
-  for (size_t i = 0; i < rep->classes.size(); ++i) {
-    std::vector<std::string> r{rep->classes[i]};
-    for (size_t v : rep->confusion[i]) r.push_back(std::to_string(v));
-    rows.push_back(r);
+  for (size_t i = 0; i < r.classes.size(); ++i) {
+    std::vector<std::string> row{r.classes[i]};
+    for (size_t v : r.confusion[i]) row.push_back(std::to_string(v));
+    rows.push_back(row);
   }
   PrintTable(header, rows);
-  size_t show = a.show < 0 ? rep->mismatches.size() : static_cast<size_t>(a.show);
-  std::printf("\nmismatches (%zu)%s:\n", rep->mismatches.size(),
-              show < rep->mismatches.size() ? (", first " + std::to_string(show)).c_str() : "");
-  rows.clear();
-  for (size_t i = 0; i < rep->mismatches.size() && i < show; ++i) {
-    json m = mismatch_json(rep->mismatches[i]);
+}
+
+void PrintEvalText(const EvalArgs& a, const EvalOutcome& o) {
+  const EvalReport& r = o.report;
+  std::printf("%s, %d-NN (%s vote), cosine distance, label '%s'%s\n", o.protocol.c_str(), a.k,
+              VoteName(o.vote), TerminalSafe(o.label_field).c_str(), TerminalSafe(o.rule).c_str());
+  std::printf("N = %zu, correct = %zu, accuracy = %.2f%%  (%zu of %zu correct)\n", r.n, r.correct,
+              100 * r.accuracy, r.correct, r.n);
+  if (o.global) {
+    std::printf(
+        "global %d-NN on the same rows and protocol: accuracy = %.2f%% (%zu of %zu); "
+        "patch-aware is %+.2f points\n",
+        a.k, 100 * o.global->accuracy, o.global->correct, o.global->n,
+        100 * (r.accuracy - o.global->accuracy));
+  }
+  if (r.no_label || r.no_candidate) {
+    std::printf("not evaluated: %zu rows without '%s', %zu rows with no allowed neighbour\n",
+                r.no_label, o.label_field.c_str(), r.no_candidate);
+  }
+  PrintClassTables(r);
+  size_t show = a.show < 0 ? r.mismatches.size() : static_cast<size_t>(a.show);
+  std::printf("\nmismatches (%zu)%s:\n", r.mismatches.size(),
+              show < r.mismatches.size() ? (", first " + std::to_string(show)).c_str() : "");
+  std::vector<std::vector<std::string>> rows;
+  for (size_t i = 0; i < r.mismatches.size() && i < show; ++i) {
+    json m = MismatchJson(o, r.mismatches[i]);
     rows.push_back({std::to_string(m["id"].get<int64_t>()), m["truth"], m["predicted"],
                     std::to_string(m["nearest_id"].get<int64_t>()), m["nearest_label"],
                     FormatDouble(m["distance"].get<double>(), 4), m["source"],
@@ -260,6 +246,53 @@ int RunEval(const EvalArgs& a, const Global& g) {
     PrintTable({"id", "truth", "predicted", "nearest", "its label", "distance", "source",
                 "nearest source"},
                rows);
+  }
+}
+
+int RunEval(const EvalArgs& a, const Global& g) {
+  auto opened = OpenIngested(a.store, a.vote);
+  if (!opened.ok()) return Fail(opened.status());
+  auto& store = opened->store;
+  const CollectionInfo& info = opened->info;
+  auto table = store->LoadVectors(a.where);
+  if (!table.ok()) return Fail(table.status());
+  WarnDamaged(*table, *store);
+  EvalOptions opt;
+  opt.label_field = !a.label.empty() ? a.label : info.label_field;
+  if (!a.open_set.empty()) return RunOpenSetEval(a, *table, opt.label_field, g);
+  opt.within_field = a.within;
+  opt.group_field = a.group_by;
+  opt.k = a.k;
+  opt.vote = opened->vote;
+  ProgressBar bar("eval");
+  bar.Update(0, table->size());
+  auto rep = LeaveOneOut(*table, opt);
+  bar.Finish();
+  if (!rep.ok()) return Fail(rep.status());
+  EvalOutcome o;
+  o.protocol = a.group_by.empty() ? "leave-one-out" : "leave-one-group-out by " + a.group_by;
+  o.rule = a.within.empty() ? "" : ", neighbours within the same " + a.within;
+  o.label_field = opt.label_field;
+  o.vote = opened->vote;
+  o.table = &*table;
+  o.report = std::move(*rep);
+  if (!a.patch_normal.empty()) {
+    // Patch-aware: the global k-NN figure of the same rows stays for comparison.
+    auto patch = PatchEval(a, *table, opt, info, g);
+    if (!patch.ok()) return Fail(patch.status());
+    o.global = std::move(o.report);
+    o.report = std::move(*patch);
+    o.protocol += ", patch-aware (" + std::to_string(a.patch.votes) +
+                  " most anomalous patches vote; normal class '" + a.patch_normal + "')";
+  }
+  if (!a.report.empty()) {
+    Status st = WriteEvalReport(a, opt, o, *store, info);
+    if (!st.ok()) return Fail(st);
+  }
+  if (g.json) {
+    PrintEvalJson(a, o);
+  } else {
+    PrintEvalText(a, o);
   }
   return 0;
 }

@@ -33,34 +33,114 @@ struct IngestArgs {
   IndexBuildParams index_params;
 };
 
-int RunIngest(IngestArgs a, const Global& g) {
-  // Everything that can fail on the arguments is checked before the store file is created.
-  auto layout = ParseDatasetLayout(a.layout);
-  if (!layout.ok()) return Fail(layout.status());
-  auto listing = ListDataset(a.dataset, *layout);
-  if (!listing.ok()) return Fail(listing.status());
-  if (listing->items.empty()) {
-    for (const auto& p : listing->problems) {
+// What can fail on the arguments, checked before the store file is created: the layout and
+// a listing with at least one image (its problems printed when it has none).
+Result<DatasetListing> ListForIngest(const IngestArgs& a) {
+  NL_ASSIGN_OR_RETURN(DatasetLayout layout, ParseDatasetLayout(a.layout));
+  NL_ASSIGN_OR_RETURN(DatasetListing listing, ListDataset(a.dataset, layout));
+  if (listing.items.empty()) {
+    for (const auto& p : listing.problems) {
       std::fprintf(stderr, "  %s: %s\n", TerminalSafe(p.path).c_str(),
                    TerminalSafe(p.reason).c_str());
     }
-    return Fail(Status::NotFound("no images found in " + a.dataset + " (layout " +
-                                 DatasetLayoutName(listing->layout) + ")"));
+    return Status::NotFound("no images found in " + a.dataset + " (layout " +
+                            DatasetLayoutName(listing.layout) + ")");
   }
+  return listing;
+}
+
+// The model: --model, else the one the store already holds, else the default.
+Result<ModelCard> ModelForIngest(const IngestArgs& a, const Global& g) {
   std::string model = a.model;
   std::error_code ec;
   if (model.empty() && (IsPostgresUri(a.store) || std::filesystem::exists(a.store, ec))) {
     auto existing = OpenStore(a.store, Store::Mode::kReadOnly);
     if (existing.ok()) {
-      auto info = (*existing)->GetCollection();
-      if (!info.ok()) return Fail(info.status());
-      if (*info) model = (*info)->model;
+      NL_ASSIGN_OR_RETURN(auto info, (*existing)->GetCollection());
+      if (info) model = info->model;
     } else if (existing.status().code() != Status::Code::kNotFound) {
-      return Fail(existing.status());
+      return existing.status();
     }
   }
-  if (model.empty()) model = kDefaultModel;
-  auto card = FindModel(model, ModelSearchDirs(g.model_dirs));
+  return FindModel(model.empty() ? kDefaultModel : model, ModelSearchDirs(g.model_dirs));
+}
+
+// Records the collection info (model, checksum, dims, the label field classify and eval
+// predict unless told otherwise) and, for AI Hub datasets, the label view.
+Status PrepareStore(Store& store, const ModelCard& card, const std::string& sha,
+                    const DatasetListing& listing) {
+  CollectionInfo info;
+  info.model = card.name;
+  info.model_sha256 = sha;
+  info.dims = card.dims;
+  const json& first = listing.items.front().metadata;
+  info.label_field = listing.layout == DatasetLayout::kAiHub ? "quality"
+                     : first.contains("label")               ? "label"
+                     : first.contains("class")               ? "class"
+                                                             : "label";
+  NL_RETURN_IF_ERROR(store.EnsureCollection(info));
+  return listing.layout == DatasetLayout::kAiHub ? store.EnsureAiHubView() : Status::OK();
+}
+
+// What an ingest did, for the renderer.
+struct IngestOutcome {
+  std::string where, root, layout, model, backend, job, index_summary;
+  bool shared = false;
+  long long rows = -1;
+  IngestReport report;
+};
+
+void PrintIngest(const IngestOutcome& o, bool as_json) {
+  const IngestReport& r = o.report;
+  if (as_json) {
+    json j = {{"store", o.where},           {"dataset", o.root},
+              {"layout", o.layout},         {"model", o.model},
+              {"backend", o.backend},       {"listed", r.listed},
+              {"inserted", r.inserted},     {"already_stored", r.already_stored},
+              {"duplicates", r.duplicates}, {"failed", r.failed},
+              {"problems", json::array()},  {"rows", o.rows},
+              {"seconds", r.seconds},       {"interrupted", r.interrupted},
+              {"index", o.index_summary}};
+    if (o.shared) {
+      j["job"] = o.job;
+      j["batches"] = r.batches;
+      j["abandoned_batches"] = r.abandoned_batches;
+      j["embed_seconds"] = r.embed_seconds;
+      j["store_seconds"] = r.store_seconds;
+    }
+    for (const auto& p : r.problems)
+      j["problems"].push_back({{"path", p.path}, {"reason", p.reason}});
+    PrintJson(j);
+    return;
+  }
+  for (const auto& p : r.problems)
+    std::printf("skipped %s: %s\n", TerminalSafe(p.path).c_str(), TerminalSafe(p.reason).c_str());
+  const double rate = r.seconds > 0 ? r.inserted / r.seconds : 0;
+  std::printf(
+      "ingest %s (%s layout) -> %s with %s\n"
+      "  %zu images listed: %zu inserted, %zu already stored, %zu duplicate content, %zu "
+      "failed; %zu other problems\n"
+      "  %.1f s (%.1f images/s embedded); store now holds %lld rows\n",
+      o.root.c_str(), o.layout.c_str(), o.where.c_str(), o.model.c_str(), r.listed, r.inserted,
+      r.already_stored, r.duplicates, r.failed, r.problems.size() - r.failed - r.duplicates,
+      r.seconds, rate, o.rows);
+  if (!o.index_summary.empty()) std::printf("  %s\n", o.index_summary.c_str());
+  if (o.shared) {
+    std::printf(
+        "  job '%s': this worker committed %zu batches; embedding %.1f s, database %.2f s "
+        "(%.1f%% of embedding)%s\n",
+        o.job.c_str(), r.batches, r.embed_seconds, r.store_seconds,
+        r.embed_seconds > 0 ? 100 * r.store_seconds / r.embed_seconds : 0.0,
+        r.abandoned_batches
+            ? (", " + std::to_string(r.abandoned_batches) + " claims lost and requeued").c_str()
+            : "");
+  }
+}
+
+int RunIngest(IngestArgs a, const Global& g) {
+  auto listing = ListForIngest(a);
+  if (!listing.ok()) return Fail(listing.status());
+  auto card = ModelForIngest(a, g);
   if (!card.ok()) return Fail(card.status());
   auto embedder = MakeEmbedder(*card, g, false);
   if (!embedder.ok()) return Fail(embedder.status());
@@ -68,22 +148,8 @@ int RunIngest(IngestArgs a, const Global& g) {
   if (!sha.ok()) return Fail(sha.status());
   auto store = OpenForWriting(a.store, Store::Mode::kCreate);
   if (!store.ok()) return Fail(store.status());
-  CollectionInfo info;
-  info.model = card->name;
-  info.model_sha256 = *sha;
-  info.dims = card->dims;
-  // The field classify and eval predict unless told otherwise.
-  const json& first = listing->items.front().metadata;
-  info.label_field = listing->layout == DatasetLayout::kAiHub ? "quality"
-                     : first.contains("label")                ? "label"
-                     : first.contains("class")                ? "class"
-                                                              : "label";
-  Status st = (*store)->EnsureCollection(info);
+  Status st = PrepareStore(**store, *card, *sha, *listing);
   if (!st.ok()) return Fail(st);
-  if (listing->layout == DatasetLayout::kAiHub) {
-    st = (*store)->EnsureAiHubView();
-    if (!st.ok()) return Fail(st);
-  }
 
   std::signal(SIGINT, [](int) {
     g_stop = true;
@@ -104,69 +170,27 @@ int RunIngest(IngestArgs a, const Global& g) {
                    : Ingest(*listing, **embedder, **store, opt, progress, &g_stop);
   bar.Finish();
   if (!rep.ok()) return Fail(rep.status());
-  const std::string where = (*store)->location();  // a URI's password masked
+  IngestOutcome o{(*store)->location(),  // a URI's password masked
+                  listing->root,
+                  DatasetLayoutName(listing->layout),
+                  card->name,
+                  (*embedder)->backend(),
+                  opt.job,
+                  "",
+                  queue != nullptr,
+                  -1,
+                  *rep};
   // An existing index follows every ingest; --index creates one. Shared stores keep no
-  // index file: each server builds its index in memory.
-  std::string index_summary;
+  // index file: each server builds its own.
   if (!rep->interrupted && !queue) {
     a.index_params.threads = a.threads;
-    auto summary = UpdateStoreIndex(**store, a.index, a.index_params);
-    if (!summary.ok()) return Fail(summary.status().WithContext("rows stored, index not updated"));
-    index_summary = IndexUpdateSummary(*summary);
+    auto update = UpdateStoreIndex(**store, a.index, a.index_params);
+    if (!update.ok()) return Fail(update.status().WithContext("rows stored, index not updated"));
+    o.index_summary = IndexUpdateSummary(*update);
   }
   auto rows = (*store)->Count();
-  if (g.json) {
-    json j = {{"store", where},
-              {"dataset", listing->root},
-              {"layout", DatasetLayoutName(listing->layout)},
-              {"model", card->name},
-              {"backend", (*embedder)->backend()},
-              {"listed", rep->listed},
-              {"inserted", rep->inserted},
-              {"already_stored", rep->already_stored},
-              {"duplicates", rep->duplicates},
-              {"failed", rep->failed},
-              {"problems", json::array()},
-              {"rows", rows.ok() ? *rows : -1},
-              {"seconds", rep->seconds},
-              {"interrupted", rep->interrupted},
-              {"index", index_summary}};
-    if (queue) {
-      j["job"] = opt.job;
-      j["batches"] = rep->batches;
-      j["abandoned_batches"] = rep->abandoned_batches;
-      j["embed_seconds"] = rep->embed_seconds;
-      j["store_seconds"] = rep->store_seconds;
-    }
-    for (const auto& p : rep->problems)
-      j["problems"].push_back({{"path", p.path}, {"reason", p.reason}});
-    PrintJson(j);
-  } else {
-    for (const auto& p : rep->problems)
-      std::printf("skipped %s: %s\n", TerminalSafe(p.path).c_str(), TerminalSafe(p.reason).c_str());
-    const double rate = rep->seconds > 0 ? (rep->inserted) / rep->seconds : 0;
-    std::printf(
-        "ingest %s (%s layout) -> %s with %s\n"
-        "  %zu images listed: %zu inserted, %zu already stored, %zu duplicate content, %zu "
-        "failed; %zu other problems\n"
-        "  %.1f s (%.1f images/s embedded); store now holds %lld rows\n",
-        listing->root.c_str(), DatasetLayoutName(listing->layout), where.c_str(),
-        card->name.c_str(), rep->listed, rep->inserted, rep->already_stored, rep->duplicates,
-        rep->failed, rep->problems.size() - rep->failed - rep->duplicates, rep->seconds, rate,
-        static_cast<long long>(rows.ok() ? *rows : -1));
-    if (!index_summary.empty()) std::printf("  %s\n", index_summary.c_str());
-    if (queue) {
-      std::printf(
-          "  job '%s': this worker committed %zu batches; embedding %.1f s, database %.2f s "
-          "(%.1f%% of embedding)%s\n",
-          opt.job.c_str(), rep->batches, rep->embed_seconds, rep->store_seconds,
-          rep->embed_seconds > 0 ? 100 * rep->store_seconds / rep->embed_seconds : 0.0,
-          rep->abandoned_batches
-              ? (", " + std::to_string(rep->abandoned_batches) + " claims lost and requeued")
-                    .c_str()
-              : "");
-    }
-  }
+  o.rows = rows.ok() ? static_cast<long long>(*rows) : -1;
+  PrintIngest(o, g.json);
   if (rep->failed > 0) {
     std::fprintf(stderr,
                  "nearlabel: warning: %zu images could not be read and were not stored (each is "

@@ -40,6 +40,17 @@ void PrintAnswer(const std::string& image, const Collection::Classified& c, bool
   PrintTable({"rank", "id", "distance", label_field, "source"}, rows);
 }
 
+// Open-set thresholds, calibrated on the rows this query may answer from (leave-one-out, one
+// sgemm pass) and cached in the store until those rows or their labels change.
+Result<RejectThresholds> QueryRejection(const QueryArgs& a, Store& store, const std::string& where,
+                                        const std::string& label_field, const Global& g) {
+  std::string how;
+  NL_ASSIGN_OR_RETURN(RejectThresholds r,
+                      CachedRejection(store, a.store, where, label_field, a.reject_quantile, &how));
+  if (g.verbose) std::fprintf(stderr, "nearlabel: rejection thresholds %s\n", how.c_str());
+  return r;
+}
+
 int RunQuery(const QueryArgs& a, const Global& g, bool classify) {
   const auto t_open = std::chrono::steady_clock::now();
   auto opened = OpenIngested(a.store, a.vote);
@@ -74,14 +85,9 @@ int RunQuery(const QueryArgs& a, const Global& g, bool classify) {
   q.where_sql = JoinWhere({within_sql, a.where});
   std::optional<RejectThresholds> reject;
   if (classify && a.reject) {
-    // Calibrated on the rows this query may answer from (leave-one-out, one sgemm pass), and
-    // cached in the store until those rows or their labels change.
-    std::string how;
-    auto r =
-        CachedRejection(*opened->store, a.store, q.where_sql, label_field, a.reject_quantile, &how);
+    auto r = QueryRejection(a, *opened->store, q.where_sql, label_field, g);
     if (!r.ok()) return Fail(r.status().WithContext("--reject"));
     reject = std::move(*r);
-    if (g.verbose) std::fprintf(stderr, "nearlabel: rejection thresholds %s\n", how.c_str());
   }
   AnswerJsonOptions jo;
   jo.classify = classify;
