@@ -51,8 +51,8 @@ cmake --build build-tsan -j"$JOBS" --target nearlabel nearlabel_unit_tests
 TSAN_BASE="halt_on_error=1:second_deadlock_stack=1:suppressions=$PWD/tests/tsan.supp"
 skippable() { "$@" || [ $? -eq 77 ]; }  # exit 77: the test said "skipped" (no shared data)
 echo "test: unit tests, ingest pipeline and server under ThreadSanitizer"
-TSAN_OPTIONS="$TSAN_BASE" build-tsan/nearlabel_unit_tests --gtest_brief=1 --gtest_filter=-HnswIndex*:StoreIndex*
-TSAN_OPTIONS="$TSAN_BASE:detect_deadlocks=0" build-tsan/nearlabel_unit_tests --gtest_brief=1 --gtest_filter=HnswIndex*:StoreIndex*
+TSAN_OPTIONS="$TSAN_BASE" build-tsan/nearlabel_unit_tests --gtest_brief=1 --gtest_filter=-HnswIndex*:StoreIndex*:CollectionIndex*
+TSAN_OPTIONS="$TSAN_BASE:detect_deadlocks=0" build-tsan/nearlabel_unit_tests --gtest_brief=1 --gtest_filter=HnswIndex*:StoreIndex*:CollectionIndex*
 TSAN_OPTIONS="$TSAN_BASE:detect_deadlocks=0" skippable bash tests/crash_test.sh build-tsan/nearlabel 3
 TSAN_OPTIONS="$TSAN_BASE" skippable bash tests/server_test.sh build-tsan/nearlabel
 # The shared store: concurrent ingest workers, and servers with their change-feed thread.

@@ -100,7 +100,9 @@ struct Collection::Impl {
   Status ApplyChanges(const std::vector<StoreChange>& changes);
   Status LoadMetadata();
   Status CatchUpSegment();
-  Status CompactIfNeeded();
+  // `shared`: searches run meanwhile (Refresh): the file is written under the read lock and
+  // only the swap takes the write lock. The caller holds feed_mu (no change lands meanwhile).
+  Status CompactIfNeeded(bool shared);
   void OpenIndex();
   void OpenNodeIndex();
   Status BuildNodeIndex();
@@ -241,7 +243,9 @@ Status Collection::Impl::CatchUpSegment() {
 
 // Rewrites the segment (its rows minus the deleted plus the added) when the overlay has grown
 // past its bound and the file can be written: memory and catch-up stay bounded.
-Status Collection::Impl::CompactIfNeeded() {
+Status Collection::Impl::CompactIfNeeded(bool shared) {
+  std::shared_lock<std::shared_mutex> read(mu, std::defer_lock);
+  if (shared) read.lock();
   const size_t overlay = added.size() + removed.size();
   if (segment->path().empty() || overlay <= std::max(options.max_overlay, segment->rows() / 10)) {
     return Status::OK();
@@ -260,6 +264,9 @@ Status Collection::Impl::CompactIfNeeded() {
         for (; a != added.end(); ++a) NL_RETURN_IF_ERROR(emit(a->first, a->second.data()));
         return change_id;
       });
+  if (shared) read.unlock();
+  std::unique_lock<std::shared_mutex> write(mu, std::defer_lock);
+  if (shared) write.lock();
   if (!st.ok()) {  // the overlay still answers; say why the file was not rewritten
     notices += "vector segment not rewritten: " + st.message() + "\n";
     return Status::OK();
@@ -452,7 +459,7 @@ Result<std::unique_ptr<Collection>> Collection::Open(const std::string& location
   if (options.keep_metadata) NL_RETURN_IF_ERROR(impl->LoadMetadata());
   NL_RETURN_IF_ERROR(impl->LoadSegment());
   NL_RETURN_IF_ERROR(impl->CatchUpSegment());
-  NL_RETURN_IF_ERROR(impl->CompactIfNeeded());
+  NL_RETURN_IF_ERROR(impl->CompactIfNeeded(false));
   impl->OpenIndex();
   return std::unique_ptr<Collection>(new Collection(std::move(impl)));
 }
@@ -649,7 +656,8 @@ Result<size_t> Collection::Refresh() {
       }
     }
     applied += changes.size();
-    NL_RETURN_IF_ERROR(m.CompactIfNeeded());
+    lock.unlock();
+    NL_RETURN_IF_ERROR(m.CompactIfNeeded(true));
     if (changes.size() < 4096) return applied;
   }
 }

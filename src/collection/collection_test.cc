@@ -1,11 +1,13 @@
 #include "nearlabel/collection.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <random>
 #include <set>
+#include <thread>
 
 #include <gtest/gtest.h>
 
@@ -157,6 +159,40 @@ TEST(CollectionTest, CompactsTheSegmentPastItsOverlayBound) {
   EXPECT_EQ(Ids(*(*c)->Search(q.data(), o)), ExactIds(*store, q.data(), 15));
 }
 
+TEST(CollectionTest, RefreshCompactsWhileSearchesGoOn) {
+  testing::TempDir d;
+  const std::string path = d.Join("s.db");
+  auto store = MakeStore(path, 300);
+  CollectionOptions opt;
+  opt.max_overlay = 20;
+  auto c = Collection::Open(path, opt);
+  ASSERT_TRUE(c.ok());
+  const auto q = Rows(1, 61)[0].embedding;
+  QueryOptions o;
+  o.k = 10;
+  std::atomic<bool> done{false};
+  std::atomic<int> answered{0};
+  std::thread reader([&] {
+    while (!done) {
+      auto a = (*c)->Search(q.data(), o);
+      if (a.ok() && a->neighbors.size() == 10) ++answered;
+    }
+  });
+  while (answered == 0) std::this_thread::yield();
+  ASSERT_TRUE(store->InsertBatch(Rows(200, 62, 7000)).ok());
+  ASSERT_TRUE(store->Delete("id <= 30").ok());
+  auto applied = (*c)->Refresh();
+  done = true;
+  reader.join();
+  ASSERT_TRUE(applied.ok()) << applied.status().ToString();
+  const CollectionState st = (*c)->state();
+  EXPECT_NE(st.log.find("rewritten"), std::string::npos) << st.log;
+  EXPECT_EQ(st.overlay_added + st.overlay_removed, 0u);
+  EXPECT_EQ(st.rows, 470u);
+  EXPECT_GT(answered.load(), 0);
+  EXPECT_EQ(Ids(*(*c)->Search(q.data(), o)), ExactIds(*store, q.data(), 10));
+}
+
 TEST(CollectionTest, ADamagedSegmentIsReportedAndRebuilt) {
   testing::TempDir d;
   const std::string path = d.Join("s.db");
@@ -205,7 +241,7 @@ TEST(CollectionTest, ADamagedSegmentIsReportedAndRebuilt) {
   EXPECT_TRUE((*VectorSegment::Map(SegmentPath(path), kDims))->Verify().ok());
 }
 
-TEST(CollectionTest, IndexPlanFiltersAndRowsChangedSinceTheSave) {
+TEST(CollectionIndexTest, PlanFiltersAndRowsChangedSinceTheSave) {
   testing::TempDir d;
   const std::string path = d.Join("s.db");
   auto store = MakeStore(path, 2000);
@@ -254,7 +290,7 @@ TEST(CollectionTest, IndexPlanFiltersAndRowsChangedSinceTheSave) {
   EXPECT_EQ(a->plan, "exact scan");
 }
 
-TEST(CollectionTest, AnIndexFarBehindTheTableIsNotUsed) {
+TEST(CollectionIndexTest, AnIndexFarBehindTheTableIsNotUsed) {
   testing::TempDir d;
   const std::string path = d.Join("s.db");
   auto store = MakeStore(path, 300);
