@@ -76,6 +76,11 @@ struct IndexSearchStats {
 };
 const char* PlanName(IndexSearchStats::Plan plan);
 
+// The query plan's one rule for a filter: scanning the `allowed` of `live` rows exactly costs
+// less than a walk with candidate list `ef` would (HnswIndex::Search and the collection's
+// planner both ask it).
+bool FilterScanIsCheaper(size_t allowed, size_t live, size_t ef);
+
 class HnswIndex {
  public:
   ~HnswIndex();

@@ -18,6 +18,7 @@
 #include <unordered_set>
 #include <variant>
 
+#include "common/fs.h"
 #include "common/json.h"
 #include "common/sha256.h"
 #include "nearlabel/dataset.h"
@@ -32,15 +33,6 @@ namespace {
 namespace fs = std::filesystem;
 
 constexpr const char* kIndexChangeId = "index.change_id";  // written by SaveStoreIndex
-// A walk visits about this many nodes per unit of ef (bench/search, M=16): a filter allowing
-// `allowed` of `live` rows is scanned exactly when allowed * selectivity <= this * ef.
-constexpr double kWalkDistancesPerEf = 16.0;
-
-bool DirectoryWritable(const std::string& file) {
-  fs::path dir = fs::path(file).parent_path();
-  if (dir.empty()) dir = ".";
-  return ::access(dir.c_str(), W_OK) == 0;
-}
 
 double SecondsSince(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -533,10 +525,8 @@ Result<Answer> Collection::Search(const float* query, const QueryOptions& o, boo
   const size_t live = m.Live();
   a.candidates = sel ? std::min(live, sel->count()) : live;
   if (o.k <= 0 || a.candidates == 0) return a;
-  const double ef = o.ef > 0 ? o.ef : IndexSearchParams::kDefaultEf;
-  const double selectivity = static_cast<double>(a.candidates) / static_cast<double>(live);
-  const bool selective =
-      sel && static_cast<double>(a.candidates) * selectivity <= kWalkDistancesPerEf * ef;
+  const size_t ef = o.ef > 0 ? static_cast<size_t>(o.ef) : IndexSearchParams::kDefaultEf;
+  const bool selective = sel && FilterScanIsCheaper(a.candidates, live, ef);
   std::vector<IdNeighbor> found;
   if (m.index && !o.exact && !selective) {
     found = m.Graph(query, o, sel ? &*sel : nullptr, &a.stats);

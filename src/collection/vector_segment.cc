@@ -18,6 +18,7 @@
 #include <filesystem>
 
 #include "common/crash_point.h"
+#include "common/fs.h"
 #include "nearlabel/segment.h"
 
 namespace nearlabel {
@@ -119,14 +120,6 @@ class ChunkedWriter {
   std::vector<uint32_t> crcs_;
 };
 
-Status SyncDirectory(const std::string& dir) {
-  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY);
-  if (fd < 0) return Status::IOError("cannot open " + dir + " to sync it");
-  const int rc = ::fsync(fd);
-  ::close(fd);
-  return rc == 0 ? Status::OK() : Status::IOError("fsync of " + dir + " failed");
-}
-
 Status WriteBody(int fd, int dims, const std::string& store_id,
                  const VectorSegment::RowSource& rows, SegmentHeader* h) {
   if (::lseek(fd, static_cast<off_t>(kHeaderBytes), SEEK_SET) < 0) {
@@ -224,7 +217,7 @@ Status VectorSegment::Write(const std::string& path, int dims, const std::string
     fs::remove(tmp, ec);
     return Status::IOError("renaming " + tmp + " to " + path + ": " + ec.message());
   }
-  return SyncDirectory(dir);
+  return SyncPath(dir, true);
 }
 
 Result<std::unique_ptr<VectorSegment>> VectorSegment::Map(const std::string& path, int dims) {

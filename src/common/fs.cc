@@ -72,6 +72,21 @@ bool IsImageExtension(const std::string& ext) {
          ext == "tiff" || ext == "webp";
 }
 
+bool DirectoryWritable(const std::string& path) {
+  std::filesystem::path dir = std::filesystem::path(path).parent_path();
+  if (dir.empty()) dir = ".";
+  return ::access(dir.c_str(), W_OK) == 0;
+}
+
+Status SyncPath(const std::string& path, bool directory) {
+  const int fd = ::open(path.c_str(), directory ? (O_RDONLY | O_DIRECTORY) : O_RDONLY);
+  if (fd < 0) return Status::IOError("cannot open " + path + " to sync it");
+  const int rc = ::fsync(fd);
+  ::close(fd);
+  if (rc != 0) return Status::IOError("fsync of " + path + " failed");
+  return Status::OK();
+}
+
 std::string CommonDirectory(const std::vector<std::string>& paths) {
   std::string common;
   bool first = true;

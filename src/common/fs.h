@@ -19,6 +19,13 @@ std::string LowerExtension(const std::string& path);
 // True for extensions nearlabel decodes: jpg jpeg png bmp tif tiff webp.
 bool IsImageExtension(const std::string& ext);
 
+// Whether new files can be made beside `path` (false on a read-only filesystem: a backup,
+// an NFS export, a container volume).
+bool DirectoryWritable(const std::string& path);
+
+// fsync of a file or (with `directory`) a directory, so a rename in it is durable.
+Status SyncPath(const std::string& path, bool directory);
+
 // The directory every absolute path in `paths` shares, with its trailing '/' ("" when
 // none); other entries (uploads "upload:...", relative paths) are ignored. A server answers
 // sources relative to it, so a client learns the dataset's layout, not the file system.

@@ -37,6 +37,7 @@
 #include <xmmintrin.h>
 
 #include "common/crash_point.h"
+#include "common/fs.h"
 #include "common/sha256.h"
 #include "nearlabel/anomaly.h"
 #include "nearlabel/index.h"
@@ -86,10 +87,6 @@ int DefaultThreads(int threads) {
   if (threads > 0) return threads;
   return static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
 }
-
-// A walk visits about this many nodes per unit of ef on the base layer (measured by
-// bench/search on M=16 graphs); used to decide between walking and scanning under a filter.
-constexpr double kWalkDistancesPerEf = 16.0;
 
 using Candidate = std::pair<float, tableint>;  // (distance, internal id)
 using MaxHeap = std::priority_queue<Candidate>;
@@ -600,11 +597,8 @@ std::vector<IdNeighbor> HnswIndex::Search(const float* query, const IndexSearchP
   st.ef_used = static_cast<int>(ef);
 
   MaxHeap kept;
-  // Under a filter the walk visits about ef/selectivity nodes; scanning visits `allowed`.
-  const double selectivity = static_cast<double>(allowed) / static_cast<double>(live);
-  const bool scan = params.exact ||
-                    (params.filter != nullptr && static_cast<double>(allowed) * selectivity <=
-                                                     kWalkDistancesPerEf * static_cast<double>(ef));
+  const bool scan =
+      params.exact || (params.filter != nullptr && FilterScanIsCheaper(allowed, live, ef));
   if (scan) {
     st.plan =
         params.filter ? IndexSearchStats::Plan::kExactFiltered : IndexSearchStats::Plan::kExact;
@@ -654,6 +648,16 @@ size_t HnswIndex::size() const {
   return impl_->graph->cur_element_count - impl_->graph->num_deleted_;
 }
 
+bool FilterScanIsCheaper(size_t allowed, size_t live, size_t ef) {
+  // A walk visits about 16 nodes per unit of ef on the base layer (bench/search, M=16), so
+  // under a filter about 16·ef/selectivity nodes; a scan of the allowed rows visits `allowed`.
+  constexpr double kWalkDistancesPerEf = 16.0;
+  const double selectivity =
+      static_cast<double>(allowed) / static_cast<double>(std::max<size_t>(live, 1));
+  return static_cast<double>(allowed) * selectivity <=
+         kWalkDistancesPerEf * static_cast<double>(ef);
+}
+
 size_t HnswIndex::nodes() const { return impl_->layout.count; }
 
 size_t HnswIndex::MemoryBytes() const {
@@ -684,15 +688,6 @@ uint64_t ExpectedFileSize(const Graph& g) {
             (g.element_levels_[i] > 0 ? g.size_links_per_element_ * g.element_levels_[i] : 0);
   }
   return size;
-}
-
-Status SyncPath(const std::string& path, bool directory) {
-  const int fd = ::open(path.c_str(), directory ? (O_RDONLY | O_DIRECTORY) : O_RDONLY);
-  if (fd < 0) return Status::IOError("cannot open " + path + " to sync it");
-  const int rc = ::fsync(fd);
-  ::close(fd);
-  if (rc != 0) return Status::IOError("fsync of " + path + " failed");
-  return Status::OK();
 }
 
 }  // namespace

@@ -1012,14 +1012,6 @@ Result<std::string> WithinToSql(const std::string& within) {
 
 namespace {
 
-// Whether new files can be made beside `path` (a WAL-mode store's readers make -shm and -wal
-// there). False on a read-only filesystem (a backup, NFS export, container volume).
-bool DirectoryWritable(const std::string& path) {
-  std::filesystem::path dir = std::filesystem::path(path).parent_path();
-  if (dir.empty()) dir = ".";
-  return ::access(dir.c_str(), W_OK) == 0;
-}
-
 // The store as an immutable SQLite URI: read without -shm/-wal files or locks, which is
 // right only while nothing can change the file, as on a read-only filesystem. A -wal file
 // holding commits not yet copied into the store would be ignored, so that is refused.
