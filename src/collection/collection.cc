@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <map>
 #include <mutex>
+#include <set>
 #include <shared_mutex>
 #include <thread>
 #include <unordered_map>
@@ -70,7 +71,7 @@ struct Collection::Impl {
   std::unordered_map<int64_t, std::pair<std::string, std::string>> meta;
   std::unique_ptr<HnswIndex> index;
   std::unordered_set<int64_t> index_stale;  // ids changed since the index was saved
-  std::vector<int64_t> index_extras;        // live rows among them (answered exactly)
+  std::set<int64_t> index_extras;           // live rows among them (answered exactly)
 
   // ---- reading rows (caller holds mu) ----
   const float* Vector(int64_t id) const {
@@ -86,6 +87,13 @@ struct Collection::Impl {
   }
 
   Status LoadSegment();
+  // Rows ScanEmbeddings left out (damaged embeddings): one notice, as every loader gives.
+  void NoteDamaged(const std::vector<std::pair<int64_t, std::string>>& damaged) {
+    if (damaged.empty()) return;
+    VectorTable t;
+    t.damaged = damaged;
+    notices += DamagedRowsNotice(t, location) + "\n";
+  }
   // Replaces a segment found damaged while answering (in memory: reloads it).
   Status RebuildSegment(const std::string& why);
   Status BuildSegment(const std::string& path, const std::string& why);
@@ -99,6 +107,13 @@ struct Collection::Impl {
   void OpenNodeIndex();
   Status BuildNodeIndex();
   void MarkIndexStale(int64_t from_change);
+  // index_extras from index_stale: the stale rows that exist now.
+  void CollectExtras() {
+    index_extras.clear();
+    for (int64_t id : index_stale) {
+      if (Vector(id) != nullptr) index_extras.insert(id);
+    }
+  }
   std::vector<IdNeighbor> Exact(const float* q, int k, const IdSelector* sel) const;
   std::vector<IdNeighbor> Graph(const float* q, const QueryOptions& o, const IdSelector* sel,
                                 IndexSearchStats* st) const;
@@ -118,13 +133,11 @@ Status Collection::Impl::BuildSegment(const std::string& path, const std::string
       });
   NL_RETURN_IF_ERROR(st);
   NL_ASSIGN_OR_RETURN(segment, VectorSegment::Map(path, info.dims));
-  VectorTable shown;
-  shown.damaged = damaged;
   // A first build is routine (-v says so); a rebuild means something was wrong.
   (why == "built" ? log : notices) += "vector segment " + why + ": " +
                                       std::to_string(segment->rows()) + " rows in " +
                                       Seconds(SecondsSince(t0)) + "\n";
-  if (!damaged.empty()) notices += DamagedRowsNotice(shown, location) + "\n";
+  NoteDamaged(damaged);
   return Status::OK();
 }
 
@@ -187,9 +200,7 @@ Status Collection::Impl::LoadSegment() {
       },
       &snapshot, &damaged));
   segment = VectorSegment::InMemory(info.dims, snapshot, std::move(ids), std::move(vectors));
-  VectorTable shown;
-  shown.damaged = damaged;
-  if (!damaged.empty()) notices += DamagedRowsNotice(shown, location) + "\n";
+  NoteDamaged(damaged);
   return Status::OK();
 }
 
@@ -378,10 +389,7 @@ void Collection::Impl::MarkIndexStale(int64_t from_change) {
     for (const StoreChange& c : *changes) index_stale.insert(c.item_id), at = c.change_id;
     if (changes->size() < 4096) break;
   }
-  for (int64_t id : index_stale) {
-    if (Vector(id) != nullptr) index_extras.push_back(id);
-  }
-  std::sort(index_extras.begin(), index_extras.end());
+  CollectExtras();
 }
 
 void Collection::Impl::OpenIndex() {
@@ -414,10 +422,7 @@ void Collection::Impl::OpenIndex() {
     for (const auto& a : added) {
       if (!in_index.count(a.first)) index_stale.insert(a.first);
     }
-    for (int64_t id : index_stale) {
-      if (Vector(id) != nullptr) index_extras.push_back(id);
-    }
-    std::sort(index_extras.begin(), index_extras.end());
+    CollectExtras();
   }
   if (index_stale.size() > std::max(options.max_index_lag, Live() / 10)) {
     index_extras.clear();
@@ -471,10 +476,15 @@ std::vector<IdNeighbor> Collection::Impl::Exact(const float* q, int k,
     SearchParams p;
     p.k = k;
     if (sel != nullptr || !removed.empty()) {
+      // The mask: the filter row by row (a bitmap test), the deleted rows by id (their rows
+      // found by binary search, not a hash lookup per row of the segment).
       p.allowed.assign(segment->rows(), 1);
-      for (size_t i = 0; i < segment->rows(); ++i) {
-        const int64_t id = segment->ids()[i];
-        if ((sel && !sel->Allows(id)) || removed.count(id)) p.allowed[i] = 0;
+      if (sel != nullptr) {
+        for (size_t i = 0; i < segment->rows(); ++i) p.allowed[i] = sel->Allows(segment->ids()[i]);
+      }
+      for (int64_t id : removed) {
+        const long at = segment->Find(id);
+        if (at >= 0) p.allowed[static_cast<size_t>(at)] = 0;
       }
     }
     const MatrixView rows{segment->vectors(), segment->rows(), info.dims};
@@ -634,16 +644,11 @@ Result<size_t> Collection::Refresh() {
     for (const StoreChange& c : changes) {
       if (c.change_id <= m.change_id) continue;
       m.index_stale.insert(c.item_id);
-      m.index_extras.erase(std::remove(m.index_extras.begin(), m.index_extras.end(), c.item_id),
-                           m.index_extras.end());
+      m.index_extras.erase(c.item_id);
     }
     NL_RETURN_IF_ERROR(m.ApplyChanges(changes));
     for (const StoreChange& c : changes) {
-      if (!c.deleted && m.index && m.Vector(c.item_id) != nullptr &&
-          !std::binary_search(m.index_extras.begin(), m.index_extras.end(), c.item_id)) {
-        m.index_extras.insert(
-            std::upper_bound(m.index_extras.begin(), m.index_extras.end(), c.item_id), c.item_id);
-      }
+      if (m.index && m.Vector(c.item_id) != nullptr) m.index_extras.insert(c.item_id);
     }
     applied += changes.size();
     lock.unlock();
@@ -657,8 +662,16 @@ Result<bool> Collection::WaitForChanges(int timeout_ms) {
     std::this_thread::sleep_for(std::chrono::milliseconds(timeout_ms));
     return false;
   }
-  std::lock_guard<std::mutex> lock(impl_->feed_mu);
-  return impl_->feed->WaitForChanges(timeout_ms);
+  // In slices, so that a Refresh (a server applying its own write) never waits behind a
+  // whole wait for the feed's connection.
+  constexpr int kSliceMs = 20;
+  for (int waited = 0; waited < timeout_ms; waited += kSliceMs) {
+    std::lock_guard<std::mutex> lock(impl_->feed_mu);
+    NL_ASSIGN_OR_RETURN(bool woke,
+                        impl_->feed->WaitForChanges(std::min(kSliceMs, timeout_ms - waited)));
+    if (woke) return true;
+  }
+  return false;
 }
 
 Result<ItemRecord> Collection::GetItem(int64_t id) const {
