@@ -115,9 +115,10 @@ void AddServeCommand(CLI::App& app, const Global& g, Runner* run) {
                    "scoring)")
       ->each([](const std::string&) { va.anomaly_given = true; });
   serve->add_option("--cache", va.opt.cache_dir,
-                    "PostgreSQL stores: a directory of this node's own for the vector segment "
-                    "and the change id it holds, so a restart catches up instead of reloading "
-                    "(default: vectors in memory). SQLite stores keep theirs next to the file");
+                    "PostgreSQL stores: a directory of this node's own for its vector segment "
+                    "and HNSW index (each named by the change it holds), so a restart catches "
+                    "up instead of reloading and rebuilding (default: in memory). SQLite stores "
+                    "keep theirs next to the file");
   serve->add_flag("--show-paths", va.opt.show_paths,
                   "Answer each row's full stored path in `source` (default: paths relative to "
                   "the directory all rows share, so clients do not learn the server's files)");

@@ -205,14 +205,18 @@ void AddStoreCommands(CLI::App& app, const Global& g, Runner* run) {
   sql->add_flag("--write", sql_write, "Allow statements that write");
 
   static std::string info_store;
-  auto* info = app.add_subcommand("info", "Show a store's model, size and label counts");
+  auto* info = app.add_subcommand(
+      "info",
+      "Show a store's model, size, label counts, its index (and the share of its entries "
+      "that are deleted rows) and its vector segment");
   info->add_option("store", info_store, kStoreHelp)->required();
 
   static std::string check_store;
   auto* check = app.add_subcommand(
       "check",
       "Verify a whole store: SQLite's integrity check, every embedding (finite, unit length), "
-      "every row's metadata, and the index against the table. Changes nothing; exit 1 and "
+      "every row's metadata, the index against the table, and the vector segment (its "
+      "checksums, its rows against the table). Changes nothing; exit 1 and "
       "what to do when a check fails");
   check->add_option("store", check_store, kStoreHelp)->required();
 
