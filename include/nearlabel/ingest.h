@@ -78,4 +78,22 @@ struct EmbeddedFile {
 std::vector<EmbeddedFile> EmbedFiles(const std::vector<std::string>& paths, Embedder& embedder,
                                      int prep_threads = 0);
 
+// Receives each embedded file (a failed one with its status), in input order, on one thread
+// that is neither the caller's nor a decoder's. An error it returns stops the run.
+using EmbeddedFileSink = std::function<Status(EmbeddedFile& file)>;
+
+struct EmbedStreamReport {
+  size_t delivered = 0;      // files handed to the sink (failed ones included)
+  bool interrupted = false;  // *stop became true before every file was delivered
+};
+
+// EmbedFiles for any number of files: the same pipeline (decoders -> embedder on the calling
+// thread), with each batch handed to `sink` on its own thread while the next one is embedded,
+// so a search per image costs no embedding time. Memory is bounded by a few batches whatever
+// paths.size(). When *stop becomes true, the batches already embedded are delivered and the
+// run ends (report.interrupted). Returns the sink's first error.
+Result<EmbedStreamReport> EmbedFilesStreaming(const std::vector<std::string>& paths,
+                                              Embedder& embedder, const EmbeddedFileSink& sink,
+                                              const std::atomic<bool>* stop, int prep_threads = 0);
+
 }  // namespace nearlabel

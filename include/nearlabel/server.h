@@ -18,9 +18,12 @@ struct ServerOptions {
   int port = 8080;  // 0: any free port (see Server::port)
   // Bearer token for POST /v1/items and DELETE /v1/items/{id}; "" makes the server read-only.
   std::string token;
-  size_t max_upload_bytes = 20u << 20;  // larger request bodies get 413
-  int64_t max_pixels = 50'000'000;      // larger declared image sizes get 413, before decoding
-  std::string label_field;              // "" = the store's label field, else "label"
+  size_t max_upload_bytes = 20u << 20;  // larger images get 413
+  // POST /v1/classify/batch: at most this many images, and bytes in all, per request (413).
+  size_t max_batch_images = 64;
+  size_t max_batch_bytes = 64u << 20;
+  int64_t max_pixels = 50'000'000;  // larger declared image sizes get 413, before decoding
+  std::string label_field;          // "" = the store's label field, else "label"
   // Request worker threads; 0: one per core. More than the cores only adds contention: the
   // model runs one image at a time on every core (bench/serve_load.sh: p99 at 100 classify/s
   // was 156 ms with 8 workers, 32 ms with 2, on 2 cores).

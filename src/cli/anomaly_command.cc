@@ -1,3 +1,4 @@
+#include "cli/batch.h"
 #include "cli/cli.h"
 
 namespace nearlabel::cli {
@@ -7,7 +8,7 @@ namespace {
 struct AnomalyArgs {
   std::string store, name = "default", normal, anomalous, heatmap_dir, report;
   std::string bank_search = "auto";
-  std::vector<std::string> images;
+  BatchArgs batch;  // anomaly score
   AnomalyFitOptions fit;
 };
 
@@ -290,69 +291,78 @@ int RunAnomalyEval(const AnomalyArgs& a, const Global& g) {
   return 0;
 }
 
+// Writes the heat map of image number `n` (`f`, scored `s`) into `dir`; returns its path.
+Result<std::string> WriteHeatmap(const std::string& dir, size_t n, const std::string& path,
+                                 const PreprocessSpec& spec, const AnomalyModel& model,
+                                 const AnomalyScore& s) {
+  NL_ASSIGN_OR_RETURN(std::string bytes, ReadFileToString(path));
+  NL_ASSIGN_OR_RETURN(cv::Mat img, DecodeImage(bytes));
+  const cv::Mat overlay = AnomalyHeatmap(img, spec, model, s.patch_scores);
+  const std::string heatmap =
+      (std::filesystem::path(dir) /
+       (std::to_string(n) + "-" + std::filesystem::path(path).stem().string() + ".heatmap.png"))
+          .string();
+  std::vector<uchar> png;
+  cv::imencode(".png", overlay, png);
+  NL_RETURN_IF_ERROR(WriteFileAtomically(heatmap, std::string(png.begin(), png.end())));
+  return heatmap;
+}
+
 int RunAnomalyScore(const AnomalyArgs& a, const Global& g) {
+  auto list = ListBatchImages(a.batch);
+  if (!list.ok()) return Fail(list.status());
   auto opened = OpenIngested(a.store, "majority");
   if (!opened.ok()) return Fail(opened.status());
   auto model = LoadAnomalyModel(*opened->store, a.name, opened->info);
   if (!model.ok()) return Fail(model.status());
   std::string sha;
-  auto embedder = OpenPatchEmbedder(a.store, opened->info, g, a.images.size() < 8, &sha);
+  auto embedder = OpenPatchEmbedder(a.store, opened->info, g, list->paths.size() < 8, &sha);
   if (!embedder.ok()) return Fail(embedder.status());
   if (!a.heatmap_dir.empty()) {
     std::error_code ec;
     std::filesystem::create_directories(a.heatmap_dir, ec);
     if (ec) return Fail(Status::IOError("cannot create " + a.heatmap_dir + ": " + ec.message()));
   }
-  int failures = 0;
-  json out = json::array();
-  std::vector<std::vector<std::string>> rows;
+  auto writer = BatchWriter::Open(a.batch.out, a.store, BatchKind::kAnomaly, 0, g.json);
+  if (!writer.ok()) return Fail(writer.status());
+  const bool text = a.batch.out.empty() && !g.json;
+  if (text) {
+    std::printf(
+        "anomaly model '%s', threshold %.4f (%.1f%% false alarms on held-out normal "
+        "images)\n",
+        a.name.c_str(), model->threshold, 100 * model->false_alarm_rate);
+  }
   const PreprocessSpec& spec = (*embedder)->card().preprocess;
-  std::vector<PatchMap> maps = ReadPatchMaps(a.images, **embedder);
-  for (size_t i = 0; i < maps.size(); ++i) {
-    const PatchMap& p = maps[i];
-    if (!p.status.ok()) {
-      std::fprintf(stderr, "nearlabel: error: %s: %s\n", TerminalSafe(p.path).c_str(),
-                   TerminalSafe(p.status.message()).c_str());
-      ++failures;
-      continue;
-    }
-    const AnomalyScore s = ScoreImage(*model, p.raw.data());
+  size_t n = 0;
+  std::vector<std::vector<std::string>> rows;  // text: printed as one table per batch of 32
+  auto answer = [&](EmbeddedFile& f) -> Result<json> {
+    const AnomalyScore s = ScoreImage(*model, f.embedding.data());
     const bool anomalous = s.score > model->threshold;
-    json r = {{"image", p.path},
-              {"score", s.score},
+    json r = {{"score", s.score},
               {"threshold", model->threshold},
               {"verdict", anomalous ? "anomalous" : "normal"},
               {"grid", model->projector.grid()},
               {"patch_scores", s.patch_scores}};
     std::string heatmap = "-";
+    ++n;
     if (!a.heatmap_dir.empty()) {
-      auto bytes = ReadFileToString(p.path);
-      auto img = bytes.ok() ? DecodeImage(*bytes) : Result<cv::Mat>(bytes.status());
-      if (!img.ok()) return Fail(img.status());
-      const cv::Mat overlay = AnomalyHeatmap(*img, spec, *model, s.patch_scores);
-      heatmap = (std::filesystem::path(a.heatmap_dir) /
-                 (std::to_string(i + 1) + "-" + std::filesystem::path(p.path).stem().string() +
-                  ".heatmap.png"))
-                    .string();
-      std::vector<uchar> png;
-      cv::imencode(".png", overlay, png);
-      Status st = WriteFileAtomically(heatmap, std::string(png.begin(), png.end()));
-      if (!st.ok()) return Fail(st);
+      NL_ASSIGN_OR_RETURN(heatmap, WriteHeatmap(a.heatmap_dir, n, f.path, spec, *model, s));
       r["heatmap"] = heatmap;
     }
-    out.push_back(r);
-    rows.push_back({p.path, FormatDouble(s.score, 4), anomalous ? "ANOMALOUS" : "normal", heatmap});
-  }
-  if (g.json) {
-    PrintJson(out);
-  } else {
-    std::printf(
-        "anomaly model '%s', threshold %.4f (%.1f%% false alarms on held-out normal "
-        "images)\n",
-        a.name.c_str(), model->threshold, 100 * model->false_alarm_rate);
-    PrintTable({"image", "score", "verdict", "heat map"}, rows);
-  }
-  return failures ? 1 : 0;
+    if (text) {
+      rows.push_back(
+          {f.path, FormatDouble(s.score, 4), anomalous ? "ANOMALOUS" : "normal", heatmap});
+      if (rows.size() == 32) {
+        PrintTable({"image", "score", "verdict", "heat map"}, rows);
+        rows.clear();
+      }
+    }
+    return r;
+  };
+  BatchSummary summary;
+  const int rc = RunBatch(*list, **embedder, *writer, "score", answer, &summary);
+  if (!rows.empty()) PrintTable({"image", "score", "verdict", "heat map"}, rows);
+  return rc;
 }
 
 }  // namespace
@@ -412,7 +422,7 @@ void AddAnomalyCommands(CLI::App& app, const Global& g, Runner* run) {
       "Score images: the worst patch's distance to the nearest normal patch, and a "
       "verdict against the calibrated threshold");
   anomaly_score->add_option("store", aa.store, kStoreHelp)->required();
-  anomaly_score->add_option("images", aa.images, "Image files")->required();
+  AddBatchOptions(anomaly_score, &aa.batch, "scored");
   anomaly_score->add_option("--name", aa.name, "Anomaly model")->capture_default_str();
   anomaly_score->add_option("--heatmap", aa.heatmap_dir,
                             "Write a PNG heat map of patch scores over each image to this folder");

@@ -38,6 +38,7 @@
 #include "nearlabel/index.h"
 #include "nearlabel/ingest.h"
 #include "nearlabel/model.h"
+#include "nearlabel/query_eval.h"
 #include "nearlabel/search.h"
 #include "nearlabel/segment.h"
 #include "nearlabel/server.h"

@@ -11,6 +11,9 @@ struct EvalArgs {
   double reject_quantile = 0.97;
   std::string patch_normal;
   PatchEvalOptions patch;
+  std::string queries, query_label, query_layout = "auto";  // eval --queries
+  bool exact = false;
+  int ef = 0;
 };
 
 // eval --patch-normal: the patch-aware prediction of every row of `table`.
@@ -120,7 +123,8 @@ struct EvalOutcome {
 json MismatchJson(const EvalOutcome& o, const EvalCase& c) {
   const VectorTable& t = *o.table;
   const Neighbor& nb = c.neighbors.front();
-  return json{{"id", t.ids[c.row]},
+  const int64_t id = t.ids[c.row];  // < 0: a held-out query, not a store row
+  return json{{"id", id < 0 ? json(nullptr) : json(id)},
               {"source", t.sources[c.row]},
               {"truth", c.truth},
               {"predicted", c.predicted},
@@ -135,7 +139,7 @@ Status WriteEvalReport(const EvalArgs& a, const EvalOptions& opt, const EvalOutc
                        Store& store, const CollectionInfo& info) {
   const VectorTable& table = *o.table;
   Result<EvalReport> plain = Status::NotFound("");
-  if (!a.group_by.empty()) {
+  if (!a.group_by.empty() && a.queries.empty()) {
     EvalOptions plain_opt = opt;
     plain_opt.group_field.clear();
     NL_ASSIGN_OR_RETURN(plain, LeaveOneOut(table, plain_opt));
@@ -148,7 +152,7 @@ Status WriteEvalReport(const EvalArgs& a, const EvalOptions& opt, const EvalOutc
   page.plain = plain.ok() ? &*plain : nullptr;
   page.table = &table;
   page.thumbnail = [&](int64_t id) {
-    auto jpeg = store.GetThumbnail(id);
+    auto jpeg = id < 0 ? Result<std::string>(Status::NotFound("a query")) : store.GetThumbnail(id);
     if (!jpeg.ok()) {  // stored before thumbnails were kept: from the file, if it is there
       auto it = std::lower_bound(table.ids.begin(), table.ids.end(), id);
       if (it != table.ids.end() && *it == id) {
@@ -237,9 +241,9 @@ void PrintEvalText(const EvalArgs& a, const EvalOutcome& o) {
   std::vector<std::vector<std::string>> rows;
   for (size_t i = 0; i < r.mismatches.size() && i < show; ++i) {
     json m = MismatchJson(o, r.mismatches[i]);
-    rows.push_back({std::to_string(m["id"].get<int64_t>()), m["truth"], m["predicted"],
-                    std::to_string(m["nearest_id"].get<int64_t>()), m["nearest_label"],
-                    FormatDouble(m["distance"].get<double>(), 4), m["source"],
+    rows.push_back({m["id"].is_null() ? "query" : std::to_string(m["id"].get<int64_t>()),
+                    m["truth"], m["predicted"], std::to_string(m["nearest_id"].get<int64_t>()),
+                    m["nearest_label"], FormatDouble(m["distance"].get<double>(), 4), m["source"],
                     m["nearest_source"]});
   }
   if (!rows.empty()) {
@@ -249,11 +253,90 @@ void PrintEvalText(const EvalArgs& a, const EvalOutcome& o) {
   }
 }
 
+// eval --queries: a held-out labelled dataset classified against the store (the same engine
+// and options as `classify`), reported as leave-one-out is.
+int RunQueryEval(const EvalArgs& a, const Global& g, Ingested& opened, const EvalOptions& opt) {
+  auto layout = ParseDatasetLayout(a.query_layout);
+  if (!layout.ok()) return Fail(layout.status().WithContext("--query-layout"));
+  auto listing = ListDataset(a.queries, *layout);
+  if (!listing.ok()) return Fail(listing.status().WithContext("--queries"));
+  if (listing->items.empty()) {
+    return Fail(Status::NotFound("--queries " + a.queries + ": no images found (layout " +
+                                 DatasetLayoutName(listing->layout) + ")"));
+  }
+  CollectionOptions copt;
+  copt.use_index = !a.exact;
+  auto collection = Collection::Open(a.store, copt);
+  if (!collection.ok()) return Fail(collection.status());
+  auto embedder = OpenEmbedderForStore(a.store, &opened.info, "", g, false);
+  if (!embedder.ok()) return Fail(embedder.status());
+  QueryEvalOptions qo;
+  qo.eval = opt;
+  qo.query_label = a.query_label;
+  qo.where_sql = a.where;
+  qo.exact = a.exact;
+  qo.ef = a.ef;
+  static std::atomic<bool> stop{false};
+  std::signal(SIGINT, [](int) {
+    stop = true;
+    std::signal(SIGINT, SIG_DFL);
+  });
+  ProgressBar bar("eval");
+  auto result = EvaluateQueries(
+      **collection, **embedder, *listing, qo,
+      [&bar](size_t done, size_t total) { bar.Update(done, total); }, &stop);
+  bar.Finish();
+  std::signal(SIGINT, SIG_DFL);
+  if (!result.ok()) return Fail(result.status());
+  for (const DatasetProblem& p : result->problems) {
+    std::fprintf(stderr, "nearlabel: warning: %s: %s (not evaluated)\n",
+                 TerminalSafe(p.path).c_str(), TerminalSafe(p.reason).c_str());
+  }
+  EvalOutcome o;
+  o.protocol = "held-out queries " + listing->root + " (" + std::to_string(result->queries) +
+               " images, " + DatasetLayoutName(listing->layout) + " layout)";
+  if (!a.query_label.empty()) o.protocol += ", their label '" + a.query_label + "'";
+  if (!a.group_by.empty()) o.protocol += ", never a store row of the same " + a.group_by;
+  o.rule = a.within.empty() ? "" : ", neighbours within the query's " + a.within;
+  o.label_field = opt.label_field;
+  o.vote = opt.vote;
+  o.table = &result->shown;
+  o.report = std::move(result->report);
+  if (!a.report.empty()) {
+    Status st = WriteEvalReport(a, opt, o, *opened.store, opened.info);
+    if (!st.ok()) return Fail(st);
+  }
+  if (g.json) {
+    PrintEvalJson(a, o);
+  } else {
+    PrintEvalText(a, o);
+  }
+  if (result->interrupted) {
+    std::fprintf(stderr, "nearlabel: interrupted: the figures above cover the %zu queries done\n",
+                 result->queries);
+    return 1;
+  }
+  return 0;
+}
+
 int RunEval(const EvalArgs& a, const Global& g) {
   auto opened = OpenIngested(a.store, a.vote);
   if (!opened.ok()) return Fail(opened.status());
   auto& store = opened->store;
   const CollectionInfo& info = opened->info;
+  if (!a.queries.empty()) {
+    if (!a.open_set.empty() || !a.patch_normal.empty()) {
+      return Fail(Status::InvalidArgument(
+          "--queries cannot be combined with --open-set or --patch-normal"));
+    }
+    EvalOptions opt;
+    opt.label_field = !a.label.empty() ? a.label : info.label_field;
+    opt.within_field = a.within;
+    opt.group_field = a.group_by;
+    opt.k = a.k;
+    opt.vote = opened->vote;
+    return RunQueryEval(a, g, *opened, opt);
+  }
   auto table = store->LoadVectors(a.where);
   if (!table.ok()) return Fail(table.status());
   WarnDamaged(*table, *store);
@@ -316,6 +399,22 @@ void AddEvalCommand(CLI::App& app, const Global& g, Runner* run) {
   eval->add_option("--vote", ea.vote, "majority, distance or softmax")->capture_default_str();
   eval->add_option("--where", ea.where, "SQL condition selecting the rows evaluated");
   eval->add_option("--show", ea.show, "Mismatches to list (default all)");
+  eval->add_option("--queries", ea.queries,
+                   "Evaluate on a held-out labelled dataset instead of leave-one-out: its images "
+                   "(any layout ingest reads) are embedded, not stored, and classified against "
+                   "the store as `classify` would; --within then means the query's own value of "
+                   "the field, --group-by excludes store rows sharing the query's value")
+      ->type_name("DATASET");
+  eval->add_option("--query-label", ea.query_label,
+                   "With --queries: the queries' label field when it is named differently "
+                   "(default: --label)");
+  eval->add_option("--query-layout", ea.query_layout,
+                   "With --queries: auto, aihub, folder or "
+                   "manifest")
+      ->capture_default_str();
+  eval->add_flag("--exact", ea.exact, "With --queries: scan every row instead of the index");
+  eval->add_option("--ef", ea.ef, "With --queries: HNSW candidate list (default 128)")
+      ->check(CLI::Range(1, 100000));
   eval->add_option("--report", ea.report,
                    "Also write a self-contained HTML report: summary (plain vs group-aware), "
                    "per-class table, confusion matrix, distance histogram, every mistake beside "

@@ -117,6 +117,11 @@ void ProgressBar::Update(size_t done, size_t total) {
   drawn_ = true;
 }
 
+void ProgressBar::Clear() {
+  if (drawn_) std::fprintf(stderr, "\r\033[K");
+  drawn_ = false;
+}
+
 void ProgressBar::Finish() {
   if (drawn_) std::fprintf(stderr, "\n");
   drawn_ = false;

@@ -17,6 +17,8 @@ class ProgressBar {
   explicit ProgressBar(std::string what);
   void Update(size_t done, size_t total);
   void Finish();
+  // Erases the drawn bar, so a message can be printed on its line (the next Update redraws).
+  void Clear();
 
  private:
   std::string what_;

@@ -1,3 +1,4 @@
+#include "cli/batch.h"
 #include "cli/cli.h"
 
 namespace nearlabel::cli {
@@ -6,7 +7,7 @@ namespace {
 // ---------------------------------------------------------------- classify / search
 struct QueryArgs {
   std::string store, model, within, where, vote = "majority", label;
-  std::vector<std::string> images;
+  BatchArgs batch;
   int k = 0;
   int ef = 0;
   bool exact = false;
@@ -51,89 +52,95 @@ Result<RejectThresholds> QueryRejection(const QueryArgs& a, Store& store, const 
   return r;
 }
 
-int RunQuery(const QueryArgs& a, const Global& g, bool classify) {
-  const auto t_open = std::chrono::steady_clock::now();
-  auto opened = OpenIngested(a.store, a.vote);
-  if (!opened.ok()) return Fail(opened.status());
-  const CollectionInfo& info = opened->info;
-  const Vote vote = opened->vote;
+// Everything a query run answers with: the collection, the embedder, the options.
+struct QuerySetup {
+  Ingested opened;
+  std::unique_ptr<Collection> collection;
+  std::unique_ptr<Embedder> embedder;
+  std::string label_field;
+  QueryOptions q;
+  std::optional<RejectThresholds> reject;
+  AnswerJsonOptions jo;
+};
+
+Result<QuerySetup> SetUpQuery(const QueryArgs& a, const Global& g, bool classify, size_t images) {
+  QuerySetup s;
+  NL_ASSIGN_OR_RETURN(s.opened, OpenIngested(a.store, a.vote));
+  const CollectionInfo& info = s.opened.info;
   std::string within_sql;
   if (!a.within.empty()) {
-    auto w = WithinToSql(a.within);
-    if (!w.ok()) return Fail(w.status());
-    within_sql = *w;
+    NL_ASSIGN_OR_RETURN(within_sql, WithinToSql(a.within));
   }
   CollectionOptions copt;
   copt.use_index = !a.exact;
   // A few queries: read the nodes a walk visits rather than map the file (hnsw_index.cc).
-  copt.index_access = a.images.size() <= 64 ? HnswIndex::Access::kRead : HnswIndex::Access::kMapped;
-  auto collection = Collection::Open(a.store, copt);
-  if (!collection.ok()) return Fail(collection.status());
-  const CollectionState cs = (*collection)->state();
+  copt.index_access = images <= 64 ? HnswIndex::Access::kRead : HnswIndex::Access::kMapped;
+  NL_ASSIGN_OR_RETURN(s.collection, Collection::Open(a.store, copt));
+  const CollectionState cs = s.collection->state();
   if (!cs.notices.empty()) std::fprintf(stderr, "nearlabel: notice: %s", cs.notices.c_str());
   if (g.verbose && !cs.log.empty()) std::fprintf(stderr, "nearlabel: %s", cs.log.c_str());
-  const auto t_model = std::chrono::steady_clock::now();
-  auto embedder = OpenEmbedderForStore(a.store, &info, a.model, g, a.images.size() < 8);
-  if (!embedder.ok()) return Fail(embedder.status());
-  const std::string label_field = !a.label.empty()           ? a.label
-                                  : info.label_field.empty() ? "label"
-                                                             : info.label_field;
-  QueryOptions q;
-  q.k = a.k > 0 ? a.k : (classify ? 5 : 10);
-  q.ef = a.ef;
-  q.exact = a.exact;
-  q.where_sql = JoinWhere({within_sql, a.where});
-  std::optional<RejectThresholds> reject;
+  NL_ASSIGN_OR_RETURN(s.embedder, OpenEmbedderForStore(a.store, &info, a.model, g, images < 8));
+  s.label_field = !a.label.empty()           ? a.label
+                  : info.label_field.empty() ? "label"
+                                             : info.label_field;
+  s.q.k = a.k > 0 ? a.k : (classify ? 5 : 10);
+  s.q.ef = a.ef;
+  s.q.exact = a.exact;
+  s.q.where_sql = JoinWhere({within_sql, a.where});
   if (classify && a.reject) {
-    auto r = QueryRejection(a, *opened->store, q.where_sql, label_field, g);
-    if (!r.ok()) return Fail(r.status().WithContext("--reject"));
-    reject = std::move(*r);
+    auto r = QueryRejection(a, *s.opened.store, s.q.where_sql, s.label_field, g);
+    if (!r.ok()) return r.status().WithContext("--reject");
+    s.reject = std::move(*r);
   }
-  AnswerJsonOptions jo;
-  jo.classify = classify;
-  jo.label_field = label_field;
-  jo.k = q.k;
-  jo.vote = vote;
+  s.jo.classify = classify;
+  s.jo.label_field = s.label_field;
+  s.jo.k = s.q.k;
+  s.jo.vote = s.opened.vote;
+  return s;
+}
 
+int RunQuery(const QueryArgs& a, const Global& g, bool classify) {
+  const auto t_open = std::chrono::steady_clock::now();
+  auto list = ListBatchImages(a.batch);
+  if (!list.ok()) return Fail(list.status());
+  auto setup = SetUpQuery(a, g, classify, list->paths.size());
+  if (!setup.ok()) return Fail(setup.status());
+  QuerySetup& s = *setup;
+  auto writer = BatchWriter::Open(
+      a.batch.out, a.store, classify ? BatchKind::kClassify : BatchKind::kSearch, s.q.k, g.json);
+  if (!writer.ok()) return Fail(writer.status());
+  const bool text = a.batch.out.empty() && !g.json;
   const auto t_query = std::chrono::steady_clock::now();
-  auto files = EmbedFiles(a.images, **embedder);
-  int failures = 0;
-  json out = json::array();
-  for (const auto& f : files) {
-    if (!f.status.ok()) {
-      std::fprintf(stderr, "nearlabel: error: %s: %s\n", TerminalSafe(f.path).c_str(),
-                   TerminalSafe(f.status.message()).c_str());
-      ++failures;
-      continue;
-    }
-    auto c = (*collection)
-                 ->Classify(f.embedding.data(), q, label_field, vote, reject ? &*reject : nullptr);
-    if (!c.ok()) return Fail(c.status());
+  auto answer = [&](EmbeddedFile& f) -> Result<json> {
+    NL_ASSIGN_OR_RETURN(Collection::Classified c,
+                        s.collection->Classify(f.embedding.data(), s.q, s.label_field,
+                                               s.opened.vote, s.reject ? &*s.reject : nullptr));
     if (g.verbose) {
       std::fprintf(stderr, "%s: %s, ef %d, %zu distances\n", TerminalSafe(f.path).c_str(),
-                   c->answer.plan.c_str(), c->answer.stats.ef_used, c->answer.stats.distances);
+                   c.answer.plan.c_str(), c.answer.stats.ef_used, c.answer.stats.distances);
     }
-    if (g.json) {
-      json r = AnswerJson(*c, jo);
-      r["image"] = f.path;
-      out.push_back(std::move(r));
-    } else {
-      PrintAnswer(f.path, *c, classify, label_field, q.k, vote);
+    if (text) {
+      PrintAnswer(f.path, c, classify, s.label_field, s.q.k, s.opened.vote);
+      return json::object();
     }
-  }
-  if (g.json) PrintJson(out);
+    return AnswerJson(c, s.jo);
+  };
+  BatchSummary summary;
+  const int rc =
+      RunBatch(*list, *s.embedder, *writer, classify ? "classify" : "search", answer, &summary);
   if (g.verbose) {
+    const CollectionState cs = s.collection->state();
     auto ms = [](auto from, auto to) {
       return std::chrono::duration<double, std::milli>(to - from).count();
     };
-    const auto now = std::chrono::steady_clock::now();
     std::fprintf(stderr,
-                 "timing: store open (%zu rows, segment %s, index %zu rows) %.1f ms; model loaded "
-                 "%.1f ms; answer (read, decode, embed, search, print) for %zu image(s) %.1f ms\n",
+                 "timing: store open and model load (%zu rows, segment %s, index %zu rows) %.1f "
+                 "ms; answer (read, decode, embed, search, print) for %zu image(s) %.1f ms\n",
                  cs.rows, cs.segment.empty() ? "in memory" : cs.segment.c_str(), cs.index_rows,
-                 ms(t_open, t_model), ms(t_model, t_query), a.images.size(), ms(t_query, now));
+                 ms(t_open, t_query), summary.answered,
+                 ms(t_query, std::chrono::steady_clock::now()));
   }
-  return failures ? 1 : 0;
+  return rc;
 }
 
 }  // namespace
@@ -142,7 +149,7 @@ void AddQueryCommands(CLI::App& app, const Global& g, Runner* run) {
   static QueryArgs ca;
   auto* classify = app.add_subcommand("classify", "Label new images by their k nearest neighbours");
   classify->add_option("store", ca.store, kStoreHelp)->required();
-  classify->add_option("images", ca.images, "Image files")->required();
+  AddBatchOptions(classify, &ca.batch, "classified");
   classify->add_option("-k,--k", ca.k, "Neighbours that vote (default 5)")
       ->check(CLI::Range(1, 10000));
   classify->add_option("--vote", ca.vote, "majority, distance (1/d) or softmax (exp(sim/0.07))")
@@ -171,7 +178,7 @@ void AddQueryCommands(CLI::App& app, const Global& g, Runner* run) {
   static QueryArgs sa;
   auto* search = app.add_subcommand("search", "List the stored images nearest to an image");
   search->add_option("store", sa.store, kStoreHelp)->required();
-  search->add_option("images", sa.images, "Image files")->required();
+  AddBatchOptions(search, &sa.batch, "searched");
   search->add_option("-k,--k", sa.k, "Neighbours to list (default 10)")
       ->check(CLI::Range(1, 100000));
   search->add_option("--within", sa.within, "Only rows with FIELD=VALUE");

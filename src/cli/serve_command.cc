@@ -133,6 +133,12 @@ void AddServeCommand(CLI::App& app, const Global& g, Runner* run) {
       ->capture_default_str()
       ->check(CLI::Range(0.001, 4096.0));
   serve
+      ->add_option("--max-batch", va.opt.max_batch_images,
+                   "Most images one POST /v1/classify/batch may carry (413 above; the page "
+                   "sends larger drops in several requests)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 10000));
+  serve
       ->add_option("--max-megapixels", va.max_megapixels,
                    "Largest declared image size, megapixels (413 above, checked before decoding)")
       ->capture_default_str()

@@ -144,6 +144,28 @@ Result<DatasetListing> ListDataset(const std::string& root_arg, DatasetLayout la
   return out;
 }
 
+ImageFileList ListImageFiles(const std::vector<std::string>& args) {
+  ImageFileList out;
+  for (const std::string& arg : args) {
+    std::error_code ec;
+    const fs::file_status st = fs::status(arg, ec);
+    if (ec || !fs::exists(st)) {
+      out.problems.push_back({arg, ec && ec != std::errc::no_such_file_or_directory
+                                       ? "cannot read: " + ec.message()
+                                       : "no such file or directory"});
+    } else if (!fs::is_directory(st)) {
+      out.paths.push_back(arg);
+    } else {
+      std::vector<DatasetProblem> listing_problems;
+      for (const fs::path& p : ListFilesRecursive(arg, &listing_problems)) {
+        if (IsImageExtension(LowerExtension(p.string()))) out.paths.push_back(p.string());
+      }
+      out.problems.insert(out.problems.end(), listing_problems.begin(), listing_problems.end());
+    }
+  }
+  return out;
+}
+
 std::string MetadataField(const nlohmann::json& metadata, const std::string& field) {
   const nlohmann::json* v = nullptr;
   if (!metadata.is_object()) return "";

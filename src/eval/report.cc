@@ -45,6 +45,11 @@ std::string Fixed(double v, int digits) {
   return buf;
 }
 
+// "#42" for a store row; "query 3" for the third image of a held-out query set (ids < 0).
+std::string RowName(int64_t id) {
+  return id < 0 ? "query " + std::to_string(-id) : "#" + std::to_string(id);
+}
+
 std::string Thumb(const EvalReportPage& page, size_t row) {
   const int64_t id = page.table->ids[row];
   const std::string uri = page.thumbnail ? DataUri(page.thumbnail(id), "image/jpeg") : "";
@@ -207,10 +212,10 @@ std::string RenderEvalReport(const EvalReportPage& page) {
         MetadataField(ParseJson(page.table->metadata[nb.row]), r.options.label_field);
     h << "<div class=\"pair\"><div class=\"imgs\"><figure>" << Thumb(page, c.row)
       << "<figcaption><b>" << Escape(c.truth) << "</b> (truth), predicted <b>"
-      << Escape(c.predicted) << "</b><br>#" << page.table->ids[c.row] << " "
+      << Escape(c.predicted) << "</b><br>" << RowName(page.table->ids[c.row]) << " "
       << Escape(page.table->sources[c.row]) << "</figcaption></figure><figure>"
       << Thumb(page, nb.row) << "<figcaption>nearest: <b>" << Escape(nb_label) << "</b>, distance "
-      << Fixed(nb.distance, 4) << "<br>#" << page.table->ids[nb.row] << " "
+      << Fixed(nb.distance, 4) << "<br>" << RowName(page.table->ids[nb.row]) << " "
       << Escape(page.table->sources[nb.row]) << "</figcaption></figure></div></div>";
   }
   h << "</div><p class=\"muted\">Written by nearlabel.</p></body></html>\n";

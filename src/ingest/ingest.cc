@@ -471,35 +471,144 @@ Result<IngestReport> IngestShared(const DatasetListing& listing, Embedder& embed
   return rep;
 }
 
+namespace {
+
+// Embeds the ready batch `b` into out[i] for each of its items (per-file failures kept).
+void EmbedPrepared(PrepStage::Batch& b, size_t slot, const std::vector<std::string>& paths,
+                   Embedder& embedder, std::vector<EmbeddedFile>* out) {
+  out->assign(b.items.size(), {});
+  std::vector<size_t> which;
+  for (size_t i = 0; i < b.items.size(); ++i) {
+    EmbeddedFile& f = (*out)[i];
+    f.path = paths[b.items[i].index];
+    f.status = b.items[i].status;
+    f.sha256 = b.items[i].sha256;
+    if (f.status.ok()) which.push_back(i);
+  }
+  std::vector<std::vector<float>> vecs;
+  Status st = EmbedBatch(b, slot, embedder, which, &vecs);
+  for (size_t i : which) {
+    if (!st.ok()) {
+      (*out)[i].status = st;
+    } else {
+      (*out)[i].embedding = std::move(vecs[i]);
+    }
+  }
+}
+
+// The sink's thread: takes embedded batches in order from a queue of at most `capacity`.
+class SinkStage {
+ public:
+  SinkStage(const EmbeddedFileSink& sink, size_t capacity) : sink_(sink), capacity_(capacity) {
+    thread_ = std::thread([this] { Run(); });
+  }
+  ~SinkStage() { Finish(); }
+  SinkStage(const SinkStage&) = delete;
+  SinkStage& operator=(const SinkStage&) = delete;
+
+  // Blocks while the queue is full; false once the sink has failed.
+  bool Push(std::vector<EmbeddedFile> batch) {
+    std::unique_lock<std::mutex> lock(mu_);
+    space_.wait(lock, [&] { return queue_.size() < capacity_ || !status_.ok(); });
+    if (!status_.ok()) return false;
+    queue_.push_back(std::move(batch));
+    work_.notify_one();
+    return true;
+  }
+
+  // Delivers everything queued, stops the thread, returns the sink's first error.
+  Status Finish() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      closed_ = true;
+    }
+    work_.notify_one();
+    if (thread_.joinable()) thread_.join();
+    return status_;
+  }
+
+  size_t delivered = 0;  // read after Finish
+
+ private:
+  void Run() {
+    for (;;) {
+      std::vector<EmbeddedFile> batch;
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        work_.wait(lock, [&] { return !queue_.empty() || closed_; });
+        if (queue_.empty()) return;
+        batch = std::move(queue_.front());
+        queue_.pop_front();
+      }
+      space_.notify_one();
+      for (EmbeddedFile& f : batch) {
+        Status st = sink_(f);
+        if (!st.ok()) {
+          std::lock_guard<std::mutex> lock(mu_);
+          status_ = st;
+          queue_.clear();
+          space_.notify_all();
+          return;
+        }
+        ++delivered;
+      }
+    }
+  }
+
+  const EmbeddedFileSink& sink_;
+  const size_t capacity_;
+  std::mutex mu_;
+  std::condition_variable work_, space_;
+  std::deque<std::vector<EmbeddedFile>> queue_;
+  bool closed_ = false;
+  Status status_;
+  std::thread thread_;
+};
+
+}  // namespace
+
 std::vector<EmbeddedFile> EmbedFiles(const std::vector<std::string>& paths, Embedder& embedder,
                                      int prep_threads) {
-  std::vector<EmbeddedFile> out(paths.size());
+  std::vector<EmbeddedFile> out;
+  out.reserve(paths.size());
   const size_t bs = static_cast<size_t>(std::max(1, embedder.max_batch()));
   PrepStage prep(paths, embedder.card().preprocess, bs, DefaultThreads(prep_threads), kPrepRing,
                  nullptr, false);
+  std::vector<EmbeddedFile> batch;
   for (size_t number = 0; number < prep.batches(); ++number) {
     PrepStage::Batch& b = prep.Take(number);
-    std::vector<size_t> which;
-    for (size_t i = 0; i < b.items.size(); ++i) {
-      EmbeddedFile& f = out[b.items[i].index];
-      f.path = paths[b.items[i].index];
-      f.status = b.items[i].status;
-      f.sha256 = b.items[i].sha256;
-      if (f.status.ok()) which.push_back(i);
-    }
-    std::vector<std::vector<float>> vecs;
-    Status st = EmbedBatch(b, prep.slot_floats(), embedder, which, &vecs);
-    for (size_t i : which) {
-      EmbeddedFile& f = out[b.items[i].index];
-      if (!st.ok()) {
-        f.status = st;
-      } else {
-        f.embedding = std::move(vecs[i]);
-      }
-    }
+    EmbedPrepared(b, prep.slot_floats(), paths, embedder, &batch);
     prep.Release(b);
+    std::move(batch.begin(), batch.end(), std::back_inserter(out));
   }
   return out;
+}
+
+Result<EmbedStreamReport> EmbedFilesStreaming(const std::vector<std::string>& paths,
+                                              Embedder& embedder, const EmbeddedFileSink& sink,
+                                              const std::atomic<bool>* stop, int prep_threads) {
+  EmbedStreamReport rep;
+  // Batches of at least 16 files, so the hand-over to the sink costs nothing per file.
+  const size_t bs = static_cast<size_t>(std::max(16, embedder.max_batch()));
+  PrepStage prep(paths, embedder.card().preprocess, bs, DefaultThreads(prep_threads), kPrepRing,
+                 nullptr, false);
+  SinkStage out(sink, kWriteQueue);
+  for (size_t number = 0; number < prep.batches(); ++number) {
+    if (stop && stop->load()) {
+      rep.interrupted = true;
+      break;
+    }
+    PrepStage::Batch& b = prep.Take(number);
+    std::vector<EmbeddedFile> batch;
+    EmbedPrepared(b, prep.slot_floats(), paths, embedder, &batch);
+    prep.Release(b);
+    if (!out.Push(std::move(batch))) break;
+  }
+  prep.Stop();
+  Status st = out.Finish();
+  rep.delivered = out.delivered;
+  NL_RETURN_IF_ERROR(st);
+  return rep;
 }
 
 }  // namespace nearlabel

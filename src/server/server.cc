@@ -161,7 +161,7 @@ std::optional<std::string> ItemIdPart(const std::string& path, const std::string
 std::string RouteName(const std::string& method, const std::string& path) {
   static const std::set<std::string> fixed = {"/",           "/healthz",     "/metrics",
                                               "/v1/stats",   "/v1/classify", "/v1/search",
-                                              "/v1/anomaly", "/v1/items"};
+                                              "/v1/anomaly", "/v1/items",    "/v1/classify/batch"};
   if (fixed.count(path)) return method + " " + path;
   if (ItemIdPart(path, "/thumbnail")) return method + " /v1/items/{id}/thumbnail";
   if (ItemIdPart(path, "")) return method + " /v1/items/{id}";
@@ -394,9 +394,16 @@ struct Server::Impl {
     return std::move(*r);
   }
 
-  void Query(const HttpRequest& req, HttpResponse& res, bool classify) {
-    const auto t0 = std::chrono::steady_clock::now();
-    auto params = Params(req);
+  // A classify or search request's parameters, checked once for every image it holds.
+  struct QueryRequest {
+    bool classify = true;
+    QueryOptions q;
+    Vote vote = Vote::kMajority;
+    std::string field;
+    std::optional<RejectThresholds> reject;
+  };
+
+  QueryRequest ParseQuery(std::map<std::string, std::string> params, bool classify) {
     params.erase("image");
     if (classify) {
       RejectUnknown(params, {"k", "vote", "within", "where", "ef", "label", "exact", "reject",
@@ -404,23 +411,27 @@ struct Server::Impl {
     } else {
       RejectUnknown(params, {"k", "within", "where", "ef", "label", "exact"});
     }
-    QueryOptions q;
-    q.k = IntParam(params, "k", classify ? 5 : 10, 1, kMaxK);
-    q.ef = IntParam(params, "ef", 0, 1, 100000);
-    q.exact = IntParam(params, "exact", 0, 0, 1) == 1;
-    q.where_sql = WhereOf(params);
-    Vote vote = Vote::kMajority;
+    QueryRequest r;
+    r.classify = classify;
+    r.q.k = IntParam(params, "k", classify ? 5 : 10, 1, kMaxK);
+    r.q.ef = IntParam(params, "ef", 0, 1, 100000);
+    r.q.exact = IntParam(params, "exact", 0, 0, 1) == 1;
+    r.q.where_sql = WhereOf(params);
     if (classify && !Param(params, "vote").empty()) {
       auto v = ParseVote(Param(params, "vote"));
       if (!v.ok()) throw HttpError{400, v.status().message()};
-      vote = *v;
+      r.vote = *v;
     }
-    const std::string field =
-        Param(params, "label").empty() ? label_field : TextParam(params, "label");
-    auto reject = classify ? Rejection(params, q.where_sql, field) : std::nullopt;
-    auto [bytes, filename] = ImageOf(req);
+    r.field = Param(params, "label").empty() ? label_field : TextParam(params, "label");
+    if (classify) r.reject = Rejection(params, r.q.where_sql, r.field);
+    return r;
+  }
+
+  // The answer for one uploaded image (AnswerJson's shape, docs/api.md).
+  json AnswerImage(const QueryRequest& r, const std::string& bytes) {
     std::vector<float> embedding = Embed(bytes, nullptr);
-    auto c = collection->Classify(embedding.data(), q, field, vote, reject ? &*reject : nullptr);
+    auto c = collection->Classify(embedding.data(), r.q, r.field, r.vote,
+                                  r.reject ? &*r.reject : nullptr);
     if (!c.ok()) {
       if (c.status().code() == Status::Code::kInvalidArgument) {
         throw HttpError{400, c.status().message()};  // a bad `where`
@@ -428,17 +439,73 @@ struct Server::Impl {
       throw StoreError(c.status());
     }
     AnswerJsonOptions jo;
-    jo.classify = classify;
-    jo.label_field = field;
-    jo.k = q.k;
-    jo.vote = vote;
+    jo.classify = r.classify;
+    jo.label_field = r.field;
+    jo.k = r.q.k;
+    jo.vote = r.vote;
     jo.source = [this](const std::string& src) { return Source(src); };
     jo.decorate = [](int64_t id, json* nb) { (*nb)["thumbnail"] = ThumbnailUrl(id); };
-    json body = AnswerJson(*c, jo);
+    return AnswerJson(*c, jo);
+  }
+
+  void Query(const HttpRequest& req, HttpResponse& res, bool classify) {
+    const auto t0 = std::chrono::steady_clock::now();
+    const QueryRequest r = ParseQuery(Params(req), classify);
+    auto [bytes, filename] = ImageOf(req);
+    json body = AnswerImage(r, bytes);
     if (!filename.empty()) body["image"] = filename;
     body["ms"] =
         std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     SendJson(res, 200, body);
+  }
+
+  // POST /v1/classify/batch: every file field of a multipart request (at most
+  // opt.max_batch_images, opt.max_batch_bytes in all), answered in order in one response. A
+  // bad image is its own result with an "error" (the others are answered); a bad parameter
+  // or an over-limit request is a 4xx for the whole request.
+  void ClassifyBatch(const HttpRequest& req, HttpResponse& res) {
+    const auto t0 = std::chrono::steady_clock::now();
+    if (!req.multipart) {
+      throw HttpError{400, "send multipart/form-data with one file field per image ('image')"};
+    }
+    std::vector<const HttpFormField*> files;
+    size_t bytes = 0;
+    for (const auto& [name, f] : req.form) {
+      if (f.filename.empty() && name != "image") continue;
+      files.push_back(&f);
+      bytes += f.content.size();
+    }
+    if (files.empty()) throw HttpError{400, "no images: send each one as a file field 'image'"};
+    if (files.size() > opt.max_batch_images) {
+      throw HttpError{413, std::to_string(files.size()) + " images in one request; the limit is " +
+                               std::to_string(opt.max_batch_images) + " (split the batch)"};
+    }
+    if (bytes > opt.max_batch_bytes) {
+      throw HttpError{413, "images of " + std::to_string(bytes) + " bytes in all; the limit is " +
+                               std::to_string(opt.max_batch_bytes) + " (split the batch)"};
+    }
+    const QueryRequest r = ParseQuery(Params(req), true);
+    json results = json::array();
+    size_t failed = 0;
+    for (const HttpFormField* f : files) {
+      json one;
+      try {
+        one = AnswerImage(r, f->content);
+      } catch (const HttpError& e) {
+        if (e.status >= 500) throw;  // the store or the model: the whole request fails
+        one = {{"error", {{"status", e.status}, {"message", e.message}}}};
+        ++failed;
+      }
+      one["image"] = f->filename;
+      results.push_back(std::move(one));
+    }
+    SendJson(
+        res, 200,
+        {{"results", results},
+         {"count", results.size()},
+         {"failed", failed},
+         {"ms", std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
+                    .count()}});
   }
 
   void RequireToken(const HttpRequest& req) {
@@ -553,6 +620,8 @@ struct Server::Impl {
       Stats(res);
     } else if (m == "POST" && path == "/v1/classify") {
       Query(req, res, true);
+    } else if (m == "POST" && path == "/v1/classify/batch") {
+      ClassifyBatch(req, res);
     } else if (m == "POST" && path == "/v1/search") {
       Query(req, res, false);
     } else if (m == "POST" && path == "/v1/anomaly") {
@@ -599,29 +668,32 @@ struct Server::Impl {
   void Stats(HttpResponse& res) {
     const CollectionState cs = collection->state();
     json labels = LabelCounts();
-    SendJson(
-        res, 200,
-        {{"rows", cs.rows},
-         {"model", info.model},
-         {"dims", info.dims},
-         {"metric", info.metric},
-         {"label_field", label_field},
-         {"labels", labels},
-         {"index", cs.index_rows ? "hnsw" : "none (exact scan)"},
-         {"index_rows", cs.index_rows},
-         {"index_lag", cs.index_lag},
-         {"segment",
-          {{"rows", cs.segment_rows},
-           {"file", !cs.segment.empty()},
-           {"added", cs.overlay_added},
-           {"removed", cs.overlay_removed}}},
-         {"writable", !opt.token.empty()},
-         {"anomaly", AnomalyInfo()},
-         {"sync", follows ? json{{"change_id", cs.change_id},
-                                 {"connected", feed_connected.load()},
-                                 {"reconnects", reconnects.load()}}
-                          : json(nullptr)},
-         {"limits", {{"max_upload_bytes", opt.max_upload_bytes}, {"max_pixels", opt.max_pixels}}}});
+    SendJson(res, 200,
+             {{"rows", cs.rows},
+              {"model", info.model},
+              {"dims", info.dims},
+              {"metric", info.metric},
+              {"label_field", label_field},
+              {"labels", labels},
+              {"index", cs.index_rows ? "hnsw" : "none (exact scan)"},
+              {"index_rows", cs.index_rows},
+              {"index_lag", cs.index_lag},
+              {"segment",
+               {{"rows", cs.segment_rows},
+                {"file", !cs.segment.empty()},
+                {"added", cs.overlay_added},
+                {"removed", cs.overlay_removed}}},
+              {"writable", !opt.token.empty()},
+              {"anomaly", AnomalyInfo()},
+              {"sync", follows ? json{{"change_id", cs.change_id},
+                                      {"connected", feed_connected.load()},
+                                      {"reconnects", reconnects.load()}}
+                               : json(nullptr)},
+              {"limits",
+               {{"max_upload_bytes", opt.max_upload_bytes},
+                {"max_pixels", opt.max_pixels},
+                {"max_batch_images", opt.max_batch_images},
+                {"max_batch_bytes", opt.max_batch_bytes}}}});
   }
 
   void Browse(const HttpRequest& req, HttpResponse& res) {
@@ -724,7 +796,8 @@ struct Server::Impl {
 
   void StartHttp() {
     HttpServerOptions ho;
-    ho.max_body_bytes = opt.max_upload_bytes + (64u << 10);  // + multipart overhead
+    // + multipart overhead; a batch may carry more than one image's worth.
+    ho.max_body_bytes = std::max(opt.max_upload_bytes, opt.max_batch_bytes) + (64u << 10);
     ho.workers = opt.threads > 0
                      ? opt.threads
                      : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));

@@ -24,6 +24,10 @@ extern const char kWebPage[] = R"html(<!doctype html>
            margin-bottom:16px; }
   .drop { border:2px dashed #b6c2d6; border-radius:8px; padding:28px; text-align:center;
           color:var(--muted); cursor:pointer; }
+  #batch-table { border-collapse:collapse; width:100%; margin-top:10px; }
+  #batch-table th, #batch-table td { padding:4px 8px; border-bottom:1px solid #e5e9f0;
+    text-align:left; }
+  img.thumb { width:48px; height:48px; object-fit:cover; border-radius:4px; }
   .drop.over { border-color:var(--accent); background:#eef4ff; }
   .row { display:flex; gap:20px; flex-wrap:wrap; align-items:flex-start; }
   #query-img, #anomaly-img, #anomaly-heatmap { max-width:220px; max-height:220px; border-radius:6px; border:1px solid var(--line); }
@@ -70,8 +74,8 @@ extern const char kWebPage[] = R"html(<!doctype html>
 <main>
 <section id="view-classify">
   <div class="panel">
-    <div id="drop" class="drop" tabindex="0">Drop an image here, or click to pick one
-      <input type="file" id="file" accept="image/*" hidden></div>
+    <div id="drop" class="drop" tabindex="0">Drop an image here, or many at once, or click to
+      pick them <input type="file" id="file" accept="image/*" multiple hidden></div>
     <div style="margin-top:10px">
       <label>k <input type="number" id="k" value="5" min="1" max="100" style="width:64px"></label>
       <label>vote <select id="vote"><option>majority</option><option>distance</option>
@@ -92,6 +96,12 @@ extern const char kWebPage[] = R"html(<!doctype html>
     </div>
     <h3>Nearest labelled images</h3>
     <div class="grid" id="neighbors"></div>
+  </div>
+  <div class="panel" id="batch" hidden>
+    <div class="row"><b id="batch-summary"></b>
+      <a id="batch-csv" download="nearlabel-results.csv" href="#">Download CSV</a></div>
+    <table id="batch-table"><thead><tr><th></th><th>image</th><th id="batch-field">label</th>
+      <th>confidence</th><th>nearest</th><th>distance</th></tr></thead><tbody></tbody></table>
   </div>
 </section>
 <section id="view-browse" hidden>
@@ -205,10 +215,13 @@ async function loadStats() {
     o.value = l.label; return o; }));
 }
 
-async function classify(file) {
-  // The previous image's result goes at once: it must not stand beside this one's error.
+async function classify(files) {
+  // The previous result goes at once: it must not stand beside this one's error.
   $("classify-error").hidden = true;
   $("result").hidden = true;
+  $("batch").hidden = true;
+  if (files.length > 1) return classifyMany(files);
+  const file = files[0];
   const form = new FormData();
   form.append("image", file);
   form.append("k", $("k").value);
@@ -241,6 +254,69 @@ async function classify(file) {
   }
 }
 
+// One CSV field (RFC 4180).
+function csvField(v) {
+  const s = v === undefined || v === null ? "" : String(v);
+  return /[",\r\n]/.test(s) ? '"' + s.replace(/"/g, '""') + '"' : s;
+}
+
+// Many images: sent in requests of at most the server's batch limit, one table row each as
+// the answers come, and a CSV of the same columns as `nearlabel classify --out FILE.csv`.
+async function classifyMany(files) {
+  const limit = (stats && stats.limits.max_batch_images) || 64;
+  const k = Number($("k").value);
+  const rows = [], body = $("batch-table").tBodies[0];
+  body.replaceChildren();
+  $("batch-field").textContent = stats ? stats.label_field : "label";
+  $("batch").hidden = false;
+  const header = ["image", "label", "confidence", "unknown", "error"];
+  for (let i = 1; i <= k; ++i) header.push("n" + i + "_id", "n" + i + "_label", "n" + i + "_distance");
+  let failed = 0;
+  for (let at = 0; at < files.length; at += limit) {
+    const chunk = Array.from(files).slice(at, at + limit);
+    const form = new FormData();
+    for (const f of chunk) form.append("image", f);
+    form.append("k", $("k").value);
+    form.append("vote", $("vote").value);
+    $("batch-summary").textContent = "classifying " + files.length + " images… " + at + " done";
+    let answer;
+    try {
+      answer = await api("/v1/classify/batch", { method: "POST", body: form });
+    } catch (e) {
+      $("classify-error").textContent = e.message;
+      $("classify-error").hidden = false;
+      break;
+    }
+    answer.results.forEach((r, j) => {
+      const tr = document.createElement("tr");
+      const img = document.createElement("img");
+      img.src = URL.createObjectURL(chunk[j]);
+      img.className = "thumb";
+      const td = document.createElement("td");
+      td.append(img);
+      const nb = r.neighbors && r.neighbors[0];
+      const err = r.error ? r.error.message : "";
+      if (err) ++failed;
+      tr.append(td, text("td", r.image), text("td", err ? "error: " + err : (r.unknown ? "unknown" : r.label), "lbl"),
+                text("td", err ? "" : (100 * r.confidence).toFixed(1) + "%"),
+                text("td", nb ? nb.label + " #" + nb.id : ""),
+                text("td", nb ? nb.distance.toFixed(4) : ""));
+      body.append(tr);
+      const row = [r.image, err ? "" : r.label, err ? "" : r.confidence,
+                   err ? "" : (r.unknown ? 1 : 0), err];
+      for (let i = 0; i < k; ++i) {
+        const n = (r.neighbors || [])[i];
+        row.push(n ? n.id : "", n ? n.label : "", n ? n.distance : "");
+      }
+      rows.push(row);
+    });
+  }
+  $("batch-summary").textContent = rows.length + " of " + files.length + " images classified" +
+      (failed ? ", " + failed + " could not be read" : "");
+  const csv = [header, ...rows].map((r) => r.map(csvField).join(",")).join("\n") + "\n";
+  $("batch-csv").href = URL.createObjectURL(new Blob([csv], { type: "text/csv" }));
+}
+
 async function scoreAnomaly(file) {
   $("anomaly-error").hidden = true;
   $("anomaly-result").hidden = true;
@@ -266,17 +342,17 @@ async function scoreAnomaly(file) {
 function dropZone(drop, input, use) {
   drop.addEventListener("click", () => input.click());
   drop.addEventListener("keydown", (e) => { if (e.key === "Enter") input.click(); });
-  input.addEventListener("change", () => { if (input.files[0]) use(input.files[0]); });
+  input.addEventListener("change", () => { if (input.files.length) use(input.files); });
   drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
   drop.addEventListener("dragleave", () => drop.classList.remove("over"));
   drop.addEventListener("drop", (e) => {
     e.preventDefault();
     drop.classList.remove("over");
-    if (e.dataTransfer.files[0]) use(e.dataTransfer.files[0]);
+    if (e.dataTransfer.files.length) use(e.dataTransfer.files);
   });
 }
 dropZone($("drop"), $("file"), classify);
-dropZone($("anomaly-drop"), $("anomaly-file"), scoreAnomaly);
+dropZone($("anomaly-drop"), $("anomaly-file"), (files) => scoreAnomaly(files[0]));
 
 let browseLabel = "", browseOffset = 0, browseSeq = 0;
 async function loadChips() {

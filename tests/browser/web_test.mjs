@@ -4,7 +4,7 @@
 // Usage: node tests/browser/web_test.mjs NEARLABEL_BINARY ARTIFACT_DIR
 // Needs NEARLABEL_MODELS and NEARLABEL_DATASETS. Screenshots land in ARTIFACT_DIR.
 import { spawn, spawnSync } from "node:child_process";
-import { mkdirSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, basename } from "node:path";
 import assert from "node:assert/strict";
@@ -46,7 +46,8 @@ const anomalyEval = JSON.parse(run(["--json", "anomaly", "eval", store, "--repor
                                     "--anomalous", "field(metadata,'label')='scratches'"]));
 
 // The server on a free port (it prints the port it bound).
-const server = spawn(nl, ["serve", store, "--port", "0", "--token", token],
+// --max-batch 4: a drop of 10 images goes in three batch requests.
+const server = spawn(nl, ["serve", store, "--port", "0", "--token", token, "--max-batch", "4"],
                      { stdio: ["ignore", "pipe", "inherit"] });
 const url = await new Promise((resolve, reject) => {
   let out = "";
@@ -65,7 +66,7 @@ const browser = await chromium.launch({
 });
 let failed = false;
 try {
-  const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+  const page = await browser.newPage({ viewport: { width: 1280, height: 900 }, acceptDownloads: true });
   const pageErrors = [];
   page.on("pageerror", (e) => pageErrors.push(e.message));
 
@@ -102,6 +103,45 @@ try {
     assert.match(await page.textContent("#classify-error"), /not an image/);
     assert.ok(await page.isHidden("#result"), "the previous image's result is gone");
   });
+
+  // 2b. Drop 10 images at once: a table of results and a CSV download, with the labels and
+  // nearest neighbours `nearlabel classify --out results.csv` gives for the same files.
+  const many = ["crazing", "inclusion", "patches", "pitted_surface", "scratches"].flatMap((c) =>
+    readdirSync(join(dataset, c)).sort().slice(20, 22).map((f) => join(dataset, c, f)));
+  const cliCsv = join(work, "many.csv");
+  run(["classify", store, ...many, "--out", cliCsv]);
+  const cliRows = readFileSync(cliCsv, "utf8").trim().split("\n").slice(1).map((l) => l.split(","));
+  const payload = many.map((f) => ({ name: basename(f), b64: readFileSync(f).toString("base64") }));
+  const dataTransfer = await page.evaluateHandle((files) => {
+    const dt = new DataTransfer();
+    for (const f of files) {
+      const bytes = Uint8Array.from(atob(f.b64), (c) => c.charCodeAt(0));
+      dt.items.add(new File([bytes], f.name, { type: "image/jpeg" }));
+    }
+    return dt;
+  }, payload);
+  await page.dispatchEvent("#drop", "drop", { dataTransfer });
+  await page.waitForFunction(() => /10 of 10 images classified/.test(document.getElementById("batch-summary").textContent));
+  await check("a drop of 10 images fills a table of 10 rows with the CLI's labels", async () => {
+    const rows = await page.$$eval("#batch-table tbody tr", (trs) =>
+      trs.map((tr) => [...tr.cells].map((c) => c.textContent)));
+    assert.equal(rows.length, 10);
+    assert.deepEqual(rows.map((r) => r[1]), many.map((f) => basename(f)));
+    assert.deepEqual(rows.map((r) => r[2]), cliRows.map((r) => r[1]));
+    assert.ok(await page.isHidden("#result"), "the single-image panel is hidden");
+  });
+  await check("the CSV download has the CLI's columns, labels and nearest ids", async () => {
+    const [download] = await Promise.all([page.waitForEvent("download"), page.click("#batch-csv")]);
+    const csv = readFileSync(await download.path(), "utf8").trim().split("\n").map((l) => l.split(","));
+    assert.equal(csv.length, 11);
+    assert.deepEqual(csv[0], readFileSync(cliCsv, "utf8").split("\n")[0].split(","));
+    for (let i = 0; i < 10; ++i) {
+      assert.equal(csv[i + 1][1], cliRows[i][1], "label of " + many[i]);
+      assert.equal(csv[i + 1][5], cliRows[i][5], "nearest id of " + many[i]);
+      assert.ok(Math.abs(Number(csv[i + 1][7]) - Number(cliRows[i][7])) < 1e-5, "distance");
+    }
+  });
+  await page.screenshot({ path: join(artifacts, "classify-many.png"), fullPage: true });
 
   // 3. Browse the labels.
   await page.click("#tab-browse");
