@@ -10,7 +10,8 @@ PKGS=(build-essential cmake ninja-build pkg-config python3
       libsqlite3-dev zlib1g-dev libpq-dev postgresql-15 nlohmann-json3-dev libcli11-dev libopenblas-dev libssl-dev libgtest-dev
       libonnx-dev libprotobuf-dev libhnswlib-dev libcpp-httplib-dev libmicrohttpd-dev chromium curl
       clang libclang-rt-14-dev libjpeg-dev  # sanitizer and fuzz builds; test images (CMYK JPEG)
-      libfaiss-dev python3-hnswlib python3-numpy)  # the last three: baselines for bench/search
+      libfaiss-dev python3-hnswlib python3-numpy  # the last three: baselines for bench/search
+      pybind11-dev python3-dev python3-pytest python3-pil)  # the Python module and its tests
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")

@@ -223,6 +223,30 @@ check "a where that writes is 400" \
 curl -s -F image=@"$IMG" -F within=label=scratches "$URL/v1/search" > "$T/a3.json"
 check "search --json and /v1/search give the same JSON" "same_json '$T/c3.json' '$T/a3.json'"
 
+# 6b. POST /v1/classify/batch: one result per image in the shared schema, a bad image is its
+#     own error and the rest are answered, and the limits hold.
+B1=$(ls "$DATA"/neu-surface-defects/scratches/* | head -1); B2=$(ls "$DATA"/neu-surface-defects/patches/* | head -1)
+printf 'not an image' > "$T/notes.jpg"
+"$NL" --json classify "$T/s.db" "$IMG" "$B1" "$B2" --k 7 --vote distance > "$T/cb.json"
+curl -s -F image=@"$IMG" -F image=@"$B1" -F image=@"$T/notes.jpg" -F image=@"$B2" -F k=7 -F vote=distance \
+  "$URL/v1/classify/batch" > "$T/ab.json"
+check "/v1/classify/batch answers each image as classify --json does, the bad one as an error" \
+  "$PY - '$T/cb.json' '$T/ab.json' << 'EOF2'
+import json, sys
+cli = json.load(open(sys.argv[1])); api = json.load(open(sys.argv[2]))
+res = api['results']
+assert api['count'] == 4 and api['failed'] == 1, api
+assert res[2]['image'] == 'notes.jpg' and res[2]['error']['status'] == 400 and 'not an image' in res[2]['error']['message']
+for c, a in zip(cli, [res[0], res[1], res[3]]):
+    for n in a['neighbors']: n.pop('thumbnail')
+    c.pop('image'); a.pop('image')
+    assert c == a, (c, a)
+EOF2"
+check "a batch over the image limit is 413 and says the limit" \
+  "[ \"\$(code \$(for _ in \$(seq 65); do printf -- '-F image=@%s ' '$IMG'; done) $URL/v1/classify/batch)\" = 413 ] && grep -q 'the limit is 64' '$T/body'"
+check "a batch with no image is 400, a bad parameter is 400" \
+  "[ \"\$(code -F k=3 $URL/v1/classify/batch)\" = 400 ] && [ \"\$(code -F image=@'$IMG' -F k=0 $URL/v1/classify/batch)\" = 400 ]"
+
 # 7. Every reader sees every writer: rows another process ingests reach a running server.
 stat_rows() { curl -s "$URL/v1/stats" | $PY -c 'import json,sys; print(json.load(sys.stdin)["rows"])'; }
 rows0=$(stat_rows)

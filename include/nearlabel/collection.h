@@ -15,10 +15,13 @@
 
 #include "nearlabel/classify.h"
 #include "nearlabel/index.h"
+#include "nearlabel/model.h"
 #include "nearlabel/status.h"
 #include "nearlabel/store.h"
 
 namespace nearlabel {
+
+class VectorSegment;
 
 struct CollectionOptions {
   bool use_index = true;  // false: every query is an exact scan (--exact)
@@ -121,6 +124,12 @@ class Collection {
   // returned again. Returns how many changes were applied. Thread-safe (takes the write lock
   // only to apply them).
   Result<size_t> Refresh();
+  // Every live row's vector, in id order, as one segment (ids() and vectors(), no copy: the
+  // mapped file when there is one). Changes committed before the call are folded in first
+  // (the segment rewritten, or rebuilt in memory where it is held in memory). The segment
+  // stays valid, unchanged, however long it is held: later changes make a new one.
+  // Thread-safe.
+  Result<std::shared_ptr<const VectorSegment>> Vectors();
   // Waits up to timeout_ms for a commit by any writer; true when one came.
   Result<bool> WaitForChanges(int timeout_ms);
 
@@ -137,6 +146,13 @@ class Collection {
   Result<Answer> Search(const float* query, const QueryOptions& options, bool rebuilt) const;
   std::unique_ptr<Impl> impl_;
 };
+
+// The model card of a store's collection `info` (found in `dirs`, ModelSearchDirs), or of
+// `requested` when given: it must be the store's model (same name, same ONNX file by
+// sha256, same dims), else Mismatch naming both. `location` names the store in messages.
+Result<ModelCard> ModelOfStore(const CollectionInfo& info, const std::string& location,
+                               const std::vector<std::string>& dirs,
+                               const std::string& requested = "");
 
 // The path of the segment file of the SQLite store at `store_path` ("photos.db.vectors").
 std::string SegmentPath(const std::string& store_path);

@@ -54,12 +54,14 @@ Result<DatasetListing> ListDataset(const std::string& root, DatasetLayout layout
 // Image files to classify, search or score, named by `args` (the CLI's arguments and --from
 // lines): a file is taken as given, whatever its extension (a bad one fails when it is read);
 // a directory is walked recursively with the readers' rules (image extensions only, hidden
-// entries skipped, a directory reached twice through symlinks listed once), its files sorted.
+// entries skipped, a directory reached twice through symlinks listed once and reported in
+// `skipped`), its files sorted.
 // A missing path or an unlistable directory becomes a problem; the rest are still listed.
 // Thread-safe (no shared state).
 struct ImageFileList {
   std::vector<std::string> paths;        // in argument order, each directory's files sorted
-  std::vector<DatasetProblem> problems;  // missing paths, unreadable directories, skipped files
+  std::vector<DatasetProblem> problems;  // missing paths, unreadable directories
+  std::vector<DatasetProblem> skipped;   // symlinked directories listed already (loops)
 };
 ImageFileList ListImageFiles(const std::vector<std::string>& args);
 

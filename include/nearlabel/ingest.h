@@ -46,9 +46,16 @@ struct IngestReport {
 // Called after each committed batch with (images done, images listed). May be empty.
 using ProgressFn = std::function<void(size_t done, size_t total)>;
 
+// Records in `store` the collection info an ingest of `listing` with `card` (its ONNX file's
+// sha256 `model_sha256`) needs: model, checksum, dims, and the label field classify and eval
+// predict unless told otherwise (AI Hub: quality; else label or class); for AI Hub datasets
+// also the label view. Mismatch when the store holds another model. `listing` not empty.
+Status PrepareStoreForDataset(Store& store, const ModelCard& card, const std::string& model_sha256,
+                              const DatasetListing& listing);
+
 // Ingests `listing` into `store` (whose collection must match `embedder`'s model; call
-// Store::EnsureCollection first). Stops cleanly after the current batch when *stop becomes
-// true. A store error aborts with that error; rows of committed batches stay.
+// PrepareStoreForDataset or Store::EnsureCollection first). Stops cleanly after the current batch
+// when *stop becomes true. A store error aborts with that error; rows of committed batches stay.
 Result<IngestReport> Ingest(const DatasetListing& listing, Embedder& embedder, Store& store,
                             const IngestOptions& options, const ProgressFn& progress,
                             const std::atomic<bool>* stop);

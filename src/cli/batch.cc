@@ -61,7 +61,9 @@ void AddBatchOptions(CLI::App* cmd, BatchArgs* args, const std::string& what) {
                   "entries skipped)");
   cmd->add_option("--from", args->from,
                   "A file listing one image path per line (\"-\": standard input); may repeat")
-      ->type_name("LIST");
+      ->type_name("LIST")
+      ->allow_extra_args(false);  // one list per --from: `--from - photo.jpg` leaves photo.jpg
+                                  // an image
   cmd->add_option("--out", args->out,
                   "Write one row per image to FILE.csv or FILE.jsonl as each is " + what +
                       " (with a progress bar on a terminal) instead of printing")
@@ -230,6 +232,10 @@ int RunBatch(const ImageFileList& list, Embedder& embedder, BatchWriter& writer,
     ++s.problems;
     return writer.Write({{"image", path}, {"error", reason}});
   };
+  for (const DatasetProblem& p : list.skipped) {
+    std::fprintf(stderr, "nearlabel: notice: %s: %s\n", TerminalSafe(p.path).c_str(),
+                 TerminalSafe(p.reason).c_str());
+  }
   for (const DatasetProblem& p : list.problems) {
     Status st = report_problem(p.path, p.reason);
     if (!st.ok()) return Fail(st);

@@ -63,15 +63,8 @@ Result<std::unique_ptr<Embedder>> OpenEmbedderForStore(const std::string& locati
                                                        const CollectionInfo* info,
                                                        const std::string& model_arg,
                                                        const Global& g, bool few_images) {
-  std::string name = model_arg.empty() ? info->model : model_arg;
-  NL_ASSIGN_OR_RETURN(ModelCard card, FindModel(name, ModelSearchDirs(g.model_dirs)));
-  NL_ASSIGN_OR_RETURN(std::string sha, Sha256File(card.onnx_path));
-  if (card.name != info->model || sha != info->model_sha256 || card.dims != info->dims) {
-    return Status::Mismatch("store " + location + " was built with model '" + info->model + "' (" +
-                            std::to_string(info->dims) + "-d), not '" + card.name + "' (" +
-                            std::to_string(card.dims) + "-d" +
-                            (sha != info->model_sha256 ? ", different ONNX file" : "") + ")");
-  }
+  NL_ASSIGN_OR_RETURN(ModelCard card,
+                      ModelOfStore(*info, location, ModelSearchDirs(g.model_dirs), model_arg));
   return MakeEmbedder(card, g, few_images);
 }
 

@@ -65,23 +65,6 @@ Result<ModelCard> ModelForIngest(const IngestArgs& a, const Global& g) {
   return FindModel(model.empty() ? kDefaultModel : model, ModelSearchDirs(g.model_dirs));
 }
 
-// Records the collection info (model, checksum, dims, the label field classify and eval
-// predict unless told otherwise) and, for AI Hub datasets, the label view.
-Status PrepareStore(Store& store, const ModelCard& card, const std::string& sha,
-                    const DatasetListing& listing) {
-  CollectionInfo info;
-  info.model = card.name;
-  info.model_sha256 = sha;
-  info.dims = card.dims;
-  const json& first = listing.items.front().metadata;
-  info.label_field = listing.layout == DatasetLayout::kAiHub ? "quality"
-                     : first.contains("label")               ? "label"
-                     : first.contains("class")               ? "class"
-                                                             : "label";
-  NL_RETURN_IF_ERROR(store.EnsureCollection(info));
-  return listing.layout == DatasetLayout::kAiHub ? store.EnsureAiHubView() : Status::OK();
-}
-
 // What an ingest did, for the renderer.
 struct IngestOutcome {
   std::string where, root, layout, model, backend, job, index_summary;
@@ -148,7 +131,7 @@ int RunIngest(IngestArgs a, const Global& g) {
   if (!sha.ok()) return Fail(sha.status());
   auto store = OpenForWriting(a.store, Store::Mode::kCreate);
   if (!store.ok()) return Fail(store.status());
-  Status st = PrepareStore(**store, *card, *sha, *listing);
+  Status st = PrepareStoreForDataset(**store, *card, *sha, *listing);
   if (!st.ok()) return Fail(st);
 
   std::signal(SIGINT, [](int) {

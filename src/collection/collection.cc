@@ -47,6 +47,20 @@ std::string Seconds(double s) {
 
 }  // namespace
 
+Result<ModelCard> ModelOfStore(const CollectionInfo& info, const std::string& location,
+                               const std::vector<std::string>& dirs, const std::string& requested) {
+  const std::string name = requested.empty() ? info.model : requested;
+  NL_ASSIGN_OR_RETURN(ModelCard card, FindModel(name, dirs));
+  NL_ASSIGN_OR_RETURN(std::string sha, Sha256File(card.onnx_path));
+  if (card.name != info.model || sha != info.model_sha256 || card.dims != info.dims) {
+    return Status::Mismatch("store " + MaskedLocation(location) + " was built with model '" +
+                            info.model + "' (" + std::to_string(info.dims) + "-d), not '" +
+                            card.name + "' (" + std::to_string(card.dims) + "-d" +
+                            (sha != info.model_sha256 ? ", different ONNX file" : "") + ")");
+  }
+  return card;
+}
+
 std::string SegmentPath(const std::string& store_path) { return store_path + ".vectors"; }
 
 struct Collection::Impl {
@@ -63,7 +77,8 @@ struct Collection::Impl {
   std::unique_ptr<ChangeFeed> feed;  // null: a format-2 store (nothing to follow)
 
   mutable std::shared_mutex mu;  // guards everything below
-  std::unique_ptr<VectorSegment> segment;
+  // Shared: Vectors() hands it out, and a view outlives a later swap.
+  std::shared_ptr<VectorSegment> segment;
   std::unordered_set<int64_t> removed;          // segment rows deleted since it was written
   std::map<int64_t, std::vector<float>> added;  // rows added since, by id
   int64_t change_id = 0;                        // every change up to this one is applied
@@ -102,7 +117,21 @@ struct Collection::Impl {
   Status CatchUpSegment();
   // `shared`: searches run meanwhile (Refresh): the file is written under the read lock and
   // only the swap takes the write lock. The caller holds feed_mu (no change lands meanwhile).
-  Status CompactIfNeeded(bool shared);
+  // `force`: fold in any change at all (a segment in memory is rebuilt in memory).
+  Status CompactIfNeeded(bool shared, bool force = false);
+  // Calls emit(id, vector) for every live row in id order: the segment's rows minus the
+  // deleted, merged with the added. Caller holds mu.
+  Result<int64_t> EmitLive(const std::function<Status(int64_t, const float*)>& emit) const {
+    auto a = added.begin();
+    for (size_t i = 0; i < segment->rows(); ++i) {
+      const int64_t id = segment->ids()[i];
+      for (; a != added.end() && a->first < id; ++a)
+        NL_RETURN_IF_ERROR(emit(a->first, a->second.data()));
+      if (!removed.count(id)) NL_RETURN_IF_ERROR(emit(id, segment->row(i)));
+    }
+    for (; a != added.end(); ++a) NL_RETURN_IF_ERROR(emit(a->first, a->second.data()));
+    return change_id;
+  }
   void OpenIndex();
   void OpenNodeIndex();
   Status BuildNodeIndex();
@@ -246,33 +275,38 @@ Status Collection::Impl::CatchUpSegment() {
 
 // Rewrites the segment (its rows minus the deleted plus the added) when the overlay has grown
 // past its bound and the file can be written: memory and catch-up stay bounded.
-Status Collection::Impl::CompactIfNeeded(bool shared) {
+Status Collection::Impl::CompactIfNeeded(bool shared, bool force) {
   std::shared_lock<std::shared_mutex> read(mu, std::defer_lock);
   if (shared) read.lock();
   const size_t overlay = added.size() + removed.size();
-  if (segment->path().empty() || overlay <= std::max(options.max_overlay, segment->rows() / 10)) {
+  const size_t bound = force ? 0 : std::max(options.max_overlay, segment->rows() / 10);
+  if (overlay <= bound || (segment->path().empty() && !force)) return Status::OK();
+  if (segment->path().empty()) {  // held in memory: merged in memory
+    std::vector<int64_t> ids;
+    std::vector<float> vectors;
+    NL_ASSIGN_OR_RETURN(int64_t at, EmitLive([&](int64_t id, const float* v) {
+                          ids.push_back(id);
+                          vectors.insert(vectors.end(), v, v + info.dims);
+                          return Status::OK();
+                        }));
+    if (shared) read.unlock();
+    std::unique_lock<std::shared_mutex> write(mu, std::defer_lock);
+    if (shared) write.lock();
+    segment = VectorSegment::InMemory(info.dims, at, std::move(ids), std::move(vectors));
+    added.clear();
+    removed.clear();
     return Status::OK();
   }
   const auto t0 = std::chrono::steady_clock::now();
   const std::string path = segment->path();
-  Status st =
-      VectorSegment::Write(path, info.dims, store_id, [&](const auto& emit) -> Result<int64_t> {
-        auto a = added.begin();
-        for (size_t i = 0; i < segment->rows(); ++i) {
-          const int64_t id = segment->ids()[i];
-          for (; a != added.end() && a->first < id; ++a)
-            NL_RETURN_IF_ERROR(emit(a->first, a->second.data()));
-          if (!removed.count(id)) NL_RETURN_IF_ERROR(emit(id, segment->row(i)));
-        }
-        for (; a != added.end(); ++a) NL_RETURN_IF_ERROR(emit(a->first, a->second.data()));
-        return change_id;
-      });
+  Status st = VectorSegment::Write(path, info.dims, store_id,
+                                   [&](const auto& emit) { return EmitLive(emit); });
   if (shared) read.unlock();
   std::unique_lock<std::shared_mutex> write(mu, std::defer_lock);
   if (shared) write.lock();
   if (!st.ok()) {  // the overlay still answers; say why the file was not rewritten
     notices += "vector segment not rewritten: " + st.message() + "\n";
-    return Status::OK();
+    return force ? st : Status::OK();
   }
   NL_ASSIGN_OR_RETURN(segment, VectorSegment::Map(path, info.dims));
   log += "vector segment rewritten with " + std::to_string(overlay) + " changed rows in " +
@@ -655,6 +689,15 @@ Result<size_t> Collection::Refresh() {
     NL_RETURN_IF_ERROR(m.CompactIfNeeded(true));
     if (changes.size() < 4096) return applied;
   }
+}
+
+Result<std::shared_ptr<const VectorSegment>> Collection::Vectors() {
+  NL_RETURN_IF_ERROR(Refresh().status());
+  Impl& m = *impl_;
+  std::lock_guard<std::mutex> feed_lock(m.feed_mu);  // no change lands meanwhile
+  NL_RETURN_IF_ERROR(m.CompactIfNeeded(true, true));
+  std::shared_lock<std::shared_mutex> lock(m.mu);
+  return std::shared_ptr<const VectorSegment>(m.segment);
 }
 
 Result<bool> Collection::WaitForChanges(int timeout_ms) {

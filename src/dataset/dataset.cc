@@ -33,8 +33,8 @@ const char* DatasetLayoutName(DatasetLayout layout) {
   return "?";
 }
 
-std::vector<fs::path> ListFilesRecursive(const fs::path& dir,
-                                         std::vector<DatasetProblem>* problems) {
+std::vector<fs::path> ListFilesRecursive(const fs::path& dir, std::vector<DatasetProblem>* problems,
+                                         std::vector<DatasetProblem>* skipped) {
   std::vector<fs::path> files;
   std::set<fs::path> seen_dirs;  // canonical paths, to survive symlink loops
   // Real directories are listed before symlinked ones, so that a folder reached both ways
@@ -51,8 +51,9 @@ std::vector<fs::path> ListFilesRecursive(const fs::path& dir,
       continue;
     }
     if (!seen_dirs.insert(canon).second) {
-      problems->push_back(
-          {d.string(), "symlink to a directory listed already (" + canon.string() + "), skipped"});
+      (skipped ? skipped : problems)
+          ->push_back({d.string(),
+                       "symlink to a directory listed already (" + canon.string() + "), skipped"});
       continue;
     }
     fs::directory_iterator it(d, fs::directory_options::skip_permission_denied, ec);
@@ -157,7 +158,7 @@ ImageFileList ListImageFiles(const std::vector<std::string>& args) {
       out.paths.push_back(arg);
     } else {
       std::vector<DatasetProblem> listing_problems;
-      for (const fs::path& p : ListFilesRecursive(arg, &listing_problems)) {
+      for (const fs::path& p : ListFilesRecursive(arg, &listing_problems, &out.skipped)) {
         if (IsImageExtension(LowerExtension(p.string()))) out.paths.push_back(p.string());
       }
       out.problems.insert(out.problems.end(), listing_problems.begin(), listing_problems.end());

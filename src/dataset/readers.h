@@ -34,8 +34,10 @@ Status ParseManifest(const std::string& text, const std::filesystem::path& file,
                      DatasetListing* out);
 
 // Recursively lists regular files under `dir` (following no symlinked directories twice),
-// sorted, reporting unreadable directories as problems.
-std::vector<std::filesystem::path> ListFilesRecursive(const std::filesystem::path& dir,
-                                                      std::vector<DatasetProblem>* problems);
+// sorted, reporting unreadable directories as problems. A symlinked directory listed already
+// (a loop) is reported in `skipped` when given, else among the problems.
+std::vector<std::filesystem::path> ListFilesRecursive(
+    const std::filesystem::path& dir, std::vector<DatasetProblem>* problems,
+    std::vector<DatasetProblem>* skipped = nullptr);
 
 }  // namespace nearlabel

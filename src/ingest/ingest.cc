@@ -193,98 +193,117 @@ Status EmbedBatch(PrepStage::Batch& b, size_t slot, Embedder& embedder,
   return Status::OK();
 }
 
-// The store stage: one thread commits each batch of rows in its own transaction, in order,
-// while the caller embeds the next one. At most `capacity` batches wait in the queue.
-class WriteStage {
+// A stage on its own thread: runs `work` on each pushed job, in order, while the caller
+// prepares the next. At most `capacity` jobs wait. The first error stops it: later pushes
+// return false and Finish returns that error.
+template <typename Job>
+class StageThread {
  public:
-  WriteStage(Store& store, const ProgressFn& progress, size_t total, size_t capacity)
-      : store_(store), progress_(progress), total_(total), capacity_(capacity) {
+  StageThread(std::function<Status(Job&)> work, size_t capacity)
+      : work_(std::move(work)), capacity_(capacity) {
     thread_ = std::thread([this] { Run(); });
   }
-  ~WriteStage() { Finish(); }
-  WriteStage(const WriteStage&) = delete;
-  WriteStage& operator=(const WriteStage&) = delete;
+  ~StageThread() { Finish(); }
+  StageThread(const StageThread&) = delete;
+  StageThread& operator=(const StageThread&) = delete;
 
-  // Queues rows (possibly none) that complete the first `done` listed images. Blocks while
-  // the queue is full. Returns false once a write has failed.
-  bool Push(std::vector<NewItem> rows, size_t done) {
+  // Blocks while the queue is full. Returns false once a job has failed.
+  bool Push(Job job) {
     std::unique_lock<std::mutex> lock(mu_);
     space_.wait(lock, [&] { return queue_.size() < capacity_ || !status_.ok(); });
     if (!status_.ok()) return false;
-    queue_.push_back({std::move(rows), done});
-    work_.notify_one();
+    queue_.push_back(std::move(job));
+    work_ready_.notify_one();
     return true;
   }
 
-  bool failed() {
-    std::lock_guard<std::mutex> lock(mu_);
-    return !status_.ok();
-  }
-
-  // Commits everything queued, stops the thread and returns the first error.
+  // Runs everything queued, stops the thread and returns the first error.
   Status Finish() {
     {
       std::lock_guard<std::mutex> lock(mu_);
       closed_ = true;
     }
-    work_.notify_one();
+    work_ready_.notify_one();
     if (thread_.joinable()) thread_.join();
     return status_;
   }
 
-  size_t inserted = 0;    // read after Finish
-  size_t duplicates = 0;  // rows another process stored meanwhile
-
  private:
-  struct Job {
-    std::vector<NewItem> rows;
-    size_t done;
-  };
-
   void Run() {
     for (;;) {
       Job job;
       {
         std::unique_lock<std::mutex> lock(mu_);
-        work_.wait(lock, [&] { return !queue_.empty() || closed_; });
+        work_ready_.wait(lock, [&] { return !queue_.empty() || closed_; });
         if (queue_.empty()) return;
         job = std::move(queue_.front());
         queue_.pop_front();
       }
       space_.notify_one();
-      if (!job.rows.empty()) {
-        auto ins = store_.InsertBatch(job.rows);
-        if (!ins.ok()) {
-          std::lock_guard<std::mutex> lock(mu_);
-          status_ = ins.status();
-          queue_.clear();
-          space_.notify_all();
-          return;
-        }
-        inserted += ins->inserted;
-        duplicates += ins->duplicates;
+      Status st = work_(job);
+      if (!st.ok()) {
+        std::lock_guard<std::mutex> lock(mu_);
+        status_ = st;
+        queue_.clear();
+        space_.notify_all();
+        return;
       }
-      if (progress_) progress_(job.done, total_);
     }
   }
 
-  Store& store_;
-  const ProgressFn& progress_;
-  const size_t total_;
+  const std::function<Status(Job&)> work_;
   const size_t capacity_;
   std::mutex mu_;
-  std::condition_variable work_, space_;
+  std::condition_variable work_ready_, space_;
   std::deque<Job> queue_;
   bool closed_ = false;
   Status status_;
   std::thread thread_;
 };
 
+// The store stage: commits each batch of rows (possibly none) that completes the first
+// `done` listed images in its own transaction, then reports progress.
+struct WriteJob {
+  std::vector<NewItem> rows;
+  size_t done = 0;
+};
+struct WriteCounts {
+  size_t inserted = 0;    // read after Finish
+  size_t duplicates = 0;  // rows another process stored meanwhile
+};
+std::function<Status(WriteJob&)> CommitBatches(Store& store, const ProgressFn& progress,
+                                               size_t total, WriteCounts* counts) {
+  return [&store, &progress, total, counts](WriteJob& job) -> Status {
+    if (!job.rows.empty()) {
+      NL_ASSIGN_OR_RETURN(auto ins, store.InsertBatch(job.rows));
+      counts->inserted += ins.inserted;
+      counts->duplicates += ins.duplicates;
+    }
+    if (progress) progress(job.done, total);
+    return Status::OK();
+  };
+}
+
 std::string DumpJson(const nlohmann::json& j) {
   return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 }  // namespace
+
+Status PrepareStoreForDataset(Store& store, const ModelCard& card, const std::string& model_sha256,
+                              const DatasetListing& listing) {
+  CollectionInfo info;
+  info.model = card.name;
+  info.model_sha256 = model_sha256;
+  info.dims = card.dims;
+  const nlohmann::json& first = listing.items.front().metadata;
+  info.label_field = listing.layout == DatasetLayout::kAiHub ? "quality"
+                     : first.contains("label")               ? "label"
+                     : first.contains("class")               ? "class"
+                                                             : "label";
+  NL_RETURN_IF_ERROR(store.EnsureCollection(info));
+  return listing.layout == DatasetLayout::kAiHub ? store.EnsureAiHubView() : Status::OK();
+}
 
 Result<IngestReport> Ingest(const DatasetListing& listing, Embedder& embedder, Store& store,
                             const IngestOptions& options, const ProgressFn& progress,
@@ -302,7 +321,9 @@ Result<IngestReport> Ingest(const DatasetListing& listing, Embedder& embedder, S
   std::unordered_map<std::string, size_t> seen;  // sha256 -> first index in this run
 
   PrepStage prep(paths, embedder.card().preprocess, bs, threads, kPrepRing, &stored, true);
-  WriteStage writer(store, progress, paths.size(), kWriteQueue);
+  WriteCounts written_counts;
+  StageThread<WriteJob> writer(CommitBatches(store, progress, paths.size(), &written_counts),
+                               kWriteQueue);
   Status failure;
   for (size_t number = 0; number < prep.batches(); ++number) {
     PrepStage::Batch& batch = prep.Take(number);
@@ -335,7 +356,7 @@ Result<IngestReport> Ingest(const DatasetListing& listing, Embedder& embedder, S
     }
     const size_t done = std::min((number + 1) * bs, paths.size());
     prep.Release(batch);
-    if (!writer.Push(std::move(rows), done)) break;
+    if (!writer.Push({std::move(rows), done})) break;
     if (stop && stop->load()) {
       rep.interrupted = number + 1 < prep.batches();
       break;
@@ -343,8 +364,8 @@ Result<IngestReport> Ingest(const DatasetListing& listing, Embedder& embedder, S
   }
   prep.Stop();
   Status written = writer.Finish();
-  rep.inserted = writer.inserted;
-  rep.already_stored += writer.duplicates;  // another process stored them meanwhile
+  rep.inserted = written_counts.inserted;
+  rep.already_stored += written_counts.duplicates;  // another process stored them meanwhile
   NL_RETURN_IF_ERROR(written);
   NL_RETURN_IF_ERROR(failure);
   rep.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -496,75 +517,6 @@ void EmbedPrepared(PrepStage::Batch& b, size_t slot, const std::vector<std::stri
   }
 }
 
-// The sink's thread: takes embedded batches in order from a queue of at most `capacity`.
-class SinkStage {
- public:
-  SinkStage(const EmbeddedFileSink& sink, size_t capacity) : sink_(sink), capacity_(capacity) {
-    thread_ = std::thread([this] { Run(); });
-  }
-  ~SinkStage() { Finish(); }
-  SinkStage(const SinkStage&) = delete;
-  SinkStage& operator=(const SinkStage&) = delete;
-
-  // Blocks while the queue is full; false once the sink has failed.
-  bool Push(std::vector<EmbeddedFile> batch) {
-    std::unique_lock<std::mutex> lock(mu_);
-    space_.wait(lock, [&] { return queue_.size() < capacity_ || !status_.ok(); });
-    if (!status_.ok()) return false;
-    queue_.push_back(std::move(batch));
-    work_.notify_one();
-    return true;
-  }
-
-  // Delivers everything queued, stops the thread, returns the sink's first error.
-  Status Finish() {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      closed_ = true;
-    }
-    work_.notify_one();
-    if (thread_.joinable()) thread_.join();
-    return status_;
-  }
-
-  size_t delivered = 0;  // read after Finish
-
- private:
-  void Run() {
-    for (;;) {
-      std::vector<EmbeddedFile> batch;
-      {
-        std::unique_lock<std::mutex> lock(mu_);
-        work_.wait(lock, [&] { return !queue_.empty() || closed_; });
-        if (queue_.empty()) return;
-        batch = std::move(queue_.front());
-        queue_.pop_front();
-      }
-      space_.notify_one();
-      for (EmbeddedFile& f : batch) {
-        Status st = sink_(f);
-        if (!st.ok()) {
-          std::lock_guard<std::mutex> lock(mu_);
-          status_ = st;
-          queue_.clear();
-          space_.notify_all();
-          return;
-        }
-        ++delivered;
-      }
-    }
-  }
-
-  const EmbeddedFileSink& sink_;
-  const size_t capacity_;
-  std::mutex mu_;
-  std::condition_variable work_, space_;
-  std::deque<std::vector<EmbeddedFile>> queue_;
-  bool closed_ = false;
-  Status status_;
-  std::thread thread_;
-};
-
 }  // namespace
 
 std::vector<EmbeddedFile> EmbedFiles(const std::vector<std::string>& paths, Embedder& embedder,
@@ -588,11 +540,20 @@ Result<EmbedStreamReport> EmbedFilesStreaming(const std::vector<std::string>& pa
                                               Embedder& embedder, const EmbeddedFileSink& sink,
                                               const std::atomic<bool>* stop, int prep_threads) {
   EmbedStreamReport rep;
-  // Batches of at least 16 files, so the hand-over to the sink costs nothing per file.
-  const size_t bs = static_cast<size_t>(std::max(16, embedder.max_batch()));
+  // Batches as ingest's (IngestOptions::batch_size), so the two run at the same rate.
+  const size_t bs = static_cast<size_t>(std::max(IngestOptions{}.batch_size, embedder.max_batch()));
   PrepStage prep(paths, embedder.card().preprocess, bs, DefaultThreads(prep_threads), kPrepRing,
                  nullptr, false);
-  SinkStage out(sink, kWriteQueue);
+  size_t delivered = 0;
+  StageThread<std::vector<EmbeddedFile>> out(
+      [&sink, &delivered](std::vector<EmbeddedFile>& batch) -> Status {
+        for (EmbeddedFile& f : batch) {
+          NL_RETURN_IF_ERROR(sink(f));
+          ++delivered;
+        }
+        return Status::OK();
+      },
+      kWriteQueue);
   for (size_t number = 0; number < prep.batches(); ++number) {
     if (stop && stop->load()) {
       rep.interrupted = true;
@@ -606,7 +567,7 @@ Result<EmbedStreamReport> EmbedFilesStreaming(const std::vector<std::string>& pa
   }
   prep.Stop();
   Status st = out.Finish();
-  rep.delivered = out.delivered;
+  rep.delivered = delivered;
   NL_RETURN_IF_ERROR(st);
   return rep;
 }

@@ -99,6 +99,7 @@ struct RequestState {
   std::string route;
   Clock::time_point start = Clock::now();
   size_t body_bytes = 0;
+  size_t max_body = 0;  // this route's limit (HttpHandlers::max_body)
   MHD_PostProcessor* form_parser = nullptr;
   bool bad_form = false;
   bool too_large = false;  // the body passed the limit: dropped as it arrives
@@ -198,7 +199,7 @@ struct HttpServer::Impl {
       const size_t n = *size;
       *size = 0;
       st->body_bytes += n;
-      if (st->body_bytes > s->opt.max_body_bytes) {
+      if (st->body_bytes > st->max_body) {
         // libmicrohttpd takes an answer only before the body or after it: a body without a
         // Content-Length (chunked) that passes the limit is read on and dropped, so the client
         // gets its 413, up to twice the limit; past that the connection is closed.
@@ -208,7 +209,7 @@ struct HttpServer::Impl {
           st->req.body.shrink_to_fit();
           st->req.form.clear();
         }
-        return st->body_bytes > 2 * s->opt.max_body_bytes ? MHD_NO : MHD_YES;
+        return st->body_bytes > 2 * st->max_body ? MHD_NO : MHD_YES;
       }
       if (st->form_parser) {
         if (MHD_post_process(st->form_parser, data, n) != MHD_YES) st->bad_form = true;
@@ -230,12 +231,13 @@ struct HttpServer::Impl {
     MHD_get_connection_values_n(c, MHD_HEADER_KIND, &HeaderValue, st);
     MHD_get_connection_values_n(c, MHD_GET_ARGUMENT_KIND, &QueryValue, st);
     st->route = h.route_name(r.method, r.path);
+    st->max_body = h.max_body ? h.max_body(r.method, r.path) : opt.max_body_bytes;
     const std::string length = r.Header("content-length");
     if (!length.empty()) {
       errno = 0;
       char* end = nullptr;
       const unsigned long long n = std::strtoull(length.c_str(), &end, 10);
-      if (errno == 0 && end && *end == '\0' && n > opt.max_body_bytes) return TooLarge(c, st);
+      if (errno == 0 && end && *end == '\0' && n > st->max_body) return TooLarge(c, st);
     }
     const std::string type = Lower(r.Header("content-type"));
     if (type.rfind("multipart/form-data", 0) == 0) {
@@ -252,9 +254,10 @@ struct HttpServer::Impl {
     const std::string what =
         st->too_large ? "the request body passed " : "the request body declares more than ";
     return Respond(c, st,
-                   h.error(413, what + std::to_string(opt.max_body_bytes) +
-                                    " bytes, the server's limit (--max-upload-mb); nothing past "
-                                    "the limit was kept"));
+                   h.error(413, what + std::to_string(st->max_body) +
+                                    " bytes, the server's limit for this route (--max-upload-mb; "
+                                    "/v1/classify/batch: max_batch_bytes in /v1/stats); nothing "
+                                    "past the limit was kept"));
   }
 
   MHD_Result Dispatch(MHD_Connection* c, RequestState* st) {

@@ -73,6 +73,8 @@ struct HttpHandlers {
   std::function<bool(const std::string& method, const std::string& path)> cheap;
   // A bounded route label for metrics ("/v1/items/{id}"), never a raw path.
   std::function<std::string(const std::string& method, const std::string& path)> route_name;
+  // The body limit of a route (may be empty: HttpServerOptions::max_body_bytes for all).
+  std::function<size_t(const std::string& method, const std::string& path)> max_body;
   // An error response in the owner's format.
   std::function<HttpResponse(int status, const std::string& message)> error;
   // Extra Prometheus text appended to /metrics (gauges of the owner: rows, index).

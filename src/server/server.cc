@@ -796,8 +796,7 @@ struct Server::Impl {
 
   void StartHttp() {
     HttpServerOptions ho;
-    // + multipart overhead; a batch may carry more than one image's worth.
-    ho.max_body_bytes = std::max(opt.max_upload_bytes, opt.max_batch_bytes) + (64u << 10);
+    ho.max_body_bytes = opt.max_upload_bytes + (64u << 10);  // + multipart overhead
     ho.workers = opt.threads > 0
                      ? opt.threads
                      : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
@@ -807,6 +806,11 @@ struct Server::Impl {
       return m == "GET" && (path == "/" || path == "/healthz" || path == "/metrics");
     };
     hh.route_name = RouteName;
+    // A batch carries many images' worth; every other route one image at most.
+    hh.max_body = [this](const std::string& m, const std::string& path) {
+      return m == "POST" && path == "/v1/classify/batch" ? opt.max_batch_bytes + (64u << 10)
+                                                         : opt.max_upload_bytes + (64u << 10);
+    };
     hh.error = ErrorResponse;
     hh.extra_metrics = [this] { return CollectionMetrics(); };
     http = std::make_unique<HttpServer>(ho, std::move(hh));
