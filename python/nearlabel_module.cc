@@ -624,30 +624,11 @@ std::string AnswerRepr(const PyAnswer& a) {
 }  // namespace nearlabel::python
 
 // ---------------------------------------------------------------- bindings
-PYBIND11_MODULE(nearlabel, m) {
-  using namespace nearlabel::python;
-  using namespace nearlabel;
-  m.doc() = R"(nearlabel: classify images by vector search.
+namespace nearlabel::python {
+namespace {
 
-A pretrained CNN turns every labelled image into a feature vector; vectors and label
-metadata go into a store (one SQLite file, or a PostgreSQL database); a new image gets the
-label of its nearest labelled neighbours. No training: adding a class is an insert.
-
-    import nearlabel
-    report = nearlabel.ingest("tiles.db", "datasets/magnetic-tile-aihub")
-    tiles = nearlabel.open("tiles.db")
-    tiles.evaluate(label="quality", within="part").accuracy
-    r = tiles.classify("new-photo.jpg", k=5)       # or bytes, or a numpy HxWx3 RGB array
-    r.label, r.confidence, r.neighbors[0].distance
-    X = tiles.vectors()                            # (rows, dims) float32, no copy
-
-Images are paths, bytes of an image file, or numpy uint8 arrays HxWx3 in RGB order (HxW
-grey too); a list (or an NxHxWx3 array) gives a list of results. Models are looked up in
-NEARLABEL_MODELS (or `models=[dir, ...]`). Errors raise nearlabel.Error subclasses with the
-messages of the `nearlabel` command. The GIL is released while images are decoded, embedded
-and searched, so threads run concurrently. See docs/python.md.)";
-  RegisterErrors(m);
-
+// Neighbor, Classification (alias SearchResult), ImageError.
+void BindAnswers(py::module_& m) {
   py::class_<PyNeighbor>(m, "Neighbor", "A stored row near the query.")
       .def_readonly("id", &PyNeighbor::id, "The row's id in the store.")
       .def_readonly("distance", &PyNeighbor::distance,
@@ -693,6 +674,10 @@ and searched, so threads run concurrently. See docs/python.md.)";
                std::string(py::repr(py::str(e.message))) + ")";
       });
 
+}
+
+// Report: an evaluation's figures, numpy confusion, mismatches, to_html.
+void BindReport(py::module_& m) {
   py::class_<PyReport>(m, "Report", "An evaluation: accuracy, per class, confusion, mistakes.")
       .def_property_readonly("accuracy", [](const PyReport& r) { return r.report.accuracy; })
       .def_property_readonly(
@@ -759,6 +744,9 @@ and searched, so threads run concurrently. See docs/python.md.)";
         return std::string(buf);
       });
 
+}
+
+void BindCollection(py::module_& m) {
   py::class_<PyCollection>(m, "Collection",
                            "A store opened for searching (nearlabel.open). Thread-safe: "
                            "several threads may classify at once.")
@@ -838,6 +826,10 @@ Returns a Report (accuracy, per_class, confusion as numpy, mismatches, to_html).
       .def("__enter__", [](PyCollection& c) -> PyCollection& { return c; })
       .def("__exit__", [](PyCollection&, py::args) { return false; });
 
+}
+
+// open, ingest, embed, models.
+void BindFunctions(py::module_& m) {
   m.def(
       "open",
       [](py::object location, std::optional<std::vector<std::string>> models, bool exact) {
@@ -861,4 +853,36 @@ Returns a dict: listed, inserted, already_stored, duplicates, failed, problems, 
         "unit length; (dims,) for one image.");
   m.def("models", &Models, py::kw_only(), py::arg("models") = py::none(),
         "The models nearlabel can find: name, dims, description, card, onnx, patches.");
+}
+
+}  // namespace
+}  // namespace nearlabel::python
+
+PYBIND11_MODULE(nearlabel, m) {
+  using namespace nearlabel::python;
+  using namespace nearlabel;
+  m.doc() = R"(nearlabel: classify images by vector search.
+
+A pretrained CNN turns every labelled image into a feature vector; vectors and label
+metadata go into a store (one SQLite file, or a PostgreSQL database); a new image gets the
+label of its nearest labelled neighbours. No training: adding a class is an insert.
+
+    import nearlabel
+    report = nearlabel.ingest("tiles.db", "datasets/magnetic-tile-aihub")
+    tiles = nearlabel.open("tiles.db")
+    tiles.evaluate(label="quality", within="part").accuracy
+    r = tiles.classify("new-photo.jpg", k=5)       # or bytes, or a numpy HxWx3 RGB array
+    r.label, r.confidence, r.neighbors[0].distance
+    X = tiles.vectors()                            # (rows, dims) float32, no copy
+
+Images are paths, bytes of an image file, or numpy uint8 arrays HxWx3 in RGB order (HxW
+grey too); a list (or an NxHxWx3 array) gives a list of results. Models are looked up in
+NEARLABEL_MODELS (or `models=[dir, ...]`). Errors raise nearlabel.Error subclasses with the
+messages of the `nearlabel` command. The GIL is released while images are decoded, embedded
+and searched, so threads run concurrently. See docs/python.md.)";
+  RegisterErrors(m);
+  BindAnswers(m);
+  BindReport(m);
+  BindCollection(m);
+  BindFunctions(m);
 }

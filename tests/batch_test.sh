@@ -80,6 +80,11 @@ TNL classify "$T/fm.db" > /dev/null 2> "$T/none.err"; rc=$?
 check "no images at all is an error that says how to give them" \
   "[ $rc -eq 1 ] && grep -q 'name image files or directories, or a list with --from' '$T/none.err'"
 
+mkdir -p "$T/empty/sub"; echo notes > "$T/empty/sub/README.txt"
+TNL classify "$T/fm.db" "$T/empty" > /dev/null 2> "$T/empty.err"; rc=$?
+check "a directory without image files is an error that names it" \
+  "[ $rc -eq 1 ] && grep -q 'no image files (.jpg .jpeg .png .bmp .tif .tiff .webp) in $T/empty' '$T/empty.err'"
+
 # 3. 100,000 paths through --from (the 200 images over and over): one row each, memory bounded.
 find "$T/fm" -type f -name '*.png' > "$T/200.txt"
 for _ in $(seq 500); do cat "$T/200.txt"; done > "$T/100k.txt"

@@ -87,7 +87,12 @@ Result<ImageFileList> ListBatchImages(const BatchArgs& args) {
     return Status::InvalidArgument(
         "no images given: name image files or directories, or a list with --from");
   }
-  return ListImageFiles(named);
+  ImageFileList list = ListImageFiles(named);
+  if (list.paths.empty() && list.problems.empty()) {
+    return Status::NotFound("no image files (.jpg .jpeg .png .bmp .tif .tiff .webp) in " +
+                            named.front() + (named.size() > 1 ? " and the rest" : ""));
+  }
+  return list;
 }
 
 // ---------------------------------------------------------------- BatchWriter
