@@ -4,7 +4,7 @@
 # sanitizers:
 #   build-asan  clang, ASan+UBSan: unit and integration tests, then every libFuzzer target for
 #               NEARLABEL_FUZZ_SECONDS (default 30) each after replaying fuzz/regressions
-#   build-tsan  gcc, ThreadSanitizer: unit tests, the ingest pipeline (crash test), the server
+#   build-tsan  gcc, ThreadSanitizer: unit tests, the ingest pipeline (crash test), batch classify, the server
 #               and the PostgreSQL store (workers and servers against a throw-away cluster)
 # Models and datasets default to ../shared beside the checkout; set NEARLABEL_MODELS and
 # NEARLABEL_DATASETS to point elsewhere. NEARLABEL_SANITIZE=0 skips the sanitizer passes.
@@ -55,6 +55,8 @@ TSAN_OPTIONS="$TSAN_BASE" build-tsan/nearlabel_unit_tests --gtest_brief=1 --gtes
 TSAN_OPTIONS="$TSAN_BASE:detect_deadlocks=0" build-tsan/nearlabel_unit_tests --gtest_brief=1 --gtest_filter=HnswIndex*:StoreIndex*:CollectionIndex*
 TSAN_OPTIONS="$TSAN_BASE:detect_deadlocks=0" skippable bash tests/crash_test.sh build-tsan/nearlabel 3
 TSAN_OPTIONS="$TSAN_BASE" skippable bash tests/server_test.sh build-tsan/nearlabel
+# Batch classify: the decoders, the embedder and the sink thread of EmbedFilesStreaming.
+TSAN_OPTIONS="$TSAN_BASE" skippable bash tests/batch_test.sh build-tsan/nearlabel build/make_tiny_model
 # The shared store: concurrent ingest workers, and servers with their change-feed thread.
 TSAN_OPTIONS="$TSAN_BASE" skippable bash tests/postgres_test.sh build-tsan/nearlabel
 echo "test: all passed (${SECONDS} s)"

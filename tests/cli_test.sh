@@ -194,6 +194,9 @@ check "anomaly eval: AUROC of held-out normal vs defect castings above chance" \
 "$NL" anomaly score "$T/c.db" "$T/cast/def_front/$(ls "$T/cast/def_front" | head -1)" --heatmap "$T/heat" > "$T/an3" 2>&1; rc=$?
 check "anomaly score writes a verdict and a PNG heat map" \
   "[ $rc -eq 0 ] && grep -qE '(ANOMALOUS|normal) +$T/heat/1-' '$T/an3' && [ \"\$(head -c 4 $T/heat/1-*.png | tail -c 3)\" = PNG ]"
+"$NL" anomaly score "$T/c.db" "$T/cast/def_front" --out "$T/an.csv" > /dev/null 2>&1; rc=$?
+check "anomaly score DIR --out x.csv: one row per image with score, threshold and verdict" \
+  "[ $rc -eq 0 ] && /usr/bin/python3 -c 'import csv,sys; r=list(csv.DictReader(open(sys.argv[1]))); assert len(r)==20 and all(float(x[\"score\"])>0 and x[\"verdict\"] in (\"normal\",\"anomalous\") and not x[\"error\"] for x in r), r[:2]' '$T/an.csv'"
 "$NL" --json anomaly fit "$T/c.db" --name graph --bank-search hnsw --normal "field(metadata,'label')='ok_front'" --holdout 0.5 > "$T/an5" 2>&1; rc=$?
 d=$(ls "$T/cast/def_front" | head -1)
 "$NL" --json anomaly score "$T/c.db" "$T/cast/def_front/$d" > "$T/an6" 2>&1
