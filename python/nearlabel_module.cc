@@ -673,7 +673,6 @@ void BindAnswers(py::module_& m) {
         return "ImageError(" + std::string(py::repr(py::str(e.image))) + ", " +
                std::string(py::repr(py::str(e.message))) + ")";
       });
-
 }
 
 // Report: an evaluation's figures, numpy confusion, mismatches, to_html.
@@ -743,7 +742,6 @@ void BindReport(py::module_& m) {
                       r.protocol.c_str(), r.report.n, r.report.correct, 100 * r.report.accuracy);
         return std::string(buf);
       });
-
 }
 
 void BindCollection(py::module_& m) {
@@ -825,7 +823,6 @@ Returns a Report (accuracy, per_class, confusion as numpy, mismatches, to_html).
            })
       .def("__enter__", [](PyCollection& c) -> PyCollection& { return c; })
       .def("__exit__", [](PyCollection&, py::args) { return false; });
-
 }
 
 // open, ingest, embed, models.
