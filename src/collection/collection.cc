@@ -281,36 +281,36 @@ Status Collection::Impl::CompactIfNeeded(bool shared, bool force) {
   const size_t overlay = added.size() + removed.size();
   const size_t bound = force ? 0 : std::max(options.max_overlay, segment->rows() / 10);
   if (overlay <= bound || (segment->path().empty() && !force)) return Status::OK();
-  if (segment->path().empty()) {  // held in memory: merged in memory
-    std::vector<int64_t> ids;
-    std::vector<float> vectors;
-    NL_ASSIGN_OR_RETURN(int64_t at, EmitLive([&](int64_t id, const float* v) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const std::string path = segment->path();
+  Status st = path.empty() ? Status::Unsupported("held in memory")
+                           : VectorSegment::Write(path, info.dims, store_id,
+                                                  [&](const auto& emit) { return EmitLive(emit); });
+  // Where no file can be written, Vectors() (`force`) still needs one segment: in memory.
+  std::vector<int64_t> ids;
+  std::vector<float> vectors;
+  int64_t at = change_id;
+  if (!st.ok() && force) {
+    NL_ASSIGN_OR_RETURN(at, EmitLive([&](int64_t id, const float* v) {
                           ids.push_back(id);
                           vectors.insert(vectors.end(), v, v + info.dims);
                           return Status::OK();
                         }));
-    if (shared) read.unlock();
-    std::unique_lock<std::shared_mutex> write(mu, std::defer_lock);
-    if (shared) write.lock();
-    segment = VectorSegment::InMemory(info.dims, at, std::move(ids), std::move(vectors));
-    added.clear();
-    removed.clear();
-    return Status::OK();
   }
-  const auto t0 = std::chrono::steady_clock::now();
-  const std::string path = segment->path();
-  Status st = VectorSegment::Write(path, info.dims, store_id,
-                                   [&](const auto& emit) { return EmitLive(emit); });
   if (shared) read.unlock();
   std::unique_lock<std::shared_mutex> write(mu, std::defer_lock);
   if (shared) write.lock();
-  if (!st.ok()) {  // the overlay still answers; say why the file was not rewritten
+  if (!st.ok() && !force) {  // the overlay still answers; say why the file was not rewritten
     notices += "vector segment not rewritten: " + st.message() + "\n";
-    return force ? st : Status::OK();
+    return Status::OK();
   }
-  NL_ASSIGN_OR_RETURN(segment, VectorSegment::Map(path, info.dims));
-  log += "vector segment rewritten with " + std::to_string(overlay) + " changed rows in " +
-         Seconds(SecondsSince(t0)) + "\n";
+  if (st.ok()) {
+    NL_ASSIGN_OR_RETURN(segment, VectorSegment::Map(path, info.dims));
+    log += "vector segment rewritten with " + std::to_string(overlay) + " changed rows in " +
+           Seconds(SecondsSince(t0)) + "\n";
+  } else {
+    segment = VectorSegment::InMemory(info.dims, at, std::move(ids), std::move(vectors));
+  }
   added.clear();
   removed.clear();
   return Status::OK();

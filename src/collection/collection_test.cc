@@ -135,6 +135,43 @@ TEST(CollectionTest, EveryReaderSeesEveryWriter) {
             Ids(*(*c)->Search(added[3].embedding.data(), o)));
 }
 
+// Vectors() of the table as it is, in id order, in the file or in memory; a segment handed
+// out stays as it was after later changes.
+void ExpectVectorsOfTable(Store& store, const VectorSegment& seg) {
+  auto t = store.LoadVectors("");
+  ASSERT_TRUE(t.ok());
+  ASSERT_EQ(seg.rows(), t->size());
+  EXPECT_TRUE(std::equal(t->ids.begin(), t->ids.end(), seg.ids()));
+  EXPECT_TRUE(std::equal(t->vectors.begin(), t->vectors.end(), seg.vectors()));
+}
+
+TEST(CollectionTest, VectorsFoldInEveryCommittedChangeAndAViewOutlivesLaterOnes) {
+  testing::TempDir d;
+  for (bool in_memory : {false, true}) {
+    const std::string path = d.Join(in_memory ? "m.db" : "f.db");
+    auto store = MakeStore(path, 200);
+    CollectionOptions opt;
+    opt.write_segment = !in_memory;
+    auto c = Collection::Open(path, opt);
+    ASSERT_TRUE(c.ok());
+    auto first = (*c)->Vectors();
+    ASSERT_TRUE(first.ok()) << first.status().ToString();
+    ExpectVectorsOfTable(*store, **first);
+    EXPECT_EQ((*first)->path().empty(), in_memory);
+    const std::vector<int64_t> first_ids((*first)->ids(), (*first)->ids() + (*first)->rows());
+    // Changes below the compaction bound: Vectors() folds them in anyway.
+    ASSERT_TRUE(store->InsertBatch(Rows(7, 9, 3000)).ok());
+    ASSERT_TRUE(store->Delete("id IN (5, 6, 150)").ok());
+    auto second = (*c)->Vectors();
+    ASSERT_TRUE(second.ok()) << second.status().ToString();
+    ExpectVectorsOfTable(*store, **second);
+    EXPECT_EQ((*second)->rows(), 200u + 7u - 3u);
+    // The first view is still the table as it was.
+    ASSERT_EQ((*first)->rows(), 200u);
+    EXPECT_TRUE(std::equal(first_ids.begin(), first_ids.end(), (*first)->ids()));
+  }
+}
+
 TEST(CollectionTest, CompactsTheSegmentPastItsOverlayBound) {
   testing::TempDir d;
   const std::string path = d.Join("s.db");
