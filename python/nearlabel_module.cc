@@ -404,11 +404,7 @@ class PyCollection {
     r.query.k = k;
     r.query.ef = ef;
     r.query.exact = exact;
-    std::string within_sql;
-    if (within && !within->empty()) within_sql = Take(WithinToSql(*within));
-    std::string w = within_sql.empty() ? "" : "(" + within_sql + ")";
-    if (where && !where->empty()) w += (w.empty() ? "(" : " AND (") + *where + "\n)";
-    r.query.where_sql = w;
+    r.query.where_sql = Take(RowFilterSql(within.value_or(""), where.value_or("")));
     r.vote = classify ? Take(ParseVote(vote)) : Vote::kMajority;
     const std::string& store_label = collection_->info().label_field;
     r.label_field = label ? *label : store_label.empty() ? "label" : store_label;
@@ -593,16 +589,8 @@ void ReportToHtml(const PyReport& r, const std::string& path) {
   page.protocol = r.protocol;
   page.report = &r.report;
   page.table = &r.shown;
-  page.thumbnail = [&](int64_t id) -> std::string {
-    for (size_t i = 0; id < 0 && i < r.shown.size(); ++i) {  // a held-out query: its file
-      if (r.shown.ids[i] == id) {
-        auto t = ThumbnailOfFile(r.shown.sources[i]);
-        return t.ok() ? *t : "";
-      }
-    }
-    auto jpeg = store->GetThumbnail(id);
-    return jpeg.ok() ? *jpeg : "";
-  };
+  ReportThumbnails thumbnails(*store, r.shown);
+  page.thumbnail = [&thumbnails](int64_t id) { return thumbnails(id); };
   const std::string html = RenderEvalReport(page);
   std::ofstream f(path, std::ios::binary);
   f << html;

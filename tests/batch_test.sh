@@ -131,8 +131,8 @@ assert all(m['id'] is None and m['nearest_id'] > 0 for m in ev['mismatches'])
 one=$(ls "$T"/split/query/scratches/* | head -1)
 check "... and one image classified on its own agrees" \
   "[ \"\$(\"$NL\" --json classify '$T/split.db' '$one' --k 5 --vote distance | $PY -c 'import json,sys; print(json.load(sys.stdin)[0][\"label\"])')\" = \"\$(grep -F \"$one\" '$T/q.jsonl' | $PY -c 'import json,sys; print(json.load(sys.stdin)[\"label\"])')\" ]"
-check "eval --queries --report writes the report with every mistake beside its nearest row" \
-  "[ \$(grep -o 'class=\"pair\"' '$T/q.html' | wc -l) = \$(json '$T/q.json' \"len(j['mismatches'])\") ] && grep -q 'query [0-9]' '$T/q.html'"
+check "eval --queries --report writes every mistake beside its nearest row, both thumbnails shown" \
+  "[ \$(grep -o 'class=\"pair\"' '$T/q.html' | wc -l) = \$(json '$T/q.json' \"len(j['mismatches'])\") ] && grep -q 'query [0-9]' '$T/q.html' && [ \$(grep -o '<img src=\"data:image/jpeg' '$T/q.html' | wc -l) = \$((2 * \$(json '$T/q.json' \"len(j['mismatches'])\"))) ] && ! grep -q 'class=.nothumb' '$T/q.html'"
 "$NL" eval "$T/split.db" --queries "$T/nowhere" > /dev/null 2> "$T/qe.err"; rc=$?
 check "eval --queries of a missing dataset says so" "[ $rc -eq 1 ] && grep -q 'queries.*not found' '$T/qe.err'"
 

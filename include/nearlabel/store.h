@@ -239,6 +239,13 @@ std::string SqlValueText(const SqlValue& v);
 // any text is safe. InvalidArgument without a "=".
 Result<std::string> WithinToSql(const std::string& within);
 
+// The rows a query may return, as one where expression: `within` ("FIELD=VALUE", as
+// WithinToSql; "" for none) AND `where` (an SQL condition on items; "" for none), each in
+// parentheses (the closing one on its own line, so a where ending in an SQL comment cannot
+// swallow it). "" when both are empty. The one rule for classify, search, the server, the
+// Python module and eval --queries.
+Result<std::string> RowFilterSql(const std::string& within, const std::string& where);
+
 // Opens (in kReadWrite mode, creating) a SQLite store file. A missing file in kReadOnly mode,
 // a file that is not a nearlabel store, or one of a newer format is a clear error and the
 // file is left untouched.

@@ -88,8 +88,6 @@ Result<std::unique_ptr<Embedder>> MakeEmbedder(const ModelCard& card, const Glob
 // Opens a store for a command that writes, after PRAGMA integrity_check.
 Result<std::unique_ptr<Store>> OpenForWriting(const std::string& location, Store::Mode mode);
 void WarnDamaged(const VectorTable& table, const Store& store);
-// "(a) AND (b)" of the non-empty parts.
-std::string JoinWhere(const std::vector<std::string>& parts);
 // The store's model (or --model, which must match the store's), as an embedder.
 Result<std::unique_ptr<Embedder>> OpenEmbedderForStore(const std::string& location,
                                                        const CollectionInfo* info,

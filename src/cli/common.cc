@@ -49,15 +49,6 @@ void WarnDamaged(const VectorTable& table, const Store& store) {
   if (!notice.empty()) std::fprintf(stderr, "nearlabel: warning: %s\n", notice.c_str());
 }
 
-std::string JoinWhere(const std::vector<std::string>& parts) {
-  std::string out;
-  for (const auto& p : parts) {
-    if (p.empty()) continue;
-    out += (out.empty() ? "(" : " AND (") + p + ")";
-  }
-  return out;
-}
-
 // Loads the store's model (or `model_arg` when given) and checks it matches the store.
 Result<std::unique_ptr<Embedder>> OpenEmbedderForStore(const std::string& location,
                                                        const CollectionInfo* info,

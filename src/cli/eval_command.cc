@@ -151,16 +151,8 @@ Status WriteEvalReport(const EvalArgs& a, const EvalOptions& opt, const EvalOutc
   page.report = &o.report;
   page.plain = plain.ok() ? &*plain : nullptr;
   page.table = &table;
-  page.thumbnail = [&](int64_t id) {
-    auto jpeg = id < 0 ? Result<std::string>(Status::NotFound("a query")) : store.GetThumbnail(id);
-    if (!jpeg.ok()) {  // stored before thumbnails were kept: from the file, if it is there
-      auto it = std::lower_bound(table.ids.begin(), table.ids.end(), id);
-      if (it != table.ids.end() && *it == id) {
-        jpeg = ThumbnailOfFile(table.sources[static_cast<size_t>(it - table.ids.begin())]);
-      }
-    }
-    return jpeg.ok() ? *jpeg : std::string();
-  };
+  ReportThumbnails thumbnails(store, table);
+  page.thumbnail = [&thumbnails](int64_t id) { return thumbnails(id); };
   NL_RETURN_IF_ERROR(WriteFileAtomically(a.report, RenderEvalReport(page)));
   std::fprintf(stderr, "nearlabel: report written to %s\n", a.report.c_str());
   return Status::OK();

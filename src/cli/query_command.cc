@@ -67,10 +67,6 @@ Result<QuerySetup> SetUpQuery(const QueryArgs& a, const Global& g, bool classify
   QuerySetup s;
   NL_ASSIGN_OR_RETURN(s.opened, OpenIngested(a.store, a.vote));
   const CollectionInfo& info = s.opened.info;
-  std::string within_sql;
-  if (!a.within.empty()) {
-    NL_ASSIGN_OR_RETURN(within_sql, WithinToSql(a.within));
-  }
   CollectionOptions copt;
   copt.use_index = !a.exact;
   // A few queries: read the nodes a walk visits rather than map the file (hnsw_index.cc).
@@ -86,7 +82,7 @@ Result<QuerySetup> SetUpQuery(const QueryArgs& a, const Global& g, bool classify
   s.q.k = a.k > 0 ? a.k : (classify ? 5 : 10);
   s.q.ef = a.ef;
   s.q.exact = a.exact;
-  s.q.where_sql = JoinWhere({within_sql, a.where});
+  NL_ASSIGN_OR_RETURN(s.q.where_sql, RowFilterSql(a.within, a.where));
   if (classify && a.reject) {
     auto r = QueryRejection(a, *s.opened.store, s.q.where_sql, s.label_field, g);
     if (!r.ok()) return r.status().WithContext("--reject");

@@ -10,24 +10,18 @@ namespace {
 // The where clause for one query: --where, the query's --within value, and never its group.
 Result<std::string> QueryWhere(const QueryEvalOptions& o, const nlohmann::json& meta,
                                bool* no_candidate) {
-  std::string where = o.where_sql.empty() ? "" : "(" + o.where_sql + ")";
-  auto add = [&where](const std::string& clause) {
-    where += (where.empty() ? "" : " AND ") + clause;
-  };
+  std::string within;
   if (!o.eval.within_field.empty()) {
     const std::string value = MetadataField(meta, o.eval.within_field);
-    if (value.empty()) {
-      *no_candidate = true;  // no value to stay within
-      return where;
-    }
-    NL_ASSIGN_OR_RETURN(std::string within, WithinToSql(o.eval.within_field + "=" + value));
-    add("(" + within + ")");
+    if (value.empty()) *no_candidate = true;  // no value to stay within
+    within = o.eval.within_field + "=" + value;
   }
+  NL_ASSIGN_OR_RETURN(std::string where, RowFilterSql(within, o.where_sql));
   if (!o.eval.group_field.empty()) {
     const std::string value = MetadataField(meta, o.eval.group_field);
     if (!value.empty()) {
       NL_ASSIGN_OR_RETURN(std::string same, WithinToSql(o.eval.group_field + "=" + value));
-      add("NOT (" + same + ")");
+      where += (where.empty() ? "" : " AND ") + ("NOT (" + same + ")");
     }
   }
   return where;

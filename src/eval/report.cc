@@ -9,6 +9,7 @@
 #include "common/data_uri.h"
 #include "common/json.h"
 #include "nearlabel/dataset.h"
+#include "nearlabel/image.h"
 
 namespace nearlabel {
 namespace {
@@ -141,6 +142,25 @@ void SummaryRow(std::ostringstream& h, const std::string& key, const std::string
 }
 
 }  // namespace
+
+std::string ReportThumbnails::operator()(int64_t id) {
+  size_t row = 0;
+  if (id < 0) {
+    row = static_cast<size_t>(-(id + 1));
+  } else {
+    auto jpeg = store_.GetThumbnail(id);
+    if (jpeg.ok()) return *jpeg;
+    if (row_.empty()) {
+      for (size_t i = 0; i < table_.size(); ++i) row_.emplace(table_.ids[i], i);
+    }
+    auto it = row_.find(id);
+    if (it == row_.end()) return "";
+    row = it->second;
+  }
+  if (row >= table_.size()) return "";
+  auto jpeg = ThumbnailOfFile(table_.sources[row]);
+  return jpeg.ok() ? *jpeg : "";
+}
 
 std::string RenderEvalReport(const EvalReportPage& page) {
   const EvalReport& r = *page.report;

@@ -4,6 +4,7 @@
 
 #include <functional>
 #include <string>
+#include <unordered_map>
 
 #include "nearlabel/classify.h"
 #include "nearlabel/store.h"
@@ -21,6 +22,21 @@ struct EvalReportPage {
   const VectorTable* table = nullptr;  // the rows evaluated (report rows index it)
   // JPEG thumbnail of a row id, "" when there is none.
   std::function<std::string(int64_t)> thumbnail;
+};
+
+// EvalReportPage::thumbnail for `table` (the page's rows): a stored row's thumbnail from the
+// store, or made from its file when it has none (rows stored before thumbnails were kept);
+// a held-out query's (ids < 0, at row -id - 1: query_eval.h) made from its file. "" when
+// neither can be had. One thread at a time.
+class ReportThumbnails {
+ public:
+  ReportThumbnails(Store& store, const VectorTable& table) : store_(store), table_(table) {}
+  std::string operator()(int64_t id);
+
+ private:
+  Store& store_;
+  const VectorTable& table_;
+  std::unordered_map<int64_t, size_t> row_;  // id -> row, built on the first file fallback
 };
 
 // Renders the page. The confusion matrix cells carry data-count attributes (the browser test

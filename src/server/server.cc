@@ -357,16 +357,9 @@ struct Server::Impl {
   // The rows a query may return: `within` ("FIELD=VALUE") and `where` (an SQL expression
   // over items, read-only, as the CLI's --where), joined.
   static std::string WhereOf(const std::map<std::string, std::string>& params) {
-    std::string sql;
-    if (const std::string within = Param(params, "within"); !within.empty()) {
-      auto w = WithinToSql(within);
-      if (!w.ok()) throw HttpError{400, w.status().message()};  // WithinToSql's rule and words
-      sql = "(" + *w + ")";
-    }
-    if (const std::string where = TextParam(params, "where"); !where.empty()) {
-      sql += (sql.empty() ? "(" : " AND (") + where + "\n)";
-    }
-    return sql;
+    auto sql = RowFilterSql(Param(params, "within"), TextParam(params, "where"));
+    if (!sql.ok()) throw HttpError{400, sql.status().message()};  // WithinToSql's rule and words
+    return *sql;
   }
 
   // Open-set thresholds for reject=1 (calibrated on the rows the query may answer from, cached

@@ -995,6 +995,16 @@ std::string SqlValueText(const SqlValue& v) {
   return "<blob " + std::to_string(std::get<std::vector<uint8_t>>(v).size()) + " bytes>";
 }
 
+Result<std::string> RowFilterSql(const std::string& within, const std::string& where) {
+  std::string sql;
+  if (!within.empty()) {
+    NL_ASSIGN_OR_RETURN(std::string w, WithinToSql(within));
+    sql = "(" + w + ")";
+  }
+  if (!where.empty()) sql += (sql.empty() ? "(" : " AND (") + where + "\n)";
+  return sql;
+}
+
 Result<std::string> WithinToSql(const std::string& within) {
   auto eq = within.find('=');
   if (eq == std::string::npos || eq == 0) {

@@ -112,7 +112,8 @@ def test_evaluate_gives_the_cli_figures_and_a_numpy_confusion_matrix(fmnist, tmp
     assert held.n == len(labels) and held.correct == len(labels) - len(wrong)
     assert {m["source"]: m["predicted"] for m in held.mismatches} == wrong
     held.to_html(str(tmp_path / "r.html"))
-    assert "Mistakes (%d)" % len(wrong) in open(tmp_path / "r.html").read()
+    html = open(tmp_path / "r.html").read()
+    assert "Mistakes (%d)" % len(wrong) in html and 'class="nothumb"' not in html
 
 
 def test_errors_are_nearlabel_exceptions_with_the_cli_messages(fmnist, tmp_path):
