@@ -262,7 +262,7 @@ int main(int argc, char** argv) {
           "QPS: %.2fx; nearlabel float32 sgemm path %.0f QPS (%.2fx); neighbours equal to "
           "FAISS's: %.4f (float32 GEMM floor %.0f QPS)\n",
           a.batch, a.batch / ours,
-          AmxBf16Available() ? "AMX bf16 candidates, float32 re-rank" : "float32 sgemm",
+          Bf16KernelName(ChosenBf16Kernel()),
           a.batch / theirs, theirs / ours, a.batch / ours32, theirs / ours32,
           static_cast<double>(same) / (a.batch * 10.0), a.batch / floor_s);
     }

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <new>
@@ -45,13 +46,15 @@ struct alignas(64) TileConfig {
   uint8_t rows[16] = {};
 };
 
+bool CpuHasAvx512Bf16() {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+         __builtin_cpu_supports("avx512bf16");
+}
+
 bool AskForTiles() {
   if (const char* no = std::getenv("NEARLABEL_NO_AMX"); no && *no && *no != '0') return false;
-  __builtin_cpu_init();
-  if (!__builtin_cpu_supports("avx512f") || !__builtin_cpu_supports("avx512bw") ||
-      !__builtin_cpu_supports("avx512bf16")) {
-    return false;
-  }
+  if (!CpuHasAvx512Bf16()) return false;
   unsigned eax, ebx, ecx, edx;
   __asm__("cpuid" : "=a"(eax), "=b"(ebx), "=c"(ecx), "=d"(edx) : "a"(7), "c"(0));
   const bool amx_bf16 = (edx >> 22) & 1, amx_tile = (edx >> 24) & 1;
@@ -61,11 +64,63 @@ bool AskForTiles() {
   return syscall(SYS_arch_prctl, kReqXcompPerm, kXfeatureXtiledata) == 0;
 }
 
+Bf16Kernel Choose() {
+  const Bf16Kernel best = Bf16KernelAvailable(Bf16Kernel::kAmx)          ? Bf16Kernel::kAmx
+                          : Bf16KernelAvailable(Bf16Kernel::kAvx512Bf16) ? Bf16Kernel::kAvx512Bf16
+                                                                         : Bf16Kernel::kNone;
+  const char* forced = std::getenv("NEARLABEL_BF16_KERNEL");
+  if (!forced || !*forced) return best;
+  for (Bf16Kernel k :
+       {Bf16Kernel::kNone, Bf16Kernel::kEmulated, Bf16Kernel::kAvx512Bf16, Bf16Kernel::kAmx}) {
+    if (std::strcmp(forced, Bf16KernelName(k)) != 0) continue;
+    if (Bf16KernelAvailable(k)) return k;
+    std::fprintf(stderr,
+                 "nearlabel: NEARLABEL_BF16_KERNEL=%s: this CPU cannot run that kernel; using "
+                 "%s\n",
+                 forced, Bf16KernelName(best));
+    return best;
+  }
+  std::fprintf(stderr,
+               "nearlabel: NEARLABEL_BF16_KERNEL=%s is not one of amx, avx512bf16, emulated, "
+               "off; using %s\n",
+               forced, Bf16KernelName(best));
+  return best;
+}
+
 }  // namespace
 
-bool AmxBf16Available() {
-  static const bool available = AskForTiles();
-  return available;
+const char* Bf16KernelName(Bf16Kernel kernel) {
+  switch (kernel) {
+    case Bf16Kernel::kAmx:
+      return "amx";
+    case Bf16Kernel::kAvx512Bf16:
+      return "avx512bf16";
+    case Bf16Kernel::kEmulated:
+      return "emulated";
+    case Bf16Kernel::kNone:
+      break;
+  }
+  return "off";
+}
+
+bool Bf16KernelAvailable(Bf16Kernel kernel) {
+  static const bool avx512bf16 = CpuHasAvx512Bf16();
+  static const bool amx = AskForTiles();
+  switch (kernel) {
+    case Bf16Kernel::kAmx:
+      return amx;
+    case Bf16Kernel::kAvx512Bf16:
+      return avx512bf16;
+    case Bf16Kernel::kEmulated:
+    case Bf16Kernel::kNone:
+      break;
+  }
+  return true;
+}
+
+Bf16Kernel ChosenBf16Kernel() {
+  static const Bf16Kernel chosen = Choose();
+  return chosen;
 }
 
 void RowsToBf16(const float* rows, size_t n, size_t d, size_t padded_n, size_t padded_d,
@@ -136,6 +191,31 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) void PackBlock(const floa
   *max_res2 = best_res;
 }
 
+// PackBlock in portable code, for CPUs without AVX512-BF16: the same bits (both round to
+// nearest even). In a block, the value of row rr, dim k sits at line k / 2, slot rr, half k % 2.
+void PackBlockGeneric(const float* rows, size_t n, size_t d, size_t blk, size_t ksteps,
+                      uint16_t* data, float* max_norm2, float* max_res2) {
+  uint16_t* block = data + blk * ksteps * kTileElems;
+  double best_norm = 0, best_res = 0;
+  for (size_t rr = 0; rr < kTileRows; ++rr) {
+    const size_t r = blk * kTileRows + rr;
+    if (r >= n) break;
+    double norm = 0, res = 0;
+    for (size_t k = 0; k < d; ++k) {
+      const float x = rows[r * d + k];
+      const uint16_t h = ToBf16(x);
+      block[(k / 2) * 32 + rr * 2 + (k & 1)] = h;
+      const double diff = static_cast<double>(x) - FromBf16(h);
+      norm += static_cast<double>(x) * x;
+      res += diff * diff;
+    }
+    best_norm = std::max(best_norm, norm);
+    best_res = std::max(best_res, res);
+  }
+  *max_norm2 = static_cast<float>(best_norm);
+  *max_res2 = static_cast<float>(best_res);
+}
+
 }  // namespace
 
 Bf16Tiles PackTilesBf16(const float* rows, size_t n, size_t d) {
@@ -154,11 +234,19 @@ Bf16Tiles PackTilesBf16(const float* rows, size_t n, size_t d) {
   ::madvise(t.data.get(), bytes, MADV_HUGEPAGE);  // fewer page faults while it is written
   const size_t blocks = t.padded_rows / kTileRows;
   std::vector<float> norm2(blocks), res2(blocks);
+  const bool vector_unit = Bf16KernelAvailable(Bf16Kernel::kAvx512Bf16);
   ParallelFor(blocks, [&](size_t b, size_t e) {
     for (size_t blk = b; blk < e; ++blk) {
       uint16_t* first = t.data.get() + blk * ksteps * kTileElems;
-      if ((blk + 1) * kTileRows > n) std::fill(first, first + ksteps * kTileElems, uint16_t{0});
-      PackBlock(rows, n, d, blk, ksteps, t.data.get(), &norm2[blk], &res2[blk]);
+      // Dims past d stay zero only if written so: the generic packer skips them.
+      if ((blk + 1) * kTileRows > n || (!vector_unit && d != t.padded_dims)) {
+        std::fill(first, first + ksteps * kTileElems, uint16_t{0});
+      }
+      if (vector_unit) {
+        PackBlock(rows, n, d, blk, ksteps, t.data.get(), &norm2[blk], &res2[blk]);
+      } else {
+        PackBlockGeneric(rows, n, d, blk, ksteps, t.data.get(), &norm2[blk], &res2[blk]);
+      }
     }
   });
   for (size_t blk = 0; blk < blocks; ++blk) {
@@ -174,9 +262,11 @@ Bf16Tiles PackTilesBf16(const float* rows, size_t n, size_t d) {
 
 // A 32 x 32 block of c at a time in four accumulator tiles (0-3), fed by two tiles of query
 // rows (4, 5) and two of table rows (6, 7) per 32 dims: 4 TDPBF16PS per 4 tile loads.
-__attribute__((target("amx-tile,amx-bf16"))) void AmxGemmBf16(const uint16_t* a, size_t m,
-                                                              const Bf16Tiles& b, size_t r0,
-                                                              size_t nb, float* c, size_t ldc) {
+namespace {
+
+__attribute__((target("amx-tile,amx-bf16"))) void AmxGemm(const uint16_t* a, size_t m,
+                                                          const Bf16Tiles& b, size_t r0, size_t nb,
+                                                          float* c, size_t ldc) {
   TileConfig cfg;
   for (int i = 0; i < 8; ++i) {
     cfg.rows[i] = 16;
@@ -213,6 +303,75 @@ __attribute__((target("amx-tile,amx-bf16"))) void AmxGemmBf16(const uint16_t* a,
     }
   }
   _tile_release();
+}
+
+// Eight queries x 32 table rows at a time in 16 accumulators: per pair of dims, two 64-byte
+// lines of the table block (16 rows each) and eight broadcast query pairs feed 16 VDPBF16PS.
+// The 32-row block (64 KB at 1024 dims) stays in L2 while every query passes over it.
+__attribute__((target("avx512f,avx512bw,avx512bf16"))) void Avx512Bf16Gemm(
+    const uint16_t* a, size_t m, const Bf16Tiles& b, size_t r0, size_t nb, float* c, size_t ldc) {
+  const size_t d = b.padded_dims, ksteps = d / kTileDims, pairs = d / 2;
+  constexpr size_t kQ = 8;
+  for (size_t j = 0; j < nb; j += 32) {
+    const uint16_t* b0 = b.data.get() + ((r0 + j) / kTileRows) * ksteps * kTileElems;
+    const uint16_t* b1 = b0 + ksteps * kTileElems;
+    for (size_t i = 0; i < m; i += kQ) {
+      const uint32_t* q = reinterpret_cast<const uint32_t*>(a + i * d);  // pair P of query t:
+      __m512 acc0[kQ], acc1[kQ];                                         // q[t * pairs + P]
+      for (size_t t = 0; t < kQ; ++t) acc0[t] = acc1[t] = _mm512_setzero_ps();
+      for (size_t p = 0; p < pairs; ++p) {
+        const __m512bh x0 = reinterpret_cast<__m512bh>(_mm512_load_si512(b0 + p * 32));
+        const __m512bh x1 = reinterpret_cast<__m512bh>(_mm512_load_si512(b1 + p * 32));
+        for (size_t t = 0; t < kQ; ++t) {
+          const __m512bh y =
+              reinterpret_cast<__m512bh>(_mm512_set1_epi32(static_cast<int>(q[t * pairs + p])));
+          acc0[t] = _mm512_dpbf16_ps(acc0[t], y, x0);
+          acc1[t] = _mm512_dpbf16_ps(acc1[t], y, x1);
+        }
+      }
+      for (size_t t = 0; t < kQ; ++t) {
+        _mm512_storeu_ps(c + (i + t) * ldc + j, acc0[t]);
+        _mm512_storeu_ps(c + (i + t) * ldc + j + 16, acc1[t]);
+      }
+    }
+  }
+}
+
+// The same products in portable code: each bf16 product is exact in float32 (8-bit
+// mantissas), summed in float32 as the vector kernels do (in another order, which the error
+// bound's float32 sum term covers).
+void EmulatedGemm(const uint16_t* a, size_t m, const Bf16Tiles& b, size_t r0, size_t nb, float* c,
+                  size_t ldc) {
+  const size_t d = b.padded_dims, ksteps = d / kTileDims;
+  for (size_t j = 0; j < nb; ++j) {
+    const size_t r = r0 + j;
+    const uint16_t* block = b.data.get() + (r / kTileRows) * ksteps * kTileElems;
+    const size_t slot = (r % kTileRows) * 2;
+    for (size_t i = 0; i < m; ++i) {
+      const uint16_t* q = a + i * d;
+      float s = 0;
+      for (size_t k = 0; k < d; ++k) {
+        s += FromBf16(q[k]) * FromBf16(block[(k / 2) * 32 + slot + (k & 1)]);
+      }
+      c[i * ldc + j] = s;
+    }
+  }
+}
+
+}  // namespace
+
+void GemmBf16(Bf16Kernel kernel, const uint16_t* a, size_t m, const Bf16Tiles& b, size_t r0,
+              size_t nb, float* c, size_t ldc) {
+  switch (kernel) {
+    case Bf16Kernel::kAmx:
+      return AmxGemm(a, m, b, r0, nb, c, ldc);
+    case Bf16Kernel::kAvx512Bf16:
+      return Avx512Bf16Gemm(a, m, b, r0, nb, c, ldc);
+    case Bf16Kernel::kEmulated:
+    case Bf16Kernel::kNone:  // (callers never pass it; emulation is the safe answer)
+      break;
+  }
+  EmulatedGemm(a, m, b, r0, nb, c, ldc);
 }
 
 }  // namespace nearlabel

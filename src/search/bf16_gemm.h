@@ -1,9 +1,14 @@
-// Matrix products of bfloat16 copies on the CPU's AMX tile unit (Sapphire Rapids and later):
-// 16 x 16 x 32 multiply-adds per instruction, several times what float32 FMA (and so
-// OpenBLAS sgemm) reaches on the same cores. Exact search uses it to find candidates, which it
-// then re-ranks in float32 (exact_search.cc proves the candidates hold the exact top k).
+// Matrix products of bfloat16 copies, the candidate step of exact search (exact_search.cc
+// re-ranks the candidates in float32 and proves they hold the exact top k). Three kernels of
+// one contract, chosen at run time:
+//  - AMX (Sapphire Rapids and later): 16 x 16 x 32 multiply-adds per tile instruction;
+//  - AVX512-BF16 (Cooper Lake, Sapphire Rapids, Zen 4/5): VDPBF16PS, 32 multiply-adds per
+//    instruction against 16 for float32 FMA;
+//  - emulated: the same products in portable scalar code, so the bf16 margin logic is tested
+//    on every CPU (slow: tests only, never chosen by default).
 // Why by hand: Debian's OpenBLAS 0.3.21 has no bf16 GEMM (cblas_sbgemm) and its kernels use
-// no AMX; bench/search measures the gain against FAISS and our sgemm path in the same run.
+// neither AMX nor VDPBF16PS; bench/search measures each kernel against FAISS and our sgemm
+// path in the same run.
 #pragma once
 
 #include <cstddef>
@@ -13,13 +18,27 @@
 
 namespace nearlabel {
 
-// True when the CPU has AMX-BF16 and the kernel lets this process use the tile registers
-// (asked once, process-wide). NEARLABEL_NO_AMX=1 forces false. Thread-safe.
-bool AmxBf16Available();
+enum class Bf16Kernel { kNone, kEmulated, kAvx512Bf16, kAmx };
 
-// Rows of a float matrix in the tile layout AmxGemm reads: rows padded to a multiple of 32,
-// dims to a multiple of 32 (with zeros), each 16-row x 32-dim block stored as one 1 KB tile
-// with pairs of dims interleaved (the "VNNI" layout TDPBF16PS wants for its second operand).
+// "off", "emulated", "avx512bf16", "amx".
+const char* Bf16KernelName(Bf16Kernel kernel);
+
+// Whether `kernel` can run here: AMX needs AMX-BF16 and the OS's leave to use the tile
+// registers (asked once, process-wide), AVX512-BF16 needs avx512f/bw/bf16; emulated and none
+// always run. Thread-safe.
+bool Bf16KernelAvailable(Bf16Kernel kernel);
+
+// The kernel exact search uses for candidates: AMX where available, then AVX512-BF16, else
+// kNone (float32 sgemm). NEARLABEL_BF16_KERNEL=amx|avx512bf16|emulated|off forces one (a
+// forced kernel this CPU lacks falls back to the default, with one line on stderr);
+// NEARLABEL_NO_AMX=1 (older name) rules AMX out. Read once, process-wide. Thread-safe.
+Bf16Kernel ChosenBf16Kernel();
+
+// Rows of a float matrix in the layout GemmBf16 reads: rows padded to a multiple of 32, dims
+// to a multiple of 32 (with zeros), each 16-row x 32-dim block stored as one 1 KB tile with
+// pairs of dims interleaved (the "VNNI" layout TDPBF16PS wants for its second operand). A
+// block's 64-byte lines, one per pair of dims, follow each other through all the dims: each is
+// the 16 rows' values of one pair, what VDPBF16PS multiplies by a broadcast query pair.
 struct Bf16Tiles {
   size_t rows = 0, padded_rows = 0;
   size_t dims = 0, padded_dims = 0;
@@ -30,7 +49,8 @@ struct Bf16Tiles {
   float max_norm = 0, max_residual = 0;
 };
 
-// Converts n x d floats (round to nearest even). Thread-safe; uses every core.
+// Converts n x d floats (round to nearest even). Thread-safe; uses every core. Uses
+// AVX512-BF16 when the CPU has it, portable code otherwise (the same bits either way).
 Bf16Tiles PackTilesBf16(const float* rows, size_t n, size_t d);
 
 // Row-major bf16 copy of n x d floats padded to padded_n x padded_d (zeros), the first
@@ -38,10 +58,11 @@ Bf16Tiles PackTilesBf16(const float* rows, size_t n, size_t d);
 void RowsToBf16(const float* rows, size_t n, size_t d, size_t padded_n, size_t padded_d,
                 uint16_t* out, float* norms, float* residuals);
 
-// c[i][j] = dot(a row i, b row r0 + j) in float32 for i < m, j < nb; m, r0 and nb are
-// multiples of 32, a is row-major with padded_dims columns. Needs AmxBf16Available(). Each
-// calling thread configures its own tiles. Thread-safe for disjoint outputs.
-void AmxGemmBf16(const uint16_t* a, size_t m, const Bf16Tiles& b, size_t r0, size_t nb, float* c,
-                 size_t ldc);
+// c[i][j] = dot(a row i, b row r0 + j), products of bf16 values summed in float32, for i < m,
+// j < nb; m, r0 and nb are multiples of 32, a is row-major with padded_dims columns.
+// `kernel` must be available and not kNone. Thread-safe for disjoint outputs (AMX: each
+// calling thread configures its own tiles).
+void GemmBf16(Bf16Kernel kernel, const uint16_t* a, size_t m, const Bf16Tiles& b, size_t r0,
+              size_t nb, float* c, size_t ldc);
 
 }  // namespace nearlabel

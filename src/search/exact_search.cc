@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
 #include <limits>
 #include <map>
 #include <mutex>
@@ -10,6 +12,7 @@
 
 #include "nearlabel/search.h"
 #include "search/bf16_gemm.h"
+#include "search/bf16_search.h"
 #include "search/parallel.h"
 #include "search/simd.h"
 
@@ -77,91 +80,285 @@ std::vector<Neighbor> ExactSearch(const VectorTable& table, const float* query,
   return ExactSearch(MatrixView{table.vectors.data(), table.size(), table.dims}, query, params);
 }
 
+namespace {
+
+// How single-query scans compute similarities: our DotRows where the CPU has AVX-512 (four
+// rows per step, prefetched: the scan reaches the memory's read rate, which OpenBLAS's sgemv
+// did not: bench/search), else BLAS sgemv. NEARLABEL_SCAN_KERNEL=blas forces sgemv.
+bool ScanWithDotRows() {
+  static const bool dot_rows = [] {
+    const char* forced = std::getenv("NEARLABEL_SCAN_KERNEL");
+    if (forced && std::strcmp(forced, "blas") == 0) return false;
+    return std::strcmp(InnerProductKernel(), "avx512") == 0;
+  }();
+  return dot_rows;
+}
+
+// Scans rows [0, n) in 4096-row chunks on every core: similarities(begin, count, out) fills a
+// chunk, and every allowed row whose similarity is at least its thread's current bar less
+// `slack` goes to keep(thread list, similarity, row). Returns the threads' lists.
+template <typename Similarities, typename List, typename Keep>
+std::vector<List> ParallelScan(size_t n, const std::vector<uint8_t>& allowed, const List& empty,
+                               const Similarities& similarities, const Keep& keep) {
+  constexpr size_t kRows = 4096;
+  const size_t chunks = (n + kRows - 1) / kRows;
+  const size_t workers =
+      std::min<size_t>(std::max(1u, std::thread::hardware_concurrency()), chunks);
+  std::vector<List> lists(workers, empty);
+  ParallelFor(
+      workers,
+      [&](size_t w0, size_t w1) {
+        std::vector<float> sims(kRows);
+        for (size_t w = w0; w < w1; ++w) {
+          List& list = lists[w];
+          for (size_t c = w * chunks / workers; c < (w + 1) * chunks / workers; ++c) {
+            const size_t r0 = c * kRows, nr = std::min(kRows, n - r0);
+            similarities(r0, nr, sims.data());
+            for (size_t c0 = 0; c0 < nr; c0 += kChunk) {
+              const size_t c1 = std::min(nr, c0 + kChunk);
+              if (!AnyAtLeast(sims.data() + c0, c1 - c0, list.Line())) continue;
+              for (size_t j = c0; j < c1; ++j) {
+                if (sims[j] < list.Line()) continue;
+                if (!allowed.empty() && !allowed[r0 + j]) continue;
+                keep(list, sims[j], r0 + j);
+              }
+            }
+          }
+        }
+      },
+      1);
+  return lists;
+}
+
+// TopK with the Line() a scan compares against.
+struct ScanList {
+  TopK top;
+  float Line() const { return top.SimilarityBound(); }
+};
+
+}  // namespace
+
 std::vector<Neighbor> ExactSearch(const MatrixView& table, const float* query,
                                   const SearchParams& params) {
-  const size_t n = table.rows;
+  const size_t n = table.rows, d = static_cast<size_t>(table.dims);
   if (n == 0 || params.k <= 0) return {};
-  std::vector<float> sims(n);
-  cblas_sgemv(CblasRowMajor, CblasNoTrans, static_cast<int>(n), table.dims, 1.0f, table.data,
-              table.dims, query, 1, 0.0f, sims.data(), 1);
+  if (!ScanWithDotRows()) {
+    std::vector<float> sims(n);  // (the OpenBLAS path as before)
+    cblas_sgemv(CblasRowMajor, CblasNoTrans, static_cast<int>(n), table.dims, 1.0f, table.data,
+                table.dims, query, 1, 0.0f, sims.data(), 1);
+    TopK top(params.k);
+    const bool filtered = !params.allowed.empty();
+    for (size_t i = 0; i < n; ++i) {
+      if (filtered && !params.allowed[i]) continue;
+      const float dist = 1.0f - sims[i];
+      if (dist <= top.Bound()) top.Push(dist, i);
+    }
+    return top.Take();
+  }
+  auto lists = ParallelScan(
+      n, params.allowed, ScanList{TopK(params.k)},
+      [&](size_t r0, size_t nr, float* out) { DotRows(table.data + r0 * d, nr, d, query, out); },
+      [](ScanList& list, float sim, size_t row) { list.top.Push(1.0f - sim, row); });
   TopK top(params.k);
-  const bool filtered = !params.allowed.empty();
-  for (size_t i = 0; i < n; ++i) {
-    if (filtered && !params.allowed[i]) continue;
-    const float d = 1.0f - sims[i];
-    if (d <= top.Bound()) top.Push(d, i);
+  for (ScanList& list : lists) {
+    for (const Neighbor& nb : list.top.Take()) top.Push(nb.distance, nb.row);
   }
   return top.Take();
 }
 
 namespace {
 
-// ExactSearchBatch on AMX: the similarities of bfloat16 copies (several times the float32
-// GEMM rate) pick candidates, which are re-ranked with float32 dot products.
-// Why the candidates hold the exact top k: for a query q and row r with bf16 copies q', r',
+// Why bf16 candidates hold the exact top k: for a query q and row r with bf16 copies q', r',
 //   |q'.r' - q.r| <= ||q - q'|| ||r|| + ||q'|| ||r - r'|| + (float32 sum rounding)  = eps_q
 // (Cauchy-Schwarz on the rounding residuals, whose norms are measured, not assumed). So every
 // row of the exact top k has an approximate similarity >= (approximate k-th best) - 2 eps_q,
 // and the scan keeps every row above that line (the line only rises as the scan goes, so a
 // row kept early may be dropped later, never the reverse). On unit vectors eps_q ~ 0.005 in
 // the worst case and the actual error is ~20x smaller; the line costs a few extra candidates.
-std::vector<std::vector<Neighbor>> ExactSearchBatchBf16(const VectorTable& table,
-                                                        const float* queries, size_t nq,
-                                                        const SearchParams& params) {
-  const size_t n = table.size(), d = static_cast<size_t>(table.dims);
-  const Bf16Tiles tiles = PackTilesBf16(table.vectors.data(), n, d);
-  const size_t pd = tiles.padded_dims, padded_nq = (nq + 31) / 32 * 32;
-  std::vector<uint16_t> qa(padded_nq * pd);
-  std::vector<float> qnorm(nq), qres(nq), margin(nq);
-  RowsToBf16(queries, nq, d, padded_nq, pd, qa.data(), qnorm.data(), qres.data());
-  // gamma: the relative rounding bound of a float32 sum of d products (both the tile unit's
+// This returns 2 eps_q (+1e-6 for the 1 - s rounding of the lists) for a query of norm qnorm
+// and residual norm qres against the rows packed in `tiles`.
+float CandidateMargin(float qnorm, float qres, const Bf16Tiles& tiles, size_t d) {
+  // gamma: the relative rounding bound of a float32 sum of d products (both the bf16 kernel's
   // and the re-rank's), applied to the largest possible |q'||r'|.
   const double gamma = static_cast<double>(d + 2) * std::ldexp(1.0, -24);
-  for (size_t q = 0; q < nq; ++q) {
-    const double qn = qnorm[q] + qres[q], rn = tiles.max_norm + tiles.max_residual;
-    const double eps = qres[q] * static_cast<double>(tiles.max_norm) + qn * tiles.max_residual +
-                       2 * gamma * qn * rn;
-    margin[q] = static_cast<float>(2 * eps + 1e-6);
+  const double qn = qnorm + qres, rn = tiles.max_norm + tiles.max_residual;
+  const double eps =
+      qres * static_cast<double>(tiles.max_norm) + qn * tiles.max_residual + 2 * gamma * qn * rn;
+  return static_cast<float>(2 * eps + 1e-6);
+}
+
+// The bf16 copy of one side of a product (queries, or a partition's rows) and each row's
+// candidate margin against `tiles`.
+struct Bf16Operand {
+  std::vector<uint16_t> rows;  // padded to a multiple of 32 rows x tiles.padded_dims
+  std::vector<float> margin;
+};
+Bf16Operand MakeOperand(const float* rows, size_t n, size_t d, const Bf16Tiles& tiles,
+                        float margin_scale) {
+  Bf16Operand op;
+  const size_t padded_n = (n + 31) / 32 * 32;
+  op.rows.resize(padded_n * tiles.padded_dims);
+  std::vector<float> norm(n), res(n);
+  RowsToBf16(rows, n, d, padded_n, tiles.padded_dims, op.rows.data(), norm.data(), res.data());
+  op.margin.resize(n);
+  for (size_t i = 0; i < n; ++i)
+    op.margin[i] = margin_scale * CandidateMargin(norm[i], res[i], tiles, d);
+  return op;
+}
+
+// One row's approximate top k and every row that passed its candidate line so far.
+class CandidateList {
+ public:
+  CandidateList(int k, float margin) : approx_(k), margin_(margin), k_(static_cast<size_t>(k)) {}
+  float Line() const { return line_; }
+  void Offer(float sim, size_t row) {
+    approx_.Push(1.0f - sim, row);
+    cands_.push_back({sim, row});
+    line_ = approx_.SimilarityBound() - margin_;
+    if (cands_.size() > 8 * k_ + 1024) {  // drop what fell below the risen line
+      cands_.erase(std::remove_if(cands_.begin(), cands_.end(),
+                                  [this](const auto& c) { return c.first < line_; }),
+                   cands_.end());
+    }
   }
-  const size_t k = static_cast<size_t>(params.k);
+  // The exact top k over several lists' rows (disjoint: threads of one scan), each list's
+  // candidates above the line of the union's approximate top k.
+  template <typename Exact>
+  static std::vector<Neighbor> RerankAll(const std::vector<CandidateList>& lists, int k,
+                                         float margin, const Exact& similarity) {
+    TopK approx(k);
+    for (const CandidateList& list : lists) {
+      for (const auto& [s, row] : list.cands_) approx.Push(1.0f - s, row);
+    }
+    const float line = approx.SimilarityBound() - margin;
+    TopK exact(k);
+    for (const CandidateList& list : lists) {
+      for (const auto& [s, row] : list.cands_) {
+        if (s >= line) exact.Push(1.0f - similarity(row), row);
+      }
+    }
+    return exact.Take();
+  }
+  // The exact top k: the candidates still above the line, re-ranked by `similarity(row)`.
+  template <typename Exact>
+  std::vector<Neighbor> Rerank(const Exact& similarity) const {
+    TopK exact(static_cast<int>(k_));
+    for (const auto& [s, row] : cands_) {
+      if (s >= line_) exact.Push(1.0f - similarity(row), row);
+    }
+    return exact.Take();
+  }
+
+ private:
+  TopK approx_;
+  float margin_;
+  size_t k_;
+  float line_ = -std::numeric_limits<float>::infinity();
+  std::vector<std::pair<float, size_t>> cands_;
+};
+
+// Runs `kernel` over rows [i0, i0 + ni) of `a` against packed rows [j0, j0 + nj) on every
+// core, in 32-row slices (ni, nj, i0 and j0 multiples of 32); sims gets ni x nj.
+void ParallelGemmBf16(Bf16Kernel kernel, const Bf16Operand& a, size_t i0, size_t ni,
+                      const Bf16Tiles& tiles, size_t j0, size_t nj, float* sims) {
+  const size_t pd = tiles.padded_dims;
+  ParallelFor(
+      ni / 32,
+      [&](size_t t0, size_t t1) {
+        GemmBf16(kernel, a.rows.data() + (i0 + t0 * 32) * pd, (t1 - t0) * 32, tiles, j0, nj,
+                 sims + t0 * 32 * nj, nj);
+      },
+      1);
+}
+
+}  // namespace
+
+HalfRows MakeHalfRows(const MatrixView& rows) {
+  HalfRows h;
+  h.rows = rows.rows;
+  h.dims = rows.dims;
+  const size_t d = static_cast<size_t>(rows.dims);
+  h.data.resize(h.rows * d);
+  std::vector<float> norm(h.rows), res(h.rows);
+  ParallelFor(h.rows, [&](size_t b, size_t e) {
+    std::vector<float> back(d);
+    for (size_t r = b; r < e; ++r) {
+      const float* x = rows.data + r * d;
+      FloatToHalf(x, h.data.data() + r * d, d);
+      HalfToFloat(h.data.data() + r * d, back.data(), d);
+      double n2 = 0, r2 = 0;
+      for (size_t i = 0; i < d; ++i) {
+        const double diff = static_cast<double>(x[i]) - back[i];
+        n2 += static_cast<double>(x[i]) * x[i];
+        r2 += diff * diff;
+      }
+      norm[r] = static_cast<float>(std::sqrt(n2));
+      res[r] = static_cast<float>(std::sqrt(r2));
+    }
+  });
+  for (size_t r = 0; r < h.rows; ++r) {
+    h.max_norm = std::max(h.max_norm, norm[r]);
+    h.max_residual = std::max(h.max_residual, res[r]);
+  }
+  h.max_norm *= 1.0001f;  // (double sums rounded to float: keep the bound a bound)
+  h.max_residual *= 1.0001f;
+  return h;
+}
+
+std::vector<Neighbor> ExactSearch(const MatrixView& rows, const HalfRows& half, const float* query,
+                                  const SearchParams& params) {
+  const size_t n = rows.rows, d = static_cast<size_t>(rows.dims);
+  if (n == 0 || params.k <= 0) return {};
+  // The bf16 bound with an exact query: |q.r' - q.r| <= ||q|| ||r - r'|| + float32 sums of d
+  // products (the scan's and the re-rank's).
+  double qn2 = 0;
+  for (size_t i = 0; i < d; ++i) qn2 += static_cast<double>(query[i]) * query[i];
+  const double qn = std::sqrt(qn2) * 1.0001,
+               gamma = static_cast<double>(d + 2) * std::ldexp(1.0, -24);
+  const double eps = qn * half.max_residual + 2 * gamma * qn * (half.max_norm + half.max_residual);
+  const float margin = static_cast<float>(2 * eps + 1e-6);
+  auto lists = ParallelScan(
+      n, params.allowed, CandidateList(params.k, margin),
+      [&](size_t r0, size_t nr, float* out) {
+        DotRowsHalf(half.data.data() + r0 * d, nr, d, query, out);
+      },
+      [](CandidateList& list, float sim, size_t row) { list.Offer(sim, row); });
+  return CandidateList::RerankAll(lists, params.k, margin, [&](size_t row) {
+    return InnerProduct(query, rows.data + row * d, d);
+  });
+}
+
+std::vector<std::vector<Neighbor>> ExactSearchBatchBf16(const VectorTable& table,
+                                                        const float* queries, size_t nq,
+                                                        const SearchParams& params,
+                                                        Bf16Kernel kernel, float margin_scale) {
+  const size_t n = table.size(), d = static_cast<size_t>(table.dims);
+  const Bf16Tiles tiles = PackTilesBf16(table.vectors.data(), n, d);
+  const Bf16Operand qa = MakeOperand(queries, nq, d, tiles, margin_scale);
+  const size_t padded_nq = qa.rows.size() / tiles.padded_dims;
   const bool filtered = !params.allowed.empty();
-  std::vector<TopK> approx(nq, TopK(params.k));
-  std::vector<std::vector<std::pair<float, size_t>>> cands(nq);
+  std::vector<CandidateList> lists;
+  lists.reserve(nq);
+  for (size_t q = 0; q < nq; ++q) lists.emplace_back(params.k, qa.margin[q]);
   const size_t qblock = 2048, rblock = 4096;  // multiples of 32; 32 MB of similarities
   std::vector<float> sims(std::min(qblock, padded_nq) * std::min(rblock, tiles.padded_rows));
   for (size_t q0 = 0; q0 < padded_nq; q0 += qblock) {
     const size_t nqb = std::min(qblock, padded_nq - q0), real_q = std::min(nqb, nq - q0);
     for (size_t r0 = 0; r0 < tiles.padded_rows; r0 += rblock) {
       const size_t nr = std::min(rblock, tiles.padded_rows - r0), real_r = std::min(nr, n - r0);
-      ParallelFor(
-          nqb / 32,
-          [&](size_t t0, size_t t1) {  // in 32-query tiles
-            AmxGemmBf16(qa.data() + (q0 + t0 * 32) * pd, (t1 - t0) * 32, tiles, r0, nr,
-                        sims.data() + t0 * 32 * nr, nr);
-          },
-          1);
+      ParallelGemmBf16(kernel, qa, q0, nqb, tiles, r0, nr, sims.data());
       ParallelFor(real_q, [&](size_t qb, size_t qe) {
         for (size_t qi = qb; qi < qe; ++qi) {
-          const size_t q = q0 + qi;
-          TopK& top = approx[q];
-          auto& cand = cands[q];
+          CandidateList& list = lists[q0 + qi];
           const float* s = sims.data() + qi * nr;
-          float line = top.SimilarityBound() - margin[q];
           for (size_t c0 = 0; c0 < real_r; c0 += kChunk) {
             const size_t c1 = std::min(real_r, c0 + kChunk);
-            if (!AnyAtLeast(s + c0, c1 - c0, line)) continue;
+            if (!AnyAtLeast(s + c0, c1 - c0, list.Line())) continue;
             for (size_t j = c0; j < c1; ++j) {
-              if (s[j] < line) continue;
+              if (s[j] < list.Line()) continue;
               if (filtered && !params.allowed[r0 + j]) continue;
-              top.Push(1.0f - s[j], r0 + j);
-              cand.push_back({s[j], r0 + j});
-              line = top.SimilarityBound() - margin[q];
+              list.Offer(s[j], r0 + j);
             }
-          }
-          if (cand.size() > 8 * k + 1024) {  // drop what fell below the risen line
-            cand.erase(std::remove_if(cand.begin(), cand.end(),
-                                      [line](const auto& c) { return c.first < line; }),
-                       cand.end());
           }
         }
       });
@@ -170,19 +367,12 @@ std::vector<std::vector<Neighbor>> ExactSearchBatchBf16(const VectorTable& table
   std::vector<std::vector<Neighbor>> result(nq);
   ParallelFor(nq, [&](size_t qb, size_t qe) {
     for (size_t q = qb; q < qe; ++q) {
-      const float line = approx[q].SimilarityBound() - margin[q];
-      TopK exact(params.k);
-      for (const auto& [s, row] : cands[q]) {
-        if (s < line) continue;
-        exact.Push(1.0f - InnerProduct(queries + q * d, table.row(row), d), row);
-      }
-      result[q] = exact.Take();
+      result[q] = lists[q].Rerank(
+          [&](size_t row) { return InnerProduct(queries + q * d, table.row(row), d); });
     }
   });
   return result;
 }
-
-}  // namespace
 
 std::vector<std::vector<Neighbor>> ExactSearchBatch(const VectorTable& table, const float* queries,
                                                     size_t nq, const SearchParams& params) {
@@ -190,8 +380,8 @@ std::vector<std::vector<Neighbor>> ExactSearchBatch(const VectorTable& table, co
   const int d = table.dims;
   std::vector<std::vector<Neighbor>> result(nq);
   if (n == 0 || nq == 0 || params.k <= 0) return result;
-  if (params.bf16_candidates && nq >= 32 && AmxBf16Available()) {
-    return ExactSearchBatchBf16(table, queries, nq, params);
+  if (params.bf16_candidates && nq >= 32 && ChosenBf16Kernel() != Bf16Kernel::kNone) {
+    return ExactSearchBatchBf16(table, queries, nq, params, ChosenBf16Kernel());
   }
   std::vector<TopK> tops(nq, TopK(params.k));
   const bool filtered = !params.allowed.empty();
@@ -236,89 +426,193 @@ std::vector<std::vector<Neighbor>> ExactSearchBatch(const VectorTable& table, co
   return result;
 }
 
-std::vector<std::vector<Neighbor>> LeaveOneOutNeighbors(const VectorTable& table, int k,
-                                                        const std::vector<int>& partition,
-                                                        const std::vector<int>& group,
-                                                        size_t tile) {
-  const size_t n = table.size();
-  const int d = table.dims;
-  std::vector<std::vector<Neighbor>> result(n);
-  // Rows of each partition, in row order.
+namespace {
+
+// Rows of each partition, in row order.
+std::map<int, std::vector<size_t>> Partitions(size_t n, const std::vector<int>& partition) {
   std::map<int, std::vector<size_t>> parts;
   for (size_t i = 0; i < n; ++i) parts[partition.empty() ? 0 : partition[i]].push_back(i);
+  return parts;
+}
 
-  std::vector<float> block, sims;
-  for (const auto& part : parts) {
-    const std::vector<size_t>& rows = part.second;  // (a lambda below captures it)
-    const size_t m = rows.size();
-    // Gather the partition contiguously (a no-op copy when there is one partition).
-    block.resize(m * static_cast<size_t>(d));
-    for (size_t r = 0; r < m; ++r) {
-      std::copy(table.row(rows[r]), table.row(rows[r]) + d, block.data() + r * d);
-    }
-    std::vector<TopK> tops(m, TopK(k));
-    // bound[a]: tops[a].SimilarityBound(), kept contiguous so the scans below compare a row of
-    // similarities against an array and touch a heap only for a real candidate.
-    std::vector<float> bound(m, -std::numeric_limits<float>::infinity());
-    // Offers row b (partition index) to row a's list unless the rules exclude it.
-    auto offer = [&](size_t a, size_t b, float sim) {
-      if (!group.empty() && group[rows[a]] >= 0 && group[rows[a]] == group[rows[b]]) return;
-      tops[a].Push(1.0f - sim, rows[b]);
-      bound[a] = tops[a].SimilarityBound();
-    };
-    // The similarity matrix is symmetric: compute only the tiles on and above the diagonal
-    // (half the FLOPs of the full N x N product) and let each off-diagonal tile feed both
-    // its rows' and its columns' lists. Tiles of 4096 x 4096 (64 MB) keep sgemm at full speed.
-    tile = std::max<size_t>(tile, 1);
-    sims.resize(std::min(tile, m) * std::min(tile, m));
-    for (size_t i0 = 0; i0 < m; i0 += tile) {
-      const size_t ni = std::min(tile, m - i0);
-      for (size_t j0 = i0; j0 < m; j0 += tile) {
-        const size_t nj = std::min(tile, m - j0);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(ni),
-                    static_cast<int>(nj), d, 1.0f, block.data() + i0 * d, d, block.data() + j0 * d,
-                    d, 0.0f, sims.data(), static_cast<int>(nj));
-        const bool diagonal = i0 == j0;
-        // Two workers: one feeds the tile's rows, the other its columns (disjoint lists off
-        // the diagonal); on the diagonal both feed rows, split in halves.
-        auto rows_side = [&](size_t begin, size_t end) {
-          for (size_t i = begin; i < end; ++i) {
-            const float* s = sims.data() + i * nj;
-            for (size_t c0 = 0; c0 < nj; c0 += kChunk) {
-              const size_t c1 = std::min(nj, c0 + kChunk);
-              if (!AnyAtLeast(s + c0, c1 - c0, bound[i0 + i])) continue;
-              for (size_t j = c0; j < c1; ++j) {
-                if (s[j] < bound[i0 + i] || (diagonal && i == j)) continue;
-                offer(i0 + i, j0 + j, s[j]);
-              }
+// The partition's rows, contiguous.
+std::vector<float> Gather(const VectorTable& table, const std::vector<size_t>& rows) {
+  const size_t d = static_cast<size_t>(table.dims);
+  std::vector<float> block(rows.size() * d);
+  for (size_t r = 0; r < rows.size(); ++r) {
+    std::copy(table.row(rows[r]), table.row(rows[r]) + d, block.data() + r * d);
+  }
+  return block;
+}
+
+// Visits the m x m similarity matrix of a partition in tiles, only those on and above the
+// diagonal (it is symmetric: half the N*N*d*2 FLOPs), each off-diagonal tile feeding both its
+// rows' and its columns' lists. product(i0, ni, j0, nj, sims) fills a tile (ni x nj, row
+// stride nj; ni and nj are the tile's sizes rounded up to `align`); bar[a] is the similarity
+// below which nothing can enter row a's list (kept contiguous so the scans compare a row of
+// similarities against an array); offer(a, b, s) offers b to a and updates bar[a]. Two
+// workers: one feeds a tile's rows, the other its columns (disjoint lists off the diagonal);
+// on the diagonal both feed rows, split in halves.
+template <typename Product, typename Offer>
+void ScanSymmetricTiles(size_t m, size_t tile, size_t align, const Product& product,
+                        const float* bar, const Offer& offer) {
+  auto up = [align](size_t x) { return (x + align - 1) / align * align; };
+  tile = std::max(align, tile / align * align);
+  std::vector<float> sims(up(std::min(tile, m)) * up(std::min(tile, m)));
+  for (size_t i0 = 0; i0 < m; i0 += tile) {
+    const size_t ni = std::min(tile, m - i0);
+    for (size_t j0 = i0; j0 < m; j0 += tile) {
+      const size_t nj = std::min(tile, m - j0), ld = up(nj);
+      product(i0, up(ni), j0, ld, sims.data());
+      const bool diagonal = i0 == j0;
+      auto rows_side = [&](size_t begin, size_t end) {
+        for (size_t i = begin; i < end; ++i) {
+          const float* s = sims.data() + i * ld;
+          for (size_t c0 = 0; c0 < nj; c0 += kChunk) {
+            const size_t c1 = std::min(nj, c0 + kChunk);
+            if (!AnyAtLeast(s + c0, c1 - c0, bar[i0 + i])) continue;
+            for (size_t j = c0; j < c1; ++j) {
+              if (s[j] < bar[i0 + i] || (diagonal && i == j)) continue;
+              offer(i0 + i, j0 + j, s[j]);
             }
           }
-        };
-        auto columns_side = [&] {
-          float* cb = bound.data() + j0;
-          for (size_t i = 0; i < ni; ++i) {
-            const float* s = sims.data() + i * nj;
-            // Branch-free pre-check over the row, so the compiler vectorises it.
-            bool any = false;
-            for (size_t j = 0; j < nj; ++j) any |= s[j] >= cb[j];
-            if (!any) continue;
-            for (size_t j = 0; j < nj; ++j) {
-              if (s[j] >= cb[j]) offer(j0 + j, i0 + i, s[j]);
-            }
-          }
-        };
-        if (diagonal) {
-          ParallelFor(ni, rows_side);
-        } else {
-          std::thread columns(columns_side);
-          rows_side(0, ni);
-          columns.join();
         }
+      };
+      auto columns_side = [&] {
+        const float* cb = bar + j0;
+        for (size_t i = 0; i < ni; ++i) {
+          const float* s = sims.data() + i * ld;
+          bool any = false;  // branch-free pre-check over the row, so the compiler vectorises it
+          for (size_t j = 0; j < nj; ++j) any |= s[j] >= cb[j];
+          if (!any) continue;
+          for (size_t j = 0; j < nj; ++j) {
+            if (s[j] >= cb[j]) offer(j0 + j, i0 + i, s[j]);
+          }
+        }
+      };
+      if (diagonal) {
+        ParallelFor(ni, rows_side);
+      } else {
+        std::thread columns(columns_side);
+        rows_side(0, ni);
+        columns.join();
       }
     }
-    for (size_t r = 0; r < m; ++r) result[rows[r]] = tops[r].Take();
+  }
+}
+
+// Whether the rules exclude row b of a partition from row a's list (same group).
+struct GroupRule {
+  const std::vector<int>& group;
+  const std::vector<size_t>& rows;
+  bool Excludes(size_t a, size_t b) const {
+    return !group.empty() && group[rows[a]] >= 0 && group[rows[a]] == group[rows[b]];
+  }
+};
+
+// Leave-one-out lists of one partition (block: its m rows) by float32 sgemm; rows in the
+// answer are partition indices.
+std::vector<std::vector<Neighbor>> PartitionNeighbors(const std::vector<float>& block, size_t m,
+                                                      int d, int k, const GroupRule& rule,
+                                                      size_t tile) {
+  std::vector<TopK> tops(m, TopK(k));
+  std::vector<float> bar(m, -std::numeric_limits<float>::infinity());
+  auto product = [&](size_t i0, size_t ni, size_t j0, size_t nj, float* sims) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(ni), static_cast<int>(nj),
+                d, 1.0f, block.data() + i0 * d, d, block.data() + j0 * d, d, 0.0f, sims,
+                static_cast<int>(nj));
+  };
+  auto offer = [&](size_t a, size_t b, float sim) {
+    if (rule.Excludes(a, b)) return;
+    tops[a].Push(1.0f - sim, b);
+    bar[a] = tops[a].SimilarityBound();
+  };
+  ScanSymmetricTiles(m, tile, 1, product, bar.data(), offer);
+  std::vector<std::vector<Neighbor>> result(m);
+  for (size_t r = 0; r < m; ++r) result[r] = tops[r].Take();
+  return result;
+}
+
+// The same with bf16 candidates from `kernel` and a float32 re-rank (exact: see
+// CandidateMargin).
+std::vector<std::vector<Neighbor>> PartitionNeighborsBf16(const std::vector<float>& block, size_t m,
+                                                          size_t d, int k, const GroupRule& rule,
+                                                          size_t tile, Bf16Kernel kernel,
+                                                          float margin_scale) {
+  const Bf16Tiles tiles = PackTilesBf16(block.data(), m, d);
+  const Bf16Operand a = MakeOperand(block.data(), m, d, tiles, margin_scale);
+  std::vector<CandidateList> lists;
+  lists.reserve(m);
+  for (size_t r = 0; r < m; ++r) lists.emplace_back(k, a.margin[r]);
+  std::vector<float> bar(m, -std::numeric_limits<float>::infinity());
+  auto product = [&](size_t i0, size_t ni, size_t j0, size_t nj, float* sims) {
+    ParallelGemmBf16(kernel, a, i0, ni, tiles, j0, nj, sims);
+  };
+  auto offer = [&](size_t x, size_t y, float sim) {
+    if (rule.Excludes(x, y)) return;
+    lists[x].Offer(sim, y);
+    bar[x] = lists[x].Line();
+  };
+  ScanSymmetricTiles(m, tile, 32, product, bar.data(), offer);
+  std::vector<std::vector<Neighbor>> result(m);
+  ParallelFor(m, [&](size_t b, size_t e) {
+    for (size_t r = b; r < e; ++r) {
+      result[r] = lists[r].Rerank([&](size_t other) {
+        return InnerProduct(block.data() + r * d, block.data() + other * d, d);
+      });
+    }
+  });
+  return result;
+}
+
+// Both paths: partitions gathered, solved, and their indices mapped back to table rows.
+template <typename Solve>
+std::vector<std::vector<Neighbor>> LeaveOneOut(const VectorTable& table,
+                                               const std::vector<int>& partition,
+                                               const std::vector<int>& group, const Solve& solve) {
+  std::vector<std::vector<Neighbor>> result(table.size());
+  for (const auto& [key, rows] : Partitions(table.size(), partition)) {
+    const std::vector<float> block = Gather(table, rows);
+    auto lists = solve(block, rows.size(), GroupRule{group, rows});
+    for (size_t r = 0; r < rows.size(); ++r) {
+      for (Neighbor& nb : lists[r]) nb.row = rows[nb.row];
+      result[rows[r]] = std::move(lists[r]);
+    }
   }
   return result;
+}
+
+}  // namespace
+
+std::vector<std::vector<Neighbor>> LeaveOneOutNeighborsBf16(const VectorTable& table, int k,
+                                                            const std::vector<int>& partition,
+                                                            const std::vector<int>& group,
+                                                            Bf16Kernel kernel, float margin_scale,
+                                                            size_t tile) {
+  const size_t d = static_cast<size_t>(table.dims);
+  return LeaveOneOut(table, partition, group,
+                     [&](const std::vector<float>& block, size_t m, const GroupRule& rule) {
+                       return PartitionNeighborsBf16(block, m, d, k, rule, tile, kernel,
+                                                     margin_scale);
+                     });
+}
+
+std::vector<std::vector<Neighbor>> LeaveOneOutNeighbors(const VectorTable& table, int k,
+                                                        const std::vector<int>& partition,
+                                                        const std::vector<int>& group, size_t tile,
+                                                        bool bf16_candidates) {
+  if (k <= 0) return std::vector<std::vector<Neighbor>>(table.size());
+  const Bf16Kernel kernel = ChosenBf16Kernel();
+  const int d = table.dims;
+  return LeaveOneOut(table, partition, group,
+                     [&](const std::vector<float>& block, size_t m, const GroupRule& rule) {
+                       // Small partitions: packing costs more than the faster product saves.
+                       if (bf16_candidates && kernel != Bf16Kernel::kNone && m >= 256) {
+                         return PartitionNeighborsBf16(block, m, static_cast<size_t>(d), k, rule,
+                                                       tile, kernel, 1);
+                       }
+                       return PartitionNeighbors(block, m, d, k, rule, tile);
+                     });
 }
 
 }  // namespace nearlabel

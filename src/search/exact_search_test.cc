@@ -7,6 +7,8 @@
 
 #include "nearlabel/search.h"
 #include "search/bf16_gemm.h"
+#include "search/bf16_search.h"
+#include "search/simd.h"
 
 namespace nearlabel {
 namespace {
@@ -121,15 +123,11 @@ TEST(ExactSearchTest, BatchEqualsOneQueryAtATime) {
   }
 }
 
-// The AMX path (bf16 candidates, float32 re-rank) must give the float32 path's neighbours,
-// also on clustered data where hundreds of rows sit within the bf16 error of the k-th best,
-// with dims and counts that are not multiples of the tile sizes, and with a filter.
-TEST(ExactSearchTest, Bf16CandidatesGiveTheFloat32Neighbours) {
-  if (!AmxBf16Available()) GTEST_SKIP() << "no AMX-BF16 on this CPU: only the float32 path runs";
-  const int d = 100;
-  VectorTable t = RandomTable(4100, d, 31);
-  VectorTable centres = RandomTable(8, d, 32);
-  for (size_t i = 0; i < t.size(); ++i) {  // 8 tight clusters: near ties everywhere
+// Tight clusters, where hundreds of rows sit within the bf16 error of the k-th best.
+VectorTable ClusteredTable(size_t n, int d, unsigned seed) {
+  VectorTable t = RandomTable(n, d, seed);
+  VectorTable centres = RandomTable(8, d, seed + 1);
+  for (size_t i = 0; i < t.size(); ++i) {
     float* v = t.vectors.data() + i * d;
     const float* c = centres.row(i % 8);
     double norm = 0;
@@ -139,39 +137,133 @@ TEST(ExactSearchTest, Bf16CandidatesGiveTheFloat32Neighbours) {
     }
     for (int j = 0; j < d; ++j) v[j] = static_cast<float>(v[j] / std::sqrt(norm));
   }
-  VectorTable q = RandomTable(45, d, 33);
-  for (size_t i = 0; i < q.size(); ++i) {  // queries near the clusters too
-    std::copy(t.row(i * 13), t.row(i * 13) + d, q.vectors.data() + i * d);
-    q.vectors[i * d] += 0.001f;
+  return t;
+}
+
+// Queries near the clusters: rows of t, nudged.
+VectorTable NearbyQueries(const VectorTable& t, size_t nq) {
+  VectorTable q = RandomTable(nq, t.dims, 33);
+  for (size_t i = 0; i < q.size(); ++i) {
+    std::copy(t.row(i * 13), t.row(i * 13) + t.dims, q.vectors.data() + i * t.dims);
+    q.vectors[i * t.dims] += 0.001f;
   }
+  return q;
+}
+
+// Same rows, and rank by rank the same distance up to float32 rounding (the re-rank's dot
+// product sums in another order than sgemm, so rows that tie within it may swap places; a row
+// only one side has must tie with the other side's k-th). Returns the number of lists that
+// differ beyond that.
+size_t ListsDiffering(const std::vector<std::vector<Neighbor>>& a,
+                      const std::vector<std::vector<Neighbor>>& b) {
+  size_t differing = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    bool same = a[i].size() == b[i].size();
+    std::set<size_t> rows_b;
+    for (const auto& nb : b[i]) rows_b.insert(nb.row);
+    for (size_t r = 0; same && r < a[i].size(); ++r) {
+      if (!rows_b.count(a[i][r].row) && std::fabs(a[i][r].distance - b[i].back().distance) > 2e-6)
+        same = false;
+      if (std::fabs(a[i][r].distance - b[i][r].distance) > 2e-6) same = false;
+    }
+    differing += !same;
+  }
+  return differing;
+}
+
+// Every bf16 kernel this CPU can run, the emulated one always: the margin logic is exercised
+// on every machine, the instructions wherever they exist.
+std::vector<Bf16Kernel> KernelsHere() {
+  std::vector<Bf16Kernel> kernels = {Bf16Kernel::kEmulated};
+  for (Bf16Kernel k : {Bf16Kernel::kAvx512Bf16, Bf16Kernel::kAmx}) {
+    if (Bf16KernelAvailable(k)) kernels.push_back(k);
+  }
+  return kernels;
+}
+
+// The bf16 path (candidates, float32 re-rank) must give the float32 path's neighbours, also on
+// clustered data, with dims and counts that are not multiples of the tile sizes, and with a
+// filter; with the margin set to 0 it must not (else this test could not catch a bad margin).
+TEST(ExactSearchTest, Bf16CandidatesGiveTheFloat32NeighboursOnEveryKernel) {
+  const VectorTable t = ClusteredTable(4100, 100, 31);
+  const VectorTable q = NearbyQueries(t, 45);
+  for (Bf16Kernel kernel : KernelsHere()) {
+    for (bool filter : {false, true}) {
+      SearchParams p;
+      p.k = 10;
+      p.bf16_candidates = false;
+      if (filter) {
+        p.allowed.assign(t.size(), 1);
+        for (size_t i = 0; i < t.size(); i += 2) p.allowed[i] = 0;
+      }
+      const auto want = ExactSearchBatch(t, q.vectors.data(), q.size(), p);
+      const auto got = ExactSearchBatchBf16(t, q.vectors.data(), q.size(), p, kernel);
+      EXPECT_EQ(ListsDiffering(got, want), 0u)
+          << Bf16KernelName(kernel) << (filter ? ", filtered" : "");
+      if (kernel == Bf16Kernel::kEmulated && !filter) {
+        const auto no_margin = ExactSearchBatchBf16(t, q.vectors.data(), q.size(), p, kernel, 0);
+        EXPECT_GT(ListsDiffering(no_margin, want), 0u) << "a margin of 0 lost no neighbour";
+      }
+    }
+  }
+}
+
+// Leave-one-out on bf16 candidates: the float32 path's neighbours on every kernel, with
+// partitions, groups and tiles that are not multiples of 32 (rounded to 96 rows here).
+TEST(ExactSearchTest, LeaveOneOutBf16GivesTheFloat32NeighboursOnEveryKernel) {
+  const VectorTable t = ClusteredTable(700, 40, 41);
+  std::vector<int> part(t.size()), group(t.size());
+  for (size_t i = 0; i < t.size(); ++i) {
+    part[i] = i < 450 ? 0 : 1;
+    group[i] = static_cast<int>(i / 8) % 11;
+  }
+  const auto want = LeaveOneOutNeighbors(t, 3, part, group, 100, false);
+  for (Bf16Kernel kernel : KernelsHere()) {
+    const auto got = LeaveOneOutNeighborsBf16(t, 3, part, group, kernel, 1, 100);
+    EXPECT_EQ(ListsDiffering(got, want), 0u) << Bf16KernelName(kernel);
+    for (size_t i = 0; i < t.size(); ++i) {
+      for (const Neighbor& nb : got[i]) {
+        ASSERT_EQ(part[nb.row], part[i]);
+        ASSERT_NE(group[nb.row], group[i]);
+      }
+    }
+  }
+  const auto plain = LeaveOneOutNeighbors(t, 1, {}, {}, 4096, false);
+  const auto no_margin = LeaveOneOutNeighborsBf16(t, 1, {}, {}, Bf16Kernel::kEmulated, 0);
+  EXPECT_GT(ListsDiffering(no_margin, plain), 0u) << "a margin of 0 lost no neighbour";
+}
+
+}  // namespace
+}  // namespace nearlabel
+
+namespace nearlabel {
+namespace {
+
+// The half-precision scan copy: candidates from halves, re-ranked from the float32 rows, so
+// the neighbours and distances are the float32 scan's, on clustered data and with a filter,
+// with a row count that leaves a partial chunk and dims that leave a vector tail.
+TEST(ExactSearchTest, HalfCopyGivesTheFloat32Neighbours) {
+  const VectorTable t = ClusteredTable(9001, 37, 51);
+  const VectorTable q = NearbyQueries(t, 30);
+  const MatrixView rows{t.vectors.data(), t.size(), t.dims};
+  const HalfRows half = MakeHalfRows(rows);
+  EXPECT_GT(half.max_residual, 0.0f);
   for (bool filter : {false, true}) {
-    SearchParams fast, slow;
-    fast.k = slow.k = 10;
-    slow.bf16_candidates = false;
+    SearchParams p;
+    p.k = 10;
     if (filter) {
-      fast.allowed.assign(t.size(), 1);
-      for (size_t i = 0; i < t.size(); i += 2) fast.allowed[i] = 0;
-      slow.allowed = fast.allowed;
+      p.allowed.assign(t.size(), 1);
+      for (size_t i = 0; i < t.size(); i += 3) p.allowed[i] = 0;
     }
-    auto a = ExactSearchBatch(t, q.vectors.data(), q.size(), fast);
-    auto b = ExactSearchBatch(t, q.vectors.data(), q.size(), slow);
+    std::vector<std::vector<Neighbor>> got, want;
     for (size_t i = 0; i < q.size(); ++i) {
-      ASSERT_EQ(a[i].size(), b[i].size());
-      // Same rows, and rank by rank the same distance up to float32 rounding (the re-rank's dot
-      // product sums in another order than sgemm, so rows that tie within it may swap places;
-      // a row only one side has must tie with the other side's k-th).
-      std::set<size_t> rows_b;
-      for (const auto& nb : b[i]) rows_b.insert(nb.row);
-      for (const auto& nb : a[i]) {
-        if (!rows_b.count(nb.row)) {
-          EXPECT_NEAR(nb.distance, b[i].back().distance, 2e-6)
-              << "query " << i << " row " << nb.row;
-        }
-      }
-      for (size_t r = 0; r < a[i].size(); ++r) {
-        EXPECT_NEAR(a[i][r].distance, b[i][r].distance, 2e-6) << "query " << i << " rank " << r;
+      got.push_back(ExactSearch(rows, half, q.row(i), p));
+      want.push_back(ExactSearch(rows, q.row(i), p));
+      for (const Neighbor& nb : got.back()) {
+        EXPECT_FLOAT_EQ(nb.distance, 1.0f - InnerProduct(q.row(i), t.row(nb.row), t.dims));
       }
     }
+    EXPECT_EQ(ListsDiffering(got, want), 0u) << (filter ? "filtered" : "");
   }
 }
 

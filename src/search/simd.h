@@ -1,6 +1,7 @@
 // Inner products with the widest vector unit the CPU has (AVX-512 when present, chosen at run
-// time), so one binary runs anywhere. Why by hand: Debian's FAISS and hnswlib binaries use
-// 128-bit SSE only; bench/search measures what the wider unit buys in the HNSW walk.
+// time; NEARLABEL_SIMD_KERNEL=generic forces the portable code), so one binary runs anywhere. Why
+// by hand: Debian's FAISS and hnswlib binaries use 128-bit SSE only; bench/search measures what the
+// wider unit buys in the HNSW walk.
 #pragma once
 
 #include <cstddef>
@@ -23,6 +24,13 @@ float InnerProductHalfHalf(const uint16_t* a, const uint16_t* b, size_t d);
 // memory streams are in flight at once (a graph walk's rows are scattered, and one stream at a
 // time waits on memory latency).
 void InnerProductHalf4(const float* a, const uint16_t* const b[4], size_t d, float out[4]);
+
+// out[i] = dot(rows[i], q) for i < n (rows row-major n x d, float32 or IEEE half): four rows
+// per step against one load of the query, with the next rows prefetched, so that a scan of a
+// table larger than the caches runs at the memory's read rate (bench/search compares it with
+// the bandwidth it measures). Thread-safe for disjoint outputs.
+void DotRows(const float* rows, size_t n, size_t d, const float* q, float* out);
+void DotRowsHalf(const uint16_t* rows, size_t n, size_t d, const float* q, float* out);
 
 // Name of the kernel InnerProduct uses ("avx512" or "generic"), for benchmark reports.
 const char* InnerProductKernel();

@@ -58,5 +58,29 @@ TEST(Half, DotProductsOfUnitVectorsAreCloseToFloat) {
   }
 }
 
+// DotRows/DotRowsHalf give each row's InnerProduct, with row counts that leave a partial
+// step of four and dims that leave a tail after the 16-wide blocks.
+TEST(DotRows, EveryRowGetsItsInnerProduct) {
+  std::mt19937 rng(5);
+  std::normal_distribution<float> g;
+  for (size_t d : {3u, 16u, 37u, 256u}) {
+    const size_t n = 11;
+    std::vector<float> rows(n * d), q(d), out(n), out_half(n);
+    for (auto& x : rows) x = g(rng);
+    for (auto& x : q) x = g(rng);
+    std::vector<uint16_t> half(n * d);
+    FloatToHalf(rows.data(), half.data(), n * d);
+    DotRows(rows.data(), n, d, q.data(), out.data());
+    DotRowsHalf(half.data(), n, d, q.data(), out_half.data());
+    for (size_t r = 0; r < n; ++r) {
+      const float want = InnerProduct(q.data(), rows.data() + r * d, d);
+      EXPECT_NEAR(out[r], want, 1e-4f * std::sqrt(static_cast<float>(d))) << d << " " << r;
+      EXPECT_NEAR(out_half[r], InnerProductHalf(q.data(), half.data() + r * d, d),
+                  1e-4f * std::sqrt(static_cast<float>(d)))
+          << d << " " << r;
+    }
+  }
+}
+
 }  // namespace
 }  // namespace nearlabel
