@@ -10,6 +10,7 @@
 #include <random>
 
 #include "nearlabel/anomaly.h"
+#include "search/blas.h"
 #include "search/parallel.h"
 
 namespace nearlabel {
@@ -159,6 +160,7 @@ void PatchProjector::Apply(const float* raw, float* out) const {
     std::copy(src, src + n * rd, out);
     return;
   }
+  UseFastestBlasKernels();
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(n), dims_, raw_dims_,
               1.0f, src, raw_dims_, matrix_.data(), dims_, 0.0f, out, dims_);
 }
@@ -176,6 +178,7 @@ std::vector<size_t> GreedyCoreset(const float* rows, size_t n, int dims, size_t 
   std::vector<float> low(n * static_cast<size_t>(sd));
   if (sd < dims) {
     const std::vector<float> proj = GaussianMatrix(dims, sd, seed ^ 0x9e3779b9u);
+    UseFastestBlasKernels();
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(n), sd, dims, 1.0f,
                 rows, dims, proj.data(), sd, 0.0f, low.data(), sd);
   } else {
@@ -270,6 +273,7 @@ void NearestPatches(const float* bank, size_t nb, const float* queries, size_t n
     const size_t bn = std::min(kBlock, nb - b0);
     const float* block = bank + b0 * static_cast<size_t>(dims);
     const std::vector<float> bnorm = RowNorms2(block, bn, dims);
+    UseFastestBlasKernels();
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(nq), static_cast<int>(bn),
                 dims, 1.0f, queries, dims, block, dims, 0.0f, sims.data(), static_cast<int>(bn));
     for (size_t q = 0; q < nq; ++q) {

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -64,22 +65,68 @@ bool AskForTiles() {
   return syscall(SYS_arch_prctl, kReqXcompPerm, kXfeatureXtiledata) == 0;
 }
 
+// Multiply-adds per second of one core on 16 independent accumulators: VDPBF16PS (32 a step)
+// and float32 FMA (16). `sink` keeps the loops from being optimised away.
+double Seconds(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+__attribute__((target("avx512f,avx512bw,avx512bf16"))) double Bf16MacRate(long steps, float* sink) {
+  __m512 acc[16];
+  for (auto& a : acc) a = _mm512_setzero_ps();
+  __m512bh x = reinterpret_cast<__m512bh>(_mm512_set1_epi32(0x3f803f80));
+  const auto t0 = std::chrono::steady_clock::now();
+  for (long s = 0; s < steps; ++s) {
+#pragma GCC unroll 16
+    for (int i = 0; i < 16; ++i) acc[i] = _mm512_dpbf16_ps(acc[i], x, x);
+    __asm__ volatile("" : "+v"(x));
+  }
+  const double t = Seconds(t0);
+  for (auto& a : acc) *sink += _mm512_reduce_add_ps(a);
+  return steps * 16.0 * 32 / t;
+}
+__attribute__((target("avx512f"))) double Fp32MacRate(long steps, float* sink) {
+  __m512 acc[16];
+  for (auto& a : acc) a = _mm512_setzero_ps();
+  __m512 x = _mm512_set1_ps(1e-20f);
+  const auto t0 = std::chrono::steady_clock::now();
+  for (long s = 0; s < steps; ++s) {
+#pragma GCC unroll 16
+    for (int i = 0; i < 16; ++i) acc[i] = _mm512_fmadd_ps(x, x, acc[i]);
+    __asm__ volatile("" : "+v"(x));
+  }
+  const double t = Seconds(t0);
+  for (auto& a : acc) *sink += _mm512_reduce_add_ps(a);
+  return steps * 16.0 * 16 / t;
+}
+
+Bf16Kernel DefaultKernel() {
+  if (Bf16KernelAvailable(Bf16Kernel::kAmx)) return Bf16Kernel::kAmx;
+  // AVX512-BF16 only where the core runs it faster than float32 FMA by a margin that pays for
+  // the packing, the candidate line and the re-rank: Zen 4/5 do (twice the multiply-adds per
+  // instruction at the same rate), while some Intel cores issue VDPBF16PS at half the FMA rate,
+  // so bf16 would lose there (measured in ~5 ms, once per process; bench/search prints it).
+  if (Bf16KernelAvailable(Bf16Kernel::kAvx512Bf16)) {
+    const Bf16Rates rates = MeasureBf16Rates();
+    if (rates.bf16_macs >= 1.5 * rates.fp32_macs) return Bf16Kernel::kAvx512Bf16;
+  }
+  return Bf16Kernel::kNone;
+}
+
 Bf16Kernel Choose() {
-  const Bf16Kernel best = Bf16KernelAvailable(Bf16Kernel::kAmx)          ? Bf16Kernel::kAmx
-                          : Bf16KernelAvailable(Bf16Kernel::kAvx512Bf16) ? Bf16Kernel::kAvx512Bf16
-                                                                         : Bf16Kernel::kNone;
   const char* forced = std::getenv("NEARLABEL_BF16_KERNEL");
-  if (!forced || !*forced) return best;
+  if (!forced || !*forced) return DefaultKernel();
   for (Bf16Kernel k :
        {Bf16Kernel::kNone, Bf16Kernel::kEmulated, Bf16Kernel::kAvx512Bf16, Bf16Kernel::kAmx}) {
     if (std::strcmp(forced, Bf16KernelName(k)) != 0) continue;
     if (Bf16KernelAvailable(k)) return k;
+    const Bf16Kernel best = DefaultKernel();
     std::fprintf(stderr,
                  "nearlabel: NEARLABEL_BF16_KERNEL=%s: this CPU cannot run that kernel; using "
                  "%s\n",
                  forced, Bf16KernelName(best));
     return best;
   }
+  const Bf16Kernel best = DefaultKernel();
   std::fprintf(stderr,
                "nearlabel: NEARLABEL_BF16_KERNEL=%s is not one of amx, avx512bf16, emulated, "
                "off; using %s\n",
@@ -116,6 +163,18 @@ bool Bf16KernelAvailable(Bf16Kernel kernel) {
       break;
   }
   return true;
+}
+
+Bf16Rates MeasureBf16Rates() {
+  Bf16Rates r;
+  if (!Bf16KernelAvailable(Bf16Kernel::kAvx512Bf16)) return r;
+  float sink = 0;
+  for (int rep = 0; rep < 3; ++rep) {  // best of 3: the first wakes the vector unit up
+    r.bf16_macs = std::max(r.bf16_macs, Bf16MacRate(100000, &sink));
+    r.fp32_macs = std::max(r.fp32_macs, Fp32MacRate(100000, &sink));
+  }
+  r.bf16_macs += 0 * sink;
+  return r;
 }
 
 Bf16Kernel ChosenBf16Kernel() {

@@ -13,6 +13,7 @@
 #include "nearlabel/search.h"
 #include "search/bf16_gemm.h"
 #include "search/bf16_search.h"
+#include "search/blas.h"
 #include "search/parallel.h"
 #include "search/simd.h"
 
@@ -143,6 +144,7 @@ std::vector<Neighbor> ExactSearch(const MatrixView& table, const float* query,
   const size_t n = table.rows, d = static_cast<size_t>(table.dims);
   if (n == 0 || params.k <= 0) return {};
   if (!ScanWithDotRows()) {
+    UseFastestBlasKernels();
     std::vector<float> sims(n);  // (the OpenBLAS path as before)
     cblas_sgemv(CblasRowMajor, CblasNoTrans, static_cast<int>(n), table.dims, 1.0f, table.data,
                 table.dims, query, 1, 0.0f, sims.data(), 1);
@@ -323,8 +325,11 @@ std::vector<Neighbor> ExactSearch(const MatrixView& rows, const HalfRows& half, 
         DotRowsHalf(half.data.data() + r0 * d, nr, d, query, out);
       },
       [](CandidateList& list, float sim, size_t row) { list.Offer(sim, row); });
+  // Re-ranked with the float32 scan's own arithmetic: the same distances, bit for bit.
   return CandidateList::RerankAll(lists, params.k, margin, [&](size_t row) {
-    return InnerProduct(query, rows.data + row * d, d);
+    float sim;
+    DotRows(rows.data + row * d, 1, d, query, &sim);
+    return sim;
   });
 }
 
@@ -383,6 +388,7 @@ std::vector<std::vector<Neighbor>> ExactSearchBatch(const VectorTable& table, co
   if (params.bf16_candidates && nq >= 32 && ChosenBf16Kernel() != Bf16Kernel::kNone) {
     return ExactSearchBatchBf16(table, queries, nq, params, ChosenBf16Kernel());
   }
+  UseFastestBlasKernels();
   std::vector<TopK> tops(nq, TopK(params.k));
   const bool filtered = !params.allowed.empty();
   // Blocks of up to 4096 queries x 4096 rows (at most 64 MB of similarities): one
@@ -515,6 +521,7 @@ struct GroupRule {
 std::vector<std::vector<Neighbor>> PartitionNeighbors(const std::vector<float>& block, size_t m,
                                                       int d, int k, const GroupRule& rule,
                                                       size_t tile) {
+  UseFastestBlasKernels();
   std::vector<TopK> tops(m, TopK(k));
   std::vector<float> bar(m, -std::numeric_limits<float>::infinity());
   auto product = [&](size_t i0, size_t ni, size_t j0, size_t nj, float* sims) {

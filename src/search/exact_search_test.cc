@@ -260,10 +260,43 @@ TEST(ExactSearchTest, HalfCopyGivesTheFloat32Neighbours) {
       got.push_back(ExactSearch(rows, half, q.row(i), p));
       want.push_back(ExactSearch(rows, q.row(i), p));
       for (const Neighbor& nb : got.back()) {
-        EXPECT_FLOAT_EQ(nb.distance, 1.0f - InnerProduct(q.row(i), t.row(nb.row), t.dims));
+        EXPECT_NEAR(nb.distance, 1.0f - InnerProduct(q.row(i), t.row(nb.row), t.dims), 2e-6);
       }
     }
     EXPECT_EQ(ListsDiffering(got, want), 0u) << (filter ? "filtered" : "");
+  }
+}
+
+}  // namespace
+}  // namespace nearlabel
+
+#include <cblas.h>
+
+#include "search/blas.h"
+
+namespace nearlabel {
+namespace {
+
+// On an AVX-512 CPU OpenBLAS ends up on an AVX-512 core (unless the user chose one), and its
+// products are still right.
+TEST(BlasSetup, AnAvx512CpuGetsAvx512KernelsAndRightProducts) {
+  UseFastestBlasKernels();
+  const std::string core = openblas_get_corename();
+  if (std::getenv("OPENBLAS_CORETYPE") == nullptr && __builtin_cpu_supports("avx512f") &&
+      __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+      __builtin_cpu_supports("avx512dq")) {
+    EXPECT_TRUE(core == "SkylakeX" || core == "Cooperlake" || core == "SapphireRapids") << core;
+  }
+  const VectorTable t = RandomTable(300, 64, 61);
+  std::vector<float> c(300 * 300);
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 300, 300, 64, 1.0f, t.vectors.data(), 64,
+              t.vectors.data(), 64, 0.0f, c.data(), 300);
+  for (size_t i = 0; i < 300; i += 17) {
+    for (size_t j = 0; j < 300; j += 13) {
+      double want = 0;
+      for (int k = 0; k < 64; ++k) want += static_cast<double>(t.row(i)[k]) * t.row(j)[k];
+      EXPECT_NEAR(c[i * 300 + j], want, 1e-5) << i << "," << j;
+    }
   }
 }
 
