@@ -274,7 +274,11 @@ int main(int argc, char** argv) {
       const HalfRows half = MakeHalfRows(view);
       double ours = 1e30, ours_half = 1e30, theirs = 1e30;
       size_t half_same = 0, half_total = 0;
+      // The bandwidth again in every pass (this shared machine's drifts between passes): the
+      // scan is compared with the best reading.
+      double bw = bandwidth;
       for (int pass = 0; pass < 3; ++pass) {
+        bw = std::max(bw, ReadBandwidthGBs(threads));
         ours = std::min(ours, bench::BestSeconds(1, [&] {
                           for (size_t q = 0; q < a.single; ++q)
                             ExactSearch(view, queries.row(q), sp);
@@ -299,9 +303,10 @@ int main(int argc, char** argv) {
       const double bytes = static_cast<double>(a.n) * d * 4;
       std::printf(
           "exact, one query at a time: nearlabel float32 %.1f QPS (%.1f GB/s, %.0f%% of the "
-          "read bandwidth), FAISS IndexFlatIP %.1f QPS (%.1f GB/s): %.2fx\n",
+          "read bandwidth, best of %.1f GB/s measured beside it), FAISS IndexFlatIP %.1f QPS "
+          "(%.1f GB/s): %.2fx\n",
           a.single / ours, bytes * a.single / ours / 1e9,
-          100 * bytes * a.single / ours / 1e9 / bandwidth, a.single / theirs,
+          100 * bytes * a.single / ours / 1e9 / bw, bw, a.single / theirs,
           bytes * a.single / theirs / 1e9, theirs / ours);
       std::printf(
           "exact, one query at a time, half-precision copy + float32 re-rank: nearlabel %.1f "

@@ -112,26 +112,23 @@ Bf16Kernel DefaultKernel() {
   return Bf16Kernel::kNone;
 }
 
+// The default, with one line on stderr saying why the forced kernel is not used.
+Bf16Kernel FallBack(const char* forced, const char* why) {
+  const Bf16Kernel best = DefaultKernel();
+  std::fprintf(stderr, "nearlabel: NEARLABEL_BF16_KERNEL=%s %s; using %s\n", forced, why,
+               Bf16KernelName(best));
+  return best;
+}
+
 Bf16Kernel Choose() {
   const char* forced = std::getenv("NEARLABEL_BF16_KERNEL");
   if (!forced || !*forced) return DefaultKernel();
   for (Bf16Kernel k :
        {Bf16Kernel::kNone, Bf16Kernel::kEmulated, Bf16Kernel::kAvx512Bf16, Bf16Kernel::kAmx}) {
     if (std::strcmp(forced, Bf16KernelName(k)) != 0) continue;
-    if (Bf16KernelAvailable(k)) return k;
-    const Bf16Kernel best = DefaultKernel();
-    std::fprintf(stderr,
-                 "nearlabel: NEARLABEL_BF16_KERNEL=%s: this CPU cannot run that kernel; using "
-                 "%s\n",
-                 forced, Bf16KernelName(best));
-    return best;
+    return Bf16KernelAvailable(k) ? k : FallBack(forced, "cannot run on this CPU");
   }
-  const Bf16Kernel best = DefaultKernel();
-  std::fprintf(stderr,
-               "nearlabel: NEARLABEL_BF16_KERNEL=%s is not one of amx, avx512bf16, emulated, "
-               "off; using %s\n",
-               forced, Bf16KernelName(best));
-  return best;
+  return FallBack(forced, "is not one of amx, avx512bf16, emulated, off");
 }
 
 }  // namespace
