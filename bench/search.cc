@@ -305,9 +305,8 @@ int main(int argc, char** argv) {
           "exact, one query at a time: nearlabel float32 %.1f QPS (%.1f GB/s, %.0f%% of the "
           "read bandwidth, best of %.1f GB/s measured beside it), FAISS IndexFlatIP %.1f QPS "
           "(%.1f GB/s): %.2fx\n",
-          a.single / ours, bytes * a.single / ours / 1e9,
-          100 * bytes * a.single / ours / 1e9 / bw, bw, a.single / theirs,
-          bytes * a.single / theirs / 1e9, theirs / ours);
+          a.single / ours, bytes * a.single / ours / 1e9, 100 * bytes * a.single / ours / 1e9 / bw,
+          bw, a.single / theirs, bytes * a.single / theirs / 1e9, theirs / ours);
       std::printf(
           "exact, one query at a time, half-precision copy + float32 re-rank: nearlabel %.1f "
           "QPS: %.2fx the float32 scan, %.2fx FAISS; same rows and distances as the float32 "
