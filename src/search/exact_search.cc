@@ -96,8 +96,8 @@ bool ScanWithDotRows() {
 }
 
 // Scans rows [0, n) in 4096-row chunks on every core: similarities(begin, count, out) fills a
-// chunk, and every allowed row whose similarity is at least its thread's current bar less
-// `slack` goes to keep(thread list, similarity, row). Returns the threads' lists.
+// chunk, and every allowed row whose similarity is at least its thread list's Line() goes to
+// keep(thread list, similarity, row). Returns the threads' lists.
 template <typename Similarities, typename List, typename Keep>
 std::vector<List> ParallelScan(size_t n, const std::vector<uint8_t>& allowed, const List& empty,
                                const Similarities& similarities, const Keep& keep) {
@@ -178,14 +178,14 @@ namespace {
 // row kept early may be dropped later, never the reverse). On unit vectors eps_q ~ 0.005 in
 // the worst case and the actual error is ~20x smaller; the line costs a few extra candidates.
 // This returns 2 eps_q (+1e-6 for the 1 - s rounding of the lists) for a query of norm qnorm
-// and residual norm qres against the rows packed in `tiles`.
-float CandidateMargin(float qnorm, float qres, const Bf16Tiles& tiles, size_t d) {
-  // gamma: the relative rounding bound of a float32 sum of d products (both the bf16 kernel's
-  // and the re-rank's), applied to the largest possible |q'||r'|.
+// and residual norm qres against rows whose largest norm and residual norm are given (the
+// half-precision copy passes qres = 0: its query stays float32).
+float CandidateMargin(double qnorm, double qres, double max_norm, double max_residual, size_t d) {
+  // gamma: the relative rounding bound of a float32 sum of d products (both the approximate
+  // scan's and the re-rank's), applied to the largest possible |q'||r'|.
   const double gamma = static_cast<double>(d + 2) * std::ldexp(1.0, -24);
-  const double qn = qnorm + qres, rn = tiles.max_norm + tiles.max_residual;
-  const double eps =
-      qres * static_cast<double>(tiles.max_norm) + qn * tiles.max_residual + 2 * gamma * qn * rn;
+  const double qn = qnorm + qres, rn = max_norm + max_residual;
+  const double eps = qres * max_norm + qn * max_residual + 2 * gamma * qn * rn;
   return static_cast<float>(2 * eps + 1e-6);
 }
 
@@ -204,7 +204,8 @@ Bf16Operand MakeOperand(const float* rows, size_t n, size_t d, const Bf16Tiles& 
   RowsToBf16(rows, n, d, padded_n, tiles.padded_dims, op.rows.data(), norm.data(), res.data());
   op.margin.resize(n);
   for (size_t i = 0; i < n; ++i)
-    op.margin[i] = margin_scale * CandidateMargin(norm[i], res[i], tiles, d);
+    op.margin[i] =
+        margin_scale * CandidateMargin(norm[i], res[i], tiles.max_norm, tiles.max_residual, d);
   return op;
 }
 
@@ -223,30 +224,22 @@ class CandidateList {
                    cands_.end());
     }
   }
-  // The exact top k over several lists' rows (disjoint: threads of one scan), each list's
-  // candidates above the line of the union's approximate top k.
+  // The exact top k over the rows of lists [first, last) (one query's: a single list, or the
+  // disjoint lists of one scan's threads, all with the same margin): the candidates above the
+  // line of their union's approximate top k, re-ranked by `similarity(row)`.
   template <typename Exact>
-  static std::vector<Neighbor> RerankAll(const std::vector<CandidateList>& lists, int k,
-                                         float margin, const Exact& similarity) {
-    TopK approx(k);
-    for (const CandidateList& list : lists) {
-      for (const auto& [s, row] : list.cands_) approx.Push(1.0f - s, row);
+  static std::vector<Neighbor> Rerank(const CandidateList* first, const CandidateList* last,
+                                      const Exact& similarity) {
+    TopK approx(static_cast<int>(first->k_));
+    for (const CandidateList* l = first; l != last; ++l) {
+      for (const auto& [s, row] : l->cands_) approx.Push(1.0f - s, row);
     }
-    const float line = approx.SimilarityBound() - margin;
-    TopK exact(k);
-    for (const CandidateList& list : lists) {
-      for (const auto& [s, row] : list.cands_) {
+    const float line = approx.SimilarityBound() - first->margin_;
+    TopK exact(static_cast<int>(first->k_));
+    for (const CandidateList* l = first; l != last; ++l) {
+      for (const auto& [s, row] : l->cands_) {
         if (s >= line) exact.Push(1.0f - similarity(row), row);
       }
-    }
-    return exact.Take();
-  }
-  // The exact top k: the candidates still above the line, re-ranked by `similarity(row)`.
-  template <typename Exact>
-  std::vector<Neighbor> Rerank(const Exact& similarity) const {
-    TopK exact(static_cast<int>(k_));
-    for (const auto& [s, row] : cands_) {
-      if (s >= line_) exact.Push(1.0f - similarity(row), row);
     }
     return exact.Take();
   }
@@ -311,14 +304,11 @@ std::vector<Neighbor> ExactSearch(const MatrixView& rows, const HalfRows& half, 
                                   const SearchParams& params) {
   const size_t n = rows.rows, d = static_cast<size_t>(rows.dims);
   if (n == 0 || params.k <= 0) return {};
-  // The bf16 bound with an exact query: |q.r' - q.r| <= ||q|| ||r - r'|| + float32 sums of d
-  // products (the scan's and the re-rank's).
+  // The bf16 bound with an exact query: |q.r' - q.r| <= ||q|| ||r - r'|| + float32 sums.
   double qn2 = 0;
   for (size_t i = 0; i < d; ++i) qn2 += static_cast<double>(query[i]) * query[i];
-  const double qn = std::sqrt(qn2) * 1.0001,
-               gamma = static_cast<double>(d + 2) * std::ldexp(1.0, -24);
-  const double eps = qn * half.max_residual + 2 * gamma * qn * (half.max_norm + half.max_residual);
-  const float margin = static_cast<float>(2 * eps + 1e-6);
+  const float margin =
+      CandidateMargin(std::sqrt(qn2) * 1.0001, 0, half.max_norm, half.max_residual, d);
   auto lists = ParallelScan(
       n, params.allowed, CandidateList(params.k, margin),
       [&](size_t r0, size_t nr, float* out) {
@@ -326,7 +316,7 @@ std::vector<Neighbor> ExactSearch(const MatrixView& rows, const HalfRows& half, 
       },
       [](CandidateList& list, float sim, size_t row) { list.Offer(sim, row); });
   // Re-ranked with the float32 scan's own arithmetic: the same distances, bit for bit.
-  return CandidateList::RerankAll(lists, params.k, margin, [&](size_t row) {
+  return CandidateList::Rerank(lists.data(), lists.data() + lists.size(), [&](size_t row) {
     float sim;
     DotRows(rows.data + row * d, 1, d, query, &sim);
     return sim;
@@ -372,8 +362,9 @@ std::vector<std::vector<Neighbor>> ExactSearchBatchBf16(const VectorTable& table
   std::vector<std::vector<Neighbor>> result(nq);
   ParallelFor(nq, [&](size_t qb, size_t qe) {
     for (size_t q = qb; q < qe; ++q) {
-      result[q] = lists[q].Rerank(
-          [&](size_t row) { return InnerProduct(queries + q * d, table.row(row), d); });
+      result[q] = CandidateList::Rerank(&lists[q], &lists[q] + 1, [&](size_t row) {
+        return InnerProduct(queries + q * d, table.row(row), d);
+      });
     }
   });
   return result;
@@ -564,7 +555,7 @@ std::vector<std::vector<Neighbor>> PartitionNeighborsBf16(const std::vector<floa
   std::vector<std::vector<Neighbor>> result(m);
   ParallelFor(m, [&](size_t b, size_t e) {
     for (size_t r = b; r < e; ++r) {
-      result[r] = lists[r].Rerank([&](size_t other) {
+      result[r] = CandidateList::Rerank(&lists[r], &lists[r] + 1, [&](size_t other) {
         return InnerProduct(block.data() + r * d, block.data() + other * d, d);
       });
     }
