@@ -205,18 +205,26 @@ void RowsToBf16(const float* rows, size_t n, size_t d, size_t padded_n, size_t p
 
 namespace {
 
-// One 16-row block of the table into its tiles, 32 dims per step: AVX512-BF16 converts 32
-// floats (round to nearest even) and a scatter writes the 16 dim-pairs down one tile column
-// (the VNNI layout). Why by hand: a scalar loop took 0.4 s for 100k x 1024 on 2 cores, as long
-// as the products themselves; this takes ~0.05 s (bench/search).
-__attribute__((target("avx512f,avx512bw,avx512bf16"))) void PackBlock(const float* rows, size_t n,
-                                                                      size_t d, size_t blk,
-                                                                      size_t ksteps, uint16_t* data,
-                                                                      float* max_norm2,
-                                                                      float* max_res2) {
-  const __m512i column =
-      _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                         _mm512_set1_epi32(16));  // uint32 offset of tile row t: t * 16
+// Masks of the two 16-float halves of dims [k0, k0 + 32) of a d-dim row (zeros past d).
+struct HalfMasks {
+  __mmask16 lo, hi;
+};
+inline HalfMasks MasksAt(size_t d, size_t k0) {
+  const size_t left = d - std::min(d, k0);
+  const __mmask16 lo = left >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << left) - 1);
+  const __mmask16 hi = left >= 32   ? 0xFFFF
+                       : left <= 16 ? 0
+                                    : static_cast<__mmask16>((1u << (left - 16)) - 1);
+  return {lo, hi};
+}
+
+// The largest squared norm and squared rounding residual of a 16-row block's rows, 32 dims a
+// step (AVX512-BF16 rounds to nearest even, as ToBf16).
+__attribute__((target("avx512f,avx512bw,avx512bf16"))) void BlockBounds(const float* rows, size_t n,
+                                                                        size_t d, size_t blk,
+                                                                        size_t ksteps,
+                                                                        float* max_norm2,
+                                                                        float* max_res2) {
   float best_norm = 0, best_res = 0;
   for (size_t rr = 0; rr < kTileRows; ++rr) {
     const size_t r = blk * kTileRows + rr;
@@ -224,14 +232,9 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) void PackBlock(const floa
     const float* row = rows + r * d;
     __m512 norm = _mm512_setzero_ps(), res = _mm512_setzero_ps();
     for (size_t ks = 0; ks < ksteps; ++ks) {
-      const size_t k0 = ks * kTileDims;
-      const size_t left = d - std::min(d, k0);
-      const __mmask16 mlo = left >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << left) - 1);
-      const __mmask16 mhi = left >= 32   ? 0xFFFF
-                            : left <= 16 ? 0
-                                         : static_cast<__mmask16>((1u << (left - 16)) - 1);
-      const __m512 lo = _mm512_maskz_loadu_ps(mlo, row + k0);
-      const __m512 hi = _mm512_maskz_loadu_ps(mhi, row + k0 + 16);
+      const HalfMasks m = MasksAt(d, ks * kTileDims);
+      const __m512 lo = _mm512_maskz_loadu_ps(m.lo, row + ks * kTileDims);
+      const __m512 hi = _mm512_maskz_loadu_ps(m.hi, row + ks * kTileDims + 16);
       const __m512i b = reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(hi, lo));
       // Back to float (a bf16 is the top half of a float) for the rounding residual.
       const __m512 back_lo = _mm512_castsi512_ps(
@@ -241,8 +244,6 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) void PackBlock(const floa
       const __m512 dlo = _mm512_sub_ps(lo, back_lo), dhi = _mm512_sub_ps(hi, back_hi);
       norm = _mm512_fmadd_ps(lo, lo, _mm512_fmadd_ps(hi, hi, norm));
       res = _mm512_fmadd_ps(dlo, dlo, _mm512_fmadd_ps(dhi, dhi, res));
-      uint32_t* tile = reinterpret_cast<uint32_t*>(data + (blk * ksteps + ks) * kTileElems);
-      _mm512_i32scatter_epi32(tile + rr, column, b, 4);
     }
     best_norm = std::max(best_norm, _mm512_reduce_add_ps(norm));
     best_res = std::max(best_res, _mm512_reduce_add_ps(res));
@@ -251,11 +252,67 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) void PackBlock(const floa
   *max_res2 = best_res;
 }
 
-// PackBlock in portable code, for CPUs without AVX512-BF16: the same bits (both round to
-// nearest even). In a block, the value of row rr, dim k sits at line k / 2, slot rr, half k % 2.
+// Transposes 16 x 16 uint32 in place: r[i] lane j <-> r[j] lane i (unpacks of 32 and 64 bits,
+// then two rounds of 128-bit lane shuffles).
+__attribute__((target("avx512f"))) inline void Transpose16x16(__m512i r[16]) {
+  __m512i t[16];
+  for (int i = 0; i < 16; i += 2) {
+    t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
+    t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 16; i += 4) {
+    r[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
+    r[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
+    r[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
+    r[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
+  }
+  for (int h = 0; h < 16; h += 8) {
+    for (int i = 0; i < 4; ++i) {
+      t[h + i] = _mm512_shuffle_i32x4(r[h + i], r[h + i + 4], 0x88);
+      t[h + i + 4] = _mm512_shuffle_i32x4(r[h + i], r[h + i + 4], 0xdd);
+    }
+  }
+  for (int i = 0; i < 8; ++i) {
+    r[i] = _mm512_shuffle_i32x4(t[i], t[i + 8], 0x88);
+    r[i + 8] = _mm512_shuffle_i32x4(t[i], t[i + 8], 0xdd);
+  }
+}
+
+// One 16-row block of the table into its tiles, 32 dims per step: AVX512-BF16 converts each
+// row's 32 floats (round to nearest even) into 16 dim-pairs, and a 16 x 16 transpose turns the
+// 16 rows' pairs into the tile's 16 lines (the VNNI layout); rows past n and dims past d are
+// written as zeros. Why by hand: packing 100k x 1024 on 2 cores took 0.4 s with a scalar loop
+// (as long as the products themselves), 0.046 s with a scatter per row and step (slow on
+// Zen 4), 0.025 s with this transpose (bounds included; Zen 4, measured in a throwaway
+// program around PackTilesBf16; bench/search measures the whole search).
+__attribute__((target("avx512f,avx512bw,avx512bf16"))) void WriteBlockTiles(
+    const float* rows, size_t n, size_t d, size_t blk, size_t ksteps, uint16_t* data) {
+  for (size_t ks = 0; ks < ksteps; ++ks) {
+    const HalfMasks m = MasksAt(d, ks * kTileDims);
+    __m512i pairs[kTileRows];
+    for (size_t rr = 0; rr < kTileRows; ++rr) {
+      const size_t r = blk * kTileRows + rr;
+      if (r >= n) {
+        pairs[rr] = _mm512_setzero_si512();
+        continue;
+      }
+      const float* at = rows + r * d + ks * kTileDims;
+      pairs[rr] = reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(
+          _mm512_maskz_loadu_ps(m.hi, at + 16), _mm512_maskz_loadu_ps(m.lo, at)));
+    }
+    Transpose16x16(pairs);
+    uint16_t* tile = data + (blk * ksteps + ks) * kTileElems;
+    for (size_t p = 0; p < kTileRows; ++p) _mm512_store_si512(tile + p * 32, pairs[p]);
+  }
+}
+
+// BlockBounds and WriteBlockTiles in portable code, for CPUs without AVX512-BF16: the same bits
+// (both round to nearest even). In a block, the value of row rr, dim k sits at line k / 2, slot rr,
+// half k % 2.
+template <bool kWrite>
 void PackBlockGeneric(const float* rows, size_t n, size_t d, size_t blk, size_t ksteps,
                       uint16_t* data, float* max_norm2, float* max_res2) {
-  uint16_t* block = data + blk * ksteps * kTileElems;
+  uint16_t* block = kWrite ? data + blk * ksteps * kTileElems : nullptr;
   double best_norm = 0, best_res = 0;
   for (size_t rr = 0; rr < kTileRows; ++rr) {
     const size_t r = blk * kTileRows + rr;
@@ -264,7 +321,7 @@ void PackBlockGeneric(const float* rows, size_t n, size_t d, size_t blk, size_t 
     for (size_t k = 0; k < d; ++k) {
       const float x = rows[r * d + k];
       const uint16_t h = ToBf16(x);
-      block[(k / 2) * 32 + rr * 2 + (k & 1)] = h;
+      if (kWrite) block[(k / 2) * 32 + rr * 2 + (k & 1)] = h;
       const double diff = static_cast<double>(x) - FromBf16(h);
       norm += static_cast<double>(x) * x;
       res += diff * diff;
@@ -276,53 +333,90 @@ void PackBlockGeneric(const float* rows, size_t n, size_t d, size_t blk, size_t 
   *max_res2 = static_cast<float>(best_res);
 }
 
+// Whether packing uses AVX512-BF16: where the CPU has it, unless NEARLABEL_BF16_KERNEL=emulated
+// asks for portable code throughout (so the portable packer is tested on such CPUs too).
+bool VectorPacker() {
+  static const bool vector =
+      Bf16KernelAvailable(Bf16Kernel::kAvx512Bf16) && ChosenBf16Kernel() != Bf16Kernel::kEmulated;
+  return vector;
+}
+
+// Every 16-row block of n x d rows through block(blk, max_norm2, max_res2) on every core;
+// returns the bounds (the largest row norm and residual norm, with 1% to spare: float sums of
+// squares are within 1e-4, relative, for any d here).
+template <typename Block>
+Bf16Bounds ForEachBlock(size_t n, const Block& block) {
+  const size_t blocks = (n + 31) / 32 * 32 / kTileRows;
+  std::vector<float> norm2(blocks), res2(blocks);
+  ParallelFor(blocks, [&](size_t b, size_t e) {
+    for (size_t blk = b; blk < e; ++blk) block(blk, &norm2[blk], &res2[blk]);
+  });
+  Bf16Bounds bounds;
+  for (size_t blk = 0; blk < blocks; ++blk) {
+    bounds.max_norm = std::max(bounds.max_norm, norm2[blk]);
+    bounds.max_residual = std::max(bounds.max_residual, res2[blk]);
+  }
+  bounds.max_norm = 1.01f * std::sqrt(bounds.max_norm);
+  bounds.max_residual = 1.01f * std::sqrt(bounds.max_residual);
+  return bounds;
+}
+
 }  // namespace
 
-Bf16Tiles PackTilesBf16(const float* rows, size_t n, size_t d) {
-  Bf16Tiles t;
+Bf16Bounds BoundsBf16(const float* rows, size_t n, size_t d) {
+  const size_t ksteps = (d + kTileDims - 1) / kTileDims;
+  const bool vector_unit = VectorPacker();
+  return ForEachBlock(n, [&](size_t blk, float* norm2, float* res2) {
+    if (vector_unit) {
+      BlockBounds(rows, n, d, blk, ksteps, norm2, res2);
+    } else {
+      PackBlockGeneric<false>(rows, n, d, blk, ksteps, nullptr, norm2, res2);
+    }
+  });
+}
+
+void PackTilesBf16(const float* rows, size_t n, size_t d, Bf16Tiles* tiles, bool with_bounds) {
+  Bf16Tiles& t = *tiles;
   t.rows = n;
   t.dims = d;
   t.padded_rows = (n + 31) / 32 * 32;
   t.padded_dims = (d + kTileDims - 1) / kTileDims * kTileDims;
   const size_t ksteps = t.padded_dims / kTileDims;
-  // Every tile of a real row is written by PackBlock; only rows past n need zeros.
   constexpr size_t kHuge = size_t{2} << 20;
   const size_t bytes =
       (t.padded_rows * t.padded_dims * sizeof(uint16_t) + kHuge - 1) / kHuge * kHuge;
-  t.data.reset(static_cast<uint16_t*>(std::aligned_alloc(kHuge, bytes)));
-  if (!t.data) throw std::bad_alloc();
-  ::madvise(t.data.get(), bytes, MADV_HUGEPAGE);  // fewer page faults while it is written
-  const size_t blocks = t.padded_rows / kTileRows;
-  std::vector<float> norm2(blocks), res2(blocks);
-  const bool vector_unit = Bf16KernelAvailable(Bf16Kernel::kAvx512Bf16);
-  ParallelFor(blocks, [&](size_t b, size_t e) {
-    for (size_t blk = b; blk < e; ++blk) {
-      uint16_t* first = t.data.get() + blk * ksteps * kTileElems;
-      // Dims past d stay zero only if written so: the generic packer skips them.
-      if ((blk + 1) * kTileRows > n || (!vector_unit && d != t.padded_dims)) {
+  if (bytes > t.capacity_bytes) {
+    t.data.reset(static_cast<uint16_t*>(std::aligned_alloc(kHuge, bytes)));
+    if (!t.data) throw std::bad_alloc();
+    t.capacity_bytes = bytes;
+    ::madvise(t.data.get(), bytes, MADV_HUGEPAGE);  // fewer page faults while it is written
+  }
+  const bool vector_unit = VectorPacker();
+  t.bounds = ForEachBlock(n, [&](size_t blk, float* norm2, float* res2) {
+    if (vector_unit) {
+      if (with_bounds) BlockBounds(rows, n, d, blk, ksteps, norm2, res2);
+      WriteBlockTiles(rows, n, d, blk, ksteps, t.data.get());
+    } else {
+      // The generic packer writes only real rows and dims: the rest must be zeros.
+      if ((blk + 1) * kTileRows > n || d != t.padded_dims) {
+        uint16_t* first = t.data.get() + blk * ksteps * kTileElems;
         std::fill(first, first + ksteps * kTileElems, uint16_t{0});
       }
-      if (vector_unit) {
-        PackBlock(rows, n, d, blk, ksteps, t.data.get(), &norm2[blk], &res2[blk]);
-      } else {
-        PackBlockGeneric(rows, n, d, blk, ksteps, t.data.get(), &norm2[blk], &res2[blk]);
-      }
+      PackBlockGeneric<true>(rows, n, d, blk, ksteps, t.data.get(), norm2, res2);
     }
   });
-  for (size_t blk = 0; blk < blocks; ++blk) {
-    t.max_norm = std::max(t.max_norm, norm2[blk]);
-    t.max_residual = std::max(t.max_residual, res2[blk]);
-  }
-  // Float sums of squares are within 1e-4 (relative) for any d here; 1% on top keeps the
-  // bound a bound.
-  t.max_norm = 1.01f * std::sqrt(t.max_norm);
-  t.max_residual = 1.01f * std::sqrt(t.max_residual);
+}
+
+Bf16Tiles PackTilesBf16(const float* rows, size_t n, size_t d) {
+  Bf16Tiles t;
+  PackTilesBf16(rows, n, d, &t, true);
   return t;
 }
 
+namespace {
+
 // A 32 x 32 block of c at a time in four accumulator tiles (0-3), fed by two tiles of query
 // rows (4, 5) and two of table rows (6, 7) per 32 dims: 4 TDPBF16PS per 4 tile loads.
-namespace {
 
 __attribute__((target("amx-tile,amx-bf16"))) void AmxGemm(const uint16_t* a, size_t m,
                                                           const Bf16Tiles& b, size_t r0, size_t nb,

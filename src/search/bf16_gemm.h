@@ -42,6 +42,12 @@ Bf16Rates MeasureBf16Rates();
 // out. Read once, process-wide. Thread-safe.
 Bf16Kernel ChosenBf16Kernel();
 
+// Largest row norm and largest rounding-residual norm ||x - bf16(x)|| over a matrix's rows
+// (1% to spare): the inputs of the error bound (exact_search.cc).
+struct Bf16Bounds {
+  float max_norm = 0, max_residual = 0;
+};
+
 // Rows of a float matrix in the layout GemmBf16 reads: rows padded to a multiple of 32, dims
 // to a multiple of 32 (with zeros), each 16-row x 32-dim block stored as one 1 KB tile with
 // pairs of dims interleaved (the "VNNI" layout TDPBF16PS wants for its second operand). A
@@ -50,16 +56,27 @@ Bf16Kernel ChosenBf16Kernel();
 struct Bf16Tiles {
   size_t rows = 0, padded_rows = 0;
   size_t dims = 0, padded_dims = 0;
-  // 2 MB-aligned and advised onto huge pages: 200 MB for 100k x 1024, written once per search.
+  // 2 MB-aligned and advised onto huge pages (200 MB for a 100k x 1024 leave-one-out
+  // partition; batched search packs one 4096-row block at a time).
   std::unique_ptr<uint16_t[], decltype(&std::free)> data{nullptr, &std::free};
-  // Largest row norm and largest rounding-residual norm ||x - bf16(x)|| over the rows: the
-  // inputs of the error bound.
-  float max_norm = 0, max_residual = 0;
+  size_t capacity_bytes = 0;  // of data, which a repack reuses when large enough
+  Bf16Bounds bounds;
 };
 
 // Converts n x d floats (round to nearest even). Thread-safe; uses every core. Uses
-// AVX512-BF16 when the CPU has it, portable code otherwise (the same bits either way).
+// AVX512-BF16 when the CPU has it, portable code otherwise or under
+// NEARLABEL_BF16_KERNEL=emulated (the same bits either way).
 Bf16Tiles PackTilesBf16(const float* rows, size_t n, size_t d);
+// The same into `tiles`, reusing its buffer when it is large enough: batched search packs a
+// table one 4096-row block at a time into one 8 MB buffer, where a fresh 200 MB a call cost
+// more than the packing on a virtual machine that hands freed memory back to its host
+// (0.25 s against 0.05 s after a second idle: bench/search). with_bounds false leaves
+// tiles->bounds unset where the caller has the whole table's (BoundsBf16) and it costs a read
+// less (the portable packer sets them anyway).
+void PackTilesBf16(const float* rows, size_t n, size_t d, Bf16Tiles* tiles, bool with_bounds);
+// The bounds of n x d floats, as PackTilesBf16 sets them (without packing): the error bound of
+// a table packed block by block. Uses every core.
+Bf16Bounds BoundsBf16(const float* rows, size_t n, size_t d);
 
 // Row-major bf16 copy of n x d floats padded to padded_n x padded_d (zeros), the first
 // operand's layout; norms[i] and residuals[i] get row i's norm and rounding-residual norm.

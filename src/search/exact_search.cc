@@ -64,15 +64,8 @@ class TopK {
   std::priority_queue<Entry, std::vector<Entry>, Cmp> heap_;  // max-heap: worst on top
 };
 
-// Whether any of s[0, n) is >= bound. Branch-free, so the compiler vectorises it: scans check
-// a chunk of similarities this way and look at single values only in the rare chunk that
-// holds a candidate.
+// Similarities a scan checks at once with AnyAtLeast (simd.h).
 constexpr size_t kChunk = 256;
-inline bool AnyAtLeast(const float* s, size_t n, float bound) {
-  bool any = false;
-  for (size_t j = 0; j < n; ++j) any |= s[j] >= bound;
-  return any;
-}
 
 }  // namespace
 
@@ -190,22 +183,22 @@ float CandidateMargin(double qnorm, double qres, double max_norm, double max_res
 }
 
 // The bf16 copy of one side of a product (queries, or a partition's rows) and each row's
-// candidate margin against `tiles`.
+// candidate margin against rows with the given bounds.
 struct Bf16Operand {
-  std::vector<uint16_t> rows;  // padded to a multiple of 32 rows x tiles.padded_dims
+  std::vector<uint16_t> rows;  // padded to a multiple of 32 rows x padded_dims
   std::vector<float> margin;
 };
-Bf16Operand MakeOperand(const float* rows, size_t n, size_t d, const Bf16Tiles& tiles,
-                        float margin_scale) {
+Bf16Operand MakeOperand(const float* rows, size_t n, size_t d, size_t padded_dims,
+                        const Bf16Bounds& other, float margin_scale) {
   Bf16Operand op;
   const size_t padded_n = (n + 31) / 32 * 32;
-  op.rows.resize(padded_n * tiles.padded_dims);
+  op.rows.resize(padded_n * padded_dims);
   std::vector<float> norm(n), res(n);
-  RowsToBf16(rows, n, d, padded_n, tiles.padded_dims, op.rows.data(), norm.data(), res.data());
+  RowsToBf16(rows, n, d, padded_n, padded_dims, op.rows.data(), norm.data(), res.data());
   op.margin.resize(n);
   for (size_t i = 0; i < n; ++i)
     op.margin[i] =
-        margin_scale * CandidateMargin(norm[i], res[i], tiles.max_norm, tiles.max_residual, d);
+        margin_scale * CandidateMargin(norm[i], res[i], other.max_norm, other.max_residual, d);
   return op;
 }
 
@@ -328,20 +321,25 @@ std::vector<std::vector<Neighbor>> ExactSearchBatchBf16(const VectorTable& table
                                                         const SearchParams& params,
                                                         Bf16Kernel kernel, float margin_scale) {
   const size_t n = table.size(), d = static_cast<size_t>(table.dims);
-  const Bf16Tiles tiles = PackTilesBf16(table.vectors.data(), n, d);
-  const Bf16Operand qa = MakeOperand(queries, nq, d, tiles, margin_scale);
-  const size_t padded_nq = qa.rows.size() / tiles.padded_dims;
+  // The table is packed one row block at a time into one reused buffer (bf16_gemm.h says why);
+  // the margins need the whole table's bounds first.
+  const size_t padded_dims = (d + 31) / 32 * 32, padded_n = (n + 31) / 32 * 32;
+  const Bf16Operand qa = MakeOperand(queries, nq, d, padded_dims,
+                                     BoundsBf16(table.vectors.data(), n, d), margin_scale);
+  const size_t padded_nq = qa.rows.size() / padded_dims;
   const bool filtered = !params.allowed.empty();
   std::vector<CandidateList> lists;
   lists.reserve(nq);
   for (size_t q = 0; q < nq; ++q) lists.emplace_back(params.k, qa.margin[q]);
   const size_t qblock = 2048, rblock = 4096;  // multiples of 32; 32 MB of similarities
-  std::vector<float> sims(std::min(qblock, padded_nq) * std::min(rblock, tiles.padded_rows));
+  std::vector<float> sims(std::min(qblock, padded_nq) * std::min(rblock, padded_n));
+  Bf16Tiles tiles;
   for (size_t q0 = 0; q0 < padded_nq; q0 += qblock) {
     const size_t nqb = std::min(qblock, padded_nq - q0), real_q = std::min(nqb, nq - q0);
-    for (size_t r0 = 0; r0 < tiles.padded_rows; r0 += rblock) {
-      const size_t nr = std::min(rblock, tiles.padded_rows - r0), real_r = std::min(nr, n - r0);
-      ParallelGemmBf16(kernel, qa, q0, nqb, tiles, r0, nr, sims.data());
+    for (size_t r0 = 0; r0 < padded_n; r0 += rblock) {
+      const size_t nr = std::min(rblock, padded_n - r0), real_r = std::min(nr, n - r0);
+      PackTilesBf16(table.row(r0), real_r, d, &tiles, false);
+      ParallelGemmBf16(kernel, qa, q0, nqb, tiles, 0, nr, sims.data());
       ParallelFor(real_q, [&](size_t qb, size_t qe) {
         for (size_t qi = qb; qi < qe; ++qi) {
           CandidateList& list = lists[q0 + qi];
@@ -479,9 +477,7 @@ void ScanSymmetricTiles(size_t m, size_t tile, size_t align, const Product& prod
         const float* cb = bar + j0;
         for (size_t i = 0; i < ni; ++i) {
           const float* s = sims.data() + i * ld;
-          bool any = false;  // branch-free pre-check over the row, so the compiler vectorises it
-          for (size_t j = 0; j < nj; ++j) any |= s[j] >= cb[j];
-          if (!any) continue;
+          if (!AnyAtLeastEach(s, cb, nj)) continue;
           for (size_t j = 0; j < nj; ++j) {
             if (s[j] >= cb[j]) offer(j0 + j, i0 + i, s[j]);
           }
@@ -538,7 +534,8 @@ std::vector<std::vector<Neighbor>> PartitionNeighborsBf16(const std::vector<floa
                                                           size_t tile, Bf16Kernel kernel,
                                                           float margin_scale) {
   const Bf16Tiles tiles = PackTilesBf16(block.data(), m, d);
-  const Bf16Operand a = MakeOperand(block.data(), m, d, tiles, margin_scale);
+  const Bf16Operand a =
+      MakeOperand(block.data(), m, d, tiles.padded_dims, tiles.bounds, margin_scale);
   std::vector<CandidateList> lists;
   lists.reserve(m);
   for (size_t r = 0; r < m; ++r) lists.emplace_back(k, a.margin[r]);

@@ -170,9 +170,12 @@ __attribute__((target("avx512f"))) void InnerProductHalf4Avx512(const float* a,
 float InnerProductAvx512(const float* a, const float* b, size_t d) { return DotAvx512(a, b, d); }
 
 // Four rows a step, one 64-byte line of each per iteration (16 floats or 32 halves, the latter
-// in two accumulators), each row's next lines prefetched 1 KB ahead of its reads (four streams
-// are more than the hardware prefetcher follows at full rate). The tail of a row past the
-// last whole line goes to the generic code.
+// in two accumulators). Each iteration also asks for the same line of the next step's four
+// rows, into L2: a whole step ahead, so every line of every row is on its way before it is
+// read. (Prefetching 1 KB ahead within each row into L1, as before, left each row's first 1 KB
+// to the hardware prefetcher, which follows four streams poorly on Zen 4: the scan read at
+// 64 % of the machine's rate there and the half copy gained only 1.4x; bench/search.) The tail
+// of a row past the last whole line goes to the generic code.
 // One row's sum from its accumulators and its tail, in the same order for every row.
 template <typename T, size_t kSplit>
 __attribute__((target("avx512f"))) float FinishRow(const __m512* acc, const T* row, const float* q,
@@ -188,7 +191,6 @@ template <typename T>
 __attribute__((target("avx512f"))) void DotRowsAvx512(const T* rows, size_t n, size_t d,
                                                       const float* q, float* out) {
   constexpr size_t kSplit = 64 / sizeof(T) / 16, kLine = 16 * kSplit;
-  constexpr size_t kAhead = 1024 / sizeof(T);
   const size_t body = d / kLine * kLine;
   size_t r = 0;
   for (; body > 0 && r + 4 <= n; r += 4) {
@@ -196,9 +198,10 @@ __attribute__((target("avx512f"))) void DotRowsAvx512(const T* rows, size_t n, s
     __m512 acc[4][kSplit];
     for (auto& a : acc)
       for (auto& x : a) x = _mm512_setzero_ps();
+    const bool next_step = r + 8 <= n;  // (only rows of this call: no reads past them)
     for (size_t i = 0; i < body; i += kLine) {
-      for (size_t j = 0; j < 4; ++j) {
-        _mm_prefetch(reinterpret_cast<const char*>(row[j] + i + kAhead), _MM_HINT_T0);
+      for (size_t j = 0; next_step && j < 4; ++j) {
+        _mm_prefetch(reinterpret_cast<const char*>(row[j] + 4 * d + i), _MM_HINT_T1);
       }
       for (size_t k = 0; k < kSplit; ++k) {
         const __m512 x = _mm512_loadu_ps(q + i + 16 * k);
@@ -226,6 +229,47 @@ __attribute__((target("avx512f"))) void DotRowsAvx512(const T* rows, size_t n, s
 }
 #endif
 
+bool AnyAtLeastGeneric(const float* s, size_t n, float bound) {
+  bool any = false;
+  for (size_t j = 0; j < n; ++j) any |= s[j] >= bound;
+  return any;
+}
+bool AnyAtLeastEachGeneric(const float* s, const float* bounds, size_t n) {
+  bool any = false;
+  for (size_t j = 0; j < n; ++j) any |= s[j] >= bounds[j];
+  return any;
+}
+
+#if defined(__x86_64__)
+// 16 comparisons an instruction (GCC leaves the generic loops scalar at the default -O3
+// target: 2-4% of a batched search's time went there; bench/search).
+__attribute__((target("avx512f"))) bool AnyAtLeastAvx512(const float* s, size_t n, float bound) {
+  const __m512 b = _mm512_set1_ps(bound);
+  __mmask16 any = 0;
+  size_t j = 0;
+  for (; j + 16 <= n; j += 16) any |= _mm512_cmp_ps_mask(_mm512_loadu_ps(s + j), b, _CMP_GE_OQ);
+  if (j < n) {
+    const __mmask16 m = static_cast<__mmask16>((1u << (n - j)) - 1);
+    any |= _mm512_mask_cmp_ps_mask(m, _mm512_maskz_loadu_ps(m, s + j), b, _CMP_GE_OQ);
+  }
+  return any != 0;
+}
+__attribute__((target("avx512f"))) bool AnyAtLeastEachAvx512(const float* s, const float* bounds,
+                                                             size_t n) {
+  __mmask16 any = 0;
+  size_t j = 0;
+  for (; j + 16 <= n; j += 16) {
+    any |= _mm512_cmp_ps_mask(_mm512_loadu_ps(s + j), _mm512_loadu_ps(bounds + j), _CMP_GE_OQ);
+  }
+  if (j < n) {
+    const __mmask16 m = static_cast<__mmask16>((1u << (n - j)) - 1);
+    any |= _mm512_mask_cmp_ps_mask(m, _mm512_maskz_loadu_ps(m, s + j),
+                                   _mm512_maskz_loadu_ps(m, bounds + j), _CMP_GE_OQ);
+  }
+  return any != 0;
+}
+#endif
+
 void DotRowsGeneric(const float* rows, size_t n, size_t d, const float* q, float* out) {
   for (size_t r = 0; r < n; ++r) out[r] = InnerProductGeneric(q, rows + r * d, d);
 }
@@ -243,6 +287,8 @@ struct Kernels {
   void (*to_float)(const uint16_t*, float*, size_t) = HalfToFloatGeneric;
   void (*dot_rows)(const float*, size_t, size_t, const float*, float*) = DotRowsGeneric;
   void (*dot_rows_half)(const uint16_t*, size_t, size_t, const float*, float*) = DotRowsHalfGeneric;
+  bool (*any_at_least)(const float*, size_t, float) = AnyAtLeastGeneric;
+  bool (*any_at_least_each)(const float*, const float*, size_t) = AnyAtLeastEachGeneric;
   const char* name = "generic";
 };
 
@@ -262,6 +308,8 @@ Kernels Choose() {
     k.to_float = HalfToFloatAvx512;
     k.dot_rows = DotRowsAvx512<float>;
     k.dot_rows_half = DotRowsAvx512<uint16_t>;
+    k.any_at_least = AnyAtLeastAvx512;
+    k.any_at_least_each = AnyAtLeastEachAvx512;
     k.name = "avx512";
   }
 #endif
@@ -290,6 +338,13 @@ void DotRows(const float* rows, size_t n, size_t d, const float* q, float* out) 
 }
 void DotRowsHalf(const uint16_t* rows, size_t n, size_t d, const float* q, float* out) {
   kKernels.dot_rows_half(rows, n, d, q, out);
+}
+
+bool AnyAtLeast(const float* s, size_t n, float bound) {
+  return kKernels.any_at_least(s, n, bound);
+}
+bool AnyAtLeastEach(const float* s, const float* bounds, size_t n) {
+  return kKernels.any_at_least_each(s, bounds, n);
 }
 
 const char* InnerProductKernel() { return kKernels.name; }

@@ -26,11 +26,17 @@ float InnerProductHalfHalf(const uint16_t* a, const uint16_t* b, size_t d);
 void InnerProductHalf4(const float* a, const uint16_t* const b[4], size_t d, float out[4]);
 
 // out[i] = dot(rows[i], q) for i < n (rows row-major n x d, float32 or IEEE half): four rows
-// per step against one load of the query, with the next rows prefetched, so that a scan of a
+// per step against one load of the query, with the next four rows prefetched, so that a scan of a
 // table larger than the caches runs at the memory's read rate (bench/search compares it with
 // the bandwidth it measures). Thread-safe for disjoint outputs.
 void DotRows(const float* rows, size_t n, size_t d, const float* q, float* out);
 void DotRowsHalf(const uint16_t* rows, size_t n, size_t d, const float* q, float* out);
+
+// Whether any s[j] >= bound (AnyAtLeast) or s[j] >= bounds[j] (AnyAtLeastEach) for j < n: the
+// scans check a chunk of similarities this way and look at single values only in the rare
+// chunk that holds a candidate. NaN compares false. Thread-safe.
+bool AnyAtLeast(const float* s, size_t n, float bound);
+bool AnyAtLeastEach(const float* s, const float* bounds, size_t n);
 
 // Name of the kernel InnerProduct uses ("avx512" or "generic"), for benchmark reports.
 const char* InnerProductKernel();

@@ -1,6 +1,7 @@
 #include "search/simd.h"
 
 #include <cmath>
+#include <limits>
 #include <random>
 #include <vector>
 
@@ -78,6 +79,24 @@ TEST(DotRows, EveryRowGetsItsInnerProduct) {
       EXPECT_NEAR(out_half[r], InnerProductHalf(q.data(), half.data() + r * d, d),
                   1e-4f * std::sqrt(static_cast<float>(d)))
           << d << " " << r;
+    }
+  }
+}
+
+// AnyAtLeast/AnyAtLeastEach find a single value at the bound in any position of any length
+// (whole 16-lane blocks and every tail), and nothing when all are below or NaN.
+TEST(AnyAtLeast, FindsOneValueAtTheBoundAnywhere) {
+  for (size_t n = 0; n <= 40; ++n) {
+    std::vector<float> s(n, 0.25f), bounds(n, 0.5f);
+    if (n > 0) s[n / 2] = std::numeric_limits<float>::quiet_NaN();
+    EXPECT_FALSE(AnyAtLeast(s.data(), n, 0.5f)) << n;
+    EXPECT_FALSE(AnyAtLeastEach(s.data(), bounds.data(), n)) << n;
+    for (size_t at = 0; at < n; ++at) {
+      std::vector<float> t(n, 0.25f);
+      t[at] = 0.5f;
+      EXPECT_TRUE(AnyAtLeast(t.data(), n, 0.5f)) << n << " " << at;
+      EXPECT_TRUE(AnyAtLeastEach(t.data(), bounds.data(), n)) << n << " " << at;
+      EXPECT_FALSE(AnyAtLeast(t.data(), n, 0.5001f)) << n << " " << at;
     }
   }
 }
