@@ -67,6 +67,37 @@ INSTANTIATE_TEST_SUITE_P(
                       ModelCase{"squeezenet1.1", 512, Backend::kOnnxRuntime},
                       ModelCase{"densenet121-untrained", 1024, Backend::kOnnxRuntime}));
 
+// A session's share of a batch gives the same vectors whether it runs one image at a time
+// (run_batch 1, DenseNet's cards) or all at once: 7 images over 2 sessions of 4.
+TEST(OnnxRuntimeRunBatchTest, RunBatchChangesNoVector) {
+  REQUIRE_SHARED();
+  auto card = FindModel("mobilenetv2-12-int8", Dirs());
+  ASSERT_TRUE(card.ok()) << card.status().ToString();
+  testing::TempDir d;
+  std::vector<std::string> paths;
+  for (int i = 0; i < 7; ++i) {
+    paths.push_back(d.Join("img" + std::to_string(i) + ".png"));
+    testing::WriteFile(paths.back(),
+                       testing::Encode(testing::SyntheticImage(100 + 20 * i, 80, i), ".png"));
+  }
+  std::vector<std::vector<EmbeddedFile>> runs;
+  for (int run_batch : {1, 4}) {
+    EmbedderOptions eo;
+    eo.threads = 2;
+    eo.sessions = 2;
+    eo.max_batch = 8;
+    eo.run_batch = run_batch;
+    auto e = CreateOnnxRuntimeEmbedder(*card, eo);
+    ASSERT_TRUE(e.ok()) << e.status().ToString();
+    runs.push_back(EmbedFiles(paths, **e));
+  }
+  for (size_t i = 0; i < paths.size(); ++i) {
+    ASSERT_TRUE(runs[0][i].status.ok() && runs[1][i].status.ok()) << i;
+    EXPECT_GE(Cosine(runs[0][i].embedding, runs[1][i].embedding), 0.9999) << i;
+  }
+  EXPECT_LT(Cosine(runs[0][0].embedding, runs[0][6].embedding), 0.9999);  // images differ
+}
+
 // Real images from several shared datasets (two per dataset), or none without them.
 std::vector<std::string> SampleImages() {
   std::vector<std::string> out;

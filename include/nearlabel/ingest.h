@@ -36,9 +36,18 @@ struct IngestReport {
   bool interrupted = false;   // stopped early by the stop flag; re-run to finish
   double seconds = 0;
   std::vector<DatasetProblem> problems;  // dataset problems first, then per-image failures
-  // Where the time went (IngestShared): embedding, and the database (claim, insert, commit).
+  // Where the time went: embedding (the main thread's wall seconds in the embedder), and the
+  // database (Ingest: the writer thread's insert + commit, which overlaps embedding;
+  // IngestShared: claim, insert, commit).
   double embed_seconds = 0;
   double store_seconds = 0;
+  // Ingest only: the preparation workers' seconds per step, summed over the workers (they run
+  // beside each other and beside inference), and the main thread's wait for prepared batches
+  // (inference idle because preparation is behind).
+  struct PrepSeconds {
+    double read = 0, sha256 = 0, decode = 0, preprocess = 0, thumbnail = 0;
+  } prep;
+  double wait_for_prepared_seconds = 0;
   size_t batches = 0;            // batches this worker committed
   size_t abandoned_batches = 0;  // claims lost (connection or lease); others redo them
 };

@@ -39,6 +39,10 @@ struct ModelCard {
   std::string sha256;  // expected checksum of the ONNX file, "" if not given
   std::string input_name;
   int max_batch = 0;  // 0: any batch size
+  // Images per inference run of one ONNX Runtime session (a batch is split over the sessions,
+  // and each session's share runs this many at a time); 0: the backend's default (4). Large
+  // models whose activations outgrow the core's cache run faster one image at a time.
+  int run_batch = 0;
   PreprocessSpec preprocess;
   std::string feature_onnx_tensor;   // ONNX tensor name of the feature
   std::string feature_opencv_layer;  // OpenCV DNN layer name of the same tensor
@@ -123,6 +127,8 @@ struct EmbedderOptions {
   // threads each; 0: one session per thread.
   int sessions = 0;
   int max_batch = 0;  // largest batch per run; 0: the backend's default (model limits apply)
+  // ONNX Runtime only: images per session run (ModelCard::run_batch); 0: the card's value.
+  int run_batch = 0;
   // ONNX Runtime only: let idle worker threads spin between operators. Slightly faster when
   // inference runs alone; in the ingest pipeline spinning takes the cores decoding needs.
   bool spin_wait = false;

@@ -136,6 +136,10 @@ Result<ModelCard> ParseModelCard(const std::string& text, const std::string& car
     return Status::InvalidArgument(where + ": input width/height must be within 8..4096");
   }
   if (c.max_batch < 0) return Status::InvalidArgument(where + ": max_batch must be >= 0");
+  NL_RETURN_IF_ERROR(Number(*input, "run_batch", where + " input", &c.run_batch));
+  if (c.run_batch < 0 || c.run_batch > 1024) {
+    return Status::InvalidArgument(where + ": run_batch must be within 0..1024 (0: default)");
+  }
 
   std::string resize = "shorter_side_crop", interp = "linear", order = "RGB";
   NL_RETURN_IF_ERROR(Field(*pre, "resize", where + " preprocess", &resize, false));

@@ -21,6 +21,7 @@ TEST(ModelCardTest, ParsesFields) {
   EXPECT_FALSE(c->preprocess.rgb);
   EXPECT_EQ(c->preprocess.resize, PreprocessSpec::Resize::kDirect);
   EXPECT_FLOAT_EQ(c->preprocess.mean[2], 3);
+  EXPECT_EQ(c->run_batch, 0);  // absent: the backend's default
 }
 
 // The error message ParseModelCard gives for `json` (a test failure if it accepts it).
@@ -47,6 +48,11 @@ TEST(ModelCardTest, RejectsBadCardsWithReasons) {
         CardError(std::string(R"({"name":"m","file":"f","feature":{"onnx_tensor":"t","dims":)") +
                   dims + "}}"),
         "must be an integer in range");
+  }
+  for (const char* run : {"-1", "1025"}) {
+    EXPECT_HAS(CardError(std::string(R"({"name":"m","file":"f","input":{"run_batch":)") + run +
+                         R"(},"feature":{"onnx_tensor":"t","dims":3}})"),
+               "run_batch must be within 0..1024");
   }
   EXPECT_HAS(CardError(R"({"name":"m","file":"f","preprocess":{"scale":1e300},)"
                        R"("feature":{"onnx_tensor":"t","dims":3}})"),

@@ -254,6 +254,9 @@ class OrtEmbedder : public Embedder {
     if (card_.max_batch > 0) limit = std::min(limit, card_.max_batch);
     if (fixed_batch_ > 0) limit = std::min(limit, static_cast<int>(fixed_batch_ * sessions));
     max_batch_ = std::max(1, limit);
+    run_batch_ = options.run_batch > 0 ? options.run_batch
+                 : card_.run_batch > 0 ? card_.run_batch
+                                       : kDefaultBatchPerSession;
     return Status::OK();
   }
 
@@ -275,10 +278,10 @@ class OrtEmbedder : public Embedder {
       const float* in = input + begin * slot;
       float* out = output + static_cast<size_t>(begin) * floats_per_image();
       OrtSession* session = sessions_[i];
-      workers_[i - 1]->Start([=] { return Run(session, in, c, out); });
+      workers_[i - 1]->Start([=] { return RunInChunks(session, in, c, out); });
       ++started;
     }
-    Status st = Run(sessions_[0], input, std::min(per, count), output);
+    Status st = RunInChunks(sessions_[0], input, std::min(per, count), output);
     for (int i = 0; i < started; ++i) {
       Status w = workers_[i]->Wait();
       if (st.ok()) st = w;
@@ -288,6 +291,19 @@ class OrtEmbedder : public Embedder {
 
  private:
   static constexpr int kDefaultBatchPerSession = 4;
+
+  // Runs `count` images through one session, run_batch_ at a time (a fixed-batch model: all
+  // at once, the split above gave each session its fixed size).
+  Status RunInChunks(OrtSession* session, const float* input, int count, float* output) {
+    const int step = fixed_batch_ > 0 ? count : run_batch_;
+    const auto& p = card_.preprocess;
+    const size_t slot = static_cast<size_t>(3) * p.width * p.height;
+    for (int b = 0; b < count; b += step) {
+      NL_RETURN_IF_ERROR(Run(session, input + b * slot, std::min(step, count - b),
+                             output + static_cast<size_t>(b) * floats_per_image()));
+    }
+    return Status::OK();
+  }
 
   // Runs `count` images through one session (one thread at a time per session).
   Status Run(OrtSession* session, const float* input, int count, float* output) {
@@ -418,6 +434,7 @@ class OrtEmbedder : public Embedder {
   std::vector<std::unique_ptr<Worker>> workers_;  // one per session after the first
   OrtMemoryInfo* memory_ = nullptr;
   int64_t fixed_batch_ = 0;
+  int run_batch_ = kDefaultBatchPerSession;
   int max_batch_ = 1;
 };
 

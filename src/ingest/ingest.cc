@@ -1,6 +1,7 @@
 #include "nearlabel/ingest.h"
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <deque>
@@ -130,25 +131,47 @@ class PrepStage {
     }
   }
 
+ public:
+  // Seconds the workers spent in each step so far, summed over workers.
+  IngestReport::PrepSeconds Seconds() const {
+    auto s = [this](Step step) { return ns_[step].load() * 1e-9; };
+    return {s(kRead), s(kSha256), s(kDecode), s(kPreprocess), s(kThumbnail)};
+  }
+
+ private:
+  enum Step { kRead, kSha256, kDecode, kPreprocess, kThumbnail, kSteps };
+  // Adds the time since *t to `step` and moves *t on.
+  void Lap(Step step, std::chrono::steady_clock::time_point* t) const {
+    const auto now = std::chrono::steady_clock::now();
+    ns_[step] += std::chrono::duration_cast<std::chrono::nanoseconds>(now - *t).count();
+    *t = now;
+  }
+
   void Prepare(size_t index, Prepared* p, float* tensor) const {
     p->index = index;
+    auto t = std::chrono::steady_clock::now();
     auto bytes = ReadFileToString(paths_[index], 1ull << 30);
+    Lap(kRead, &t);
     if (!bytes.ok()) {
       p->status = bytes.status();
       return;
     }
     p->sha256 = Sha256Hex(*bytes);
+    Lap(kSha256, &t);
     if (skip_ && skip_->count(p->sha256)) {
       p->already_stored = true;
       return;
     }
     auto img = DecodeImage(*bytes);
+    Lap(kDecode, &t);
     if (!img.ok()) {
       p->status = img.status();
       return;
     }
     PreprocessInto(*img, spec_, tensor);
+    Lap(kPreprocess, &t);
     if (thumbnails_) p->thumbnail = EncodeThumbnail(*img);
+    Lap(kThumbnail, &t);
   }
 
   const std::vector<std::string>& paths_;
@@ -164,6 +187,7 @@ class PrepStage {
   std::condition_variable free_;   // a buffer was released (or stop)
   bool stop_ = false;
   std::vector<std::thread> workers_;
+  mutable std::atomic<int64_t> ns_[kSteps] = {};
 };
 
 // Embeds the items `which` (indices into b.items) of a prepared batch, packing their slots
@@ -270,12 +294,16 @@ struct WriteJob {
 struct WriteCounts {
   size_t inserted = 0;    // read after Finish
   size_t duplicates = 0;  // rows another process stored meanwhile
+  double seconds = 0;     // in InsertBatch
 };
 std::function<Status(WriteJob&)> CommitBatches(Store& store, const ProgressFn& progress,
                                                size_t total, WriteCounts* counts) {
   return [&store, &progress, total, counts](WriteJob& job) -> Status {
     if (!job.rows.empty()) {
+      const auto t0 = std::chrono::steady_clock::now();
       NL_ASSIGN_OR_RETURN(auto ins, store.InsertBatch(job.rows));
+      counts->seconds +=
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       counts->inserted += ins.inserted;
       counts->duplicates += ins.duplicates;
     }
@@ -325,8 +353,14 @@ Result<IngestReport> Ingest(const DatasetListing& listing, Embedder& embedder, S
   StageThread<WriteJob> writer(CommitBatches(store, progress, paths.size(), &written_counts),
                                kWriteQueue);
   Status failure;
+  using Clock = std::chrono::steady_clock;
+  auto since = [](Clock::time_point t) {
+    return std::chrono::duration<double>(Clock::now() - t).count();
+  };
   for (size_t number = 0; number < prep.batches(); ++number) {
+    const auto wait = Clock::now();
     PrepStage::Batch& batch = prep.Take(number);
+    rep.wait_for_prepared_seconds += since(wait);
     std::vector<size_t> which;
     for (size_t i = 0; i < batch.items.size(); ++i) {
       const Prepared& p = batch.items[i];
@@ -345,7 +379,9 @@ Result<IngestReport> Ingest(const DatasetListing& listing, Embedder& embedder, S
       }
     }
     std::vector<std::vector<float>> vecs;
+    const auto embed = Clock::now();
     failure = EmbedBatch(batch, prep.slot_floats(), embedder, which, &vecs);
+    rep.embed_seconds += since(embed);
     if (!failure.ok()) break;
     std::vector<NewItem> rows;
     for (size_t i : which) {
@@ -364,6 +400,8 @@ Result<IngestReport> Ingest(const DatasetListing& listing, Embedder& embedder, S
   }
   prep.Stop();
   Status written = writer.Finish();
+  rep.prep = prep.Seconds();
+  rep.store_seconds = written_counts.seconds;
   rep.inserted = written_counts.inserted;
   rep.already_stored += written_counts.duplicates;  // another process stored them meanwhile
   NL_RETURN_IF_ERROR(written);
