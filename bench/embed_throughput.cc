@@ -245,10 +245,16 @@ int Main(int argc, char** argv) {
     return rate;
   };
 
-  // Round 1 picks ORT's best configuration. Then the baseline and the end-to-end ingest are
+  // A first round picks ORT's best configuration. Then the baseline and the end-to-end ingest are
   // timed alternately, `repeat` passes each, so both see the same drift of a shared machine
   // and the same number of chances; the best pass of each counts.
-  for (auto& c : configs) c.best = TimeInference(*c.embedder, tensors, n, c.batch, 1);
+  // (Two passes each, configurations alternating: one lucky pass on this noisy machine would
+  // otherwise pick a configuration that is not ORT's best.)
+  for (int r = 0; r < 2; ++r) {
+    for (auto& c : configs) {
+      c.best = std::max(c.best, TimeInference(*c.embedder, tensors, n, c.batch, 1));
+    }
+  }
   Config* base = &configs[0];
   for (auto& c : configs) {
     if (c.best > base->best) base = &c;
