@@ -364,7 +364,7 @@ Bf16Bounds ForEachBlock(size_t n, const Block& block) {
 }  // namespace
 
 Bf16Bounds BoundsBf16(const float* rows, size_t n, size_t d) {
-  const size_t ksteps = (d + kTileDims - 1) / kTileDims;
+  const size_t ksteps = Bf16PaddedDims(d) / kTileDims;
   const bool vector_unit = VectorPacker();
   return ForEachBlock(n, [&](size_t blk, float* norm2, float* res2) {
     if (vector_unit) {
@@ -380,7 +380,7 @@ void PackTilesBf16(const float* rows, size_t n, size_t d, Bf16Tiles* tiles, bool
   t.rows = n;
   t.dims = d;
   t.padded_rows = (n + 31) / 32 * 32;
-  t.padded_dims = (d + kTileDims - 1) / kTileDims * kTileDims;
+  t.padded_dims = Bf16PaddedDims(d);
   const size_t ksteps = t.padded_dims / kTileDims;
   constexpr size_t kHuge = size_t{2} << 20;
   const size_t bytes =

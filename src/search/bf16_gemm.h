@@ -63,6 +63,9 @@ struct Bf16Tiles {
   Bf16Bounds bounds;
 };
 
+// The dims of a packed row: d rounded up to a multiple of 32 (zeros past d).
+inline size_t Bf16PaddedDims(size_t d) { return (d + 31) / 32 * 32; }
+
 // Converts n x d floats (round to nearest even). Thread-safe; uses every core. Uses
 // AVX512-BF16 when the CPU has it, portable code otherwise or under
 // NEARLABEL_BF16_KERNEL=emulated (the same bits either way).

@@ -323,7 +323,7 @@ std::vector<std::vector<Neighbor>> ExactSearchBatchBf16(const VectorTable& table
   const size_t n = table.size(), d = static_cast<size_t>(table.dims);
   // The table is packed one row block at a time into one reused buffer (bf16_gemm.h says why);
   // the margins need the whole table's bounds first.
-  const size_t padded_dims = (d + 31) / 32 * 32, padded_n = (n + 31) / 32 * 32;
+  const size_t padded_dims = Bf16PaddedDims(d), padded_n = (n + 31) / 32 * 32;
   const Bf16Operand qa = MakeOperand(queries, nq, d, padded_dims,
                                      BoundsBf16(table.vectors.data(), n, d), margin_scale);
   const size_t padded_nq = qa.rows.size() / padded_dims;
