@@ -375,7 +375,8 @@ Bf16Bounds BoundsBf16(const float* rows, size_t n, size_t d) {
   });
 }
 
-void PackTilesBf16(const float* rows, size_t n, size_t d, Bf16Tiles* tiles, bool with_bounds) {
+void PackTilesBf16(const float* rows, size_t n, size_t d, Bf16Tiles* tiles,
+                   const Bf16Bounds* known) {
   Bf16Tiles& t = *tiles;
   t.rows = n;
   t.dims = d;
@@ -394,7 +395,7 @@ void PackTilesBf16(const float* rows, size_t n, size_t d, Bf16Tiles* tiles, bool
   const bool vector_unit = VectorPacker();
   t.bounds = ForEachBlock(n, [&](size_t blk, float* norm2, float* res2) {
     if (vector_unit) {
-      if (with_bounds) BlockBounds(rows, n, d, blk, ksteps, norm2, res2);
+      if (!known) BlockBounds(rows, n, d, blk, ksteps, norm2, res2);
       WriteBlockTiles(rows, n, d, blk, ksteps, t.data.get());
     } else {
       // The generic packer writes only real rows and dims: the rest must be zeros.
@@ -405,11 +406,12 @@ void PackTilesBf16(const float* rows, size_t n, size_t d, Bf16Tiles* tiles, bool
       PackBlockGeneric<true>(rows, n, d, blk, ksteps, t.data.get(), norm2, res2);
     }
   });
+  if (known) t.bounds = *known;
 }
 
 Bf16Tiles PackTilesBf16(const float* rows, size_t n, size_t d) {
   Bf16Tiles t;
-  PackTilesBf16(rows, n, d, &t, true);
+  PackTilesBf16(rows, n, d, &t, nullptr);
   return t;
 }
 

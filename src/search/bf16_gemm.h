@@ -73,10 +73,11 @@ Bf16Tiles PackTilesBf16(const float* rows, size_t n, size_t d);
 // The same into `tiles`, reusing its buffer when it is large enough: batched search packs a
 // table one 4096-row block at a time into one 8 MB buffer, where a fresh 200 MB a call cost
 // more than the packing on a virtual machine that hands freed memory back to its host
-// (0.25 s against 0.05 s after a second idle: bench/search). with_bounds false leaves
-// tiles->bounds unset where the caller has the whole table's (BoundsBf16) and it costs a read
-// less (the portable packer sets them anyway).
-void PackTilesBf16(const float* rows, size_t n, size_t d, Bf16Tiles* tiles, bool with_bounds);
+// (0.25 s against 0.05 s after a second idle: bench/search). `known`, when given, is a bound
+// that holds for these rows (the whole table's BoundsBf16): tiles->bounds gets it and the rows
+// are not measured again.
+void PackTilesBf16(const float* rows, size_t n, size_t d, Bf16Tiles* tiles,
+                   const Bf16Bounds* known);
 // The bounds of n x d floats, as PackTilesBf16 sets them (without packing): the error bound of
 // a table packed block by block. Uses every core.
 Bf16Bounds BoundsBf16(const float* rows, size_t n, size_t d);

@@ -324,8 +324,8 @@ std::vector<std::vector<Neighbor>> ExactSearchBatchBf16(const VectorTable& table
   // The table is packed one row block at a time into one reused buffer (bf16_gemm.h says why);
   // the margins need the whole table's bounds first.
   const size_t padded_dims = Bf16PaddedDims(d), padded_n = (n + 31) / 32 * 32;
-  const Bf16Operand qa = MakeOperand(queries, nq, d, padded_dims,
-                                     BoundsBf16(table.vectors.data(), n, d), margin_scale);
+  const Bf16Bounds table_bounds = BoundsBf16(table.vectors.data(), n, d);
+  const Bf16Operand qa = MakeOperand(queries, nq, d, padded_dims, table_bounds, margin_scale);
   const size_t padded_nq = qa.rows.size() / padded_dims;
   const bool filtered = !params.allowed.empty();
   std::vector<CandidateList> lists;
@@ -338,7 +338,7 @@ std::vector<std::vector<Neighbor>> ExactSearchBatchBf16(const VectorTable& table
     const size_t nqb = std::min(qblock, padded_nq - q0), real_q = std::min(nqb, nq - q0);
     for (size_t r0 = 0; r0 < padded_n; r0 += rblock) {
       const size_t nr = std::min(rblock, padded_n - r0), real_r = std::min(nr, n - r0);
-      PackTilesBf16(table.row(r0), real_r, d, &tiles, false);
+      PackTilesBf16(table.row(r0), real_r, d, &tiles, &table_bounds);
       ParallelGemmBf16(kernel, qa, q0, nqb, tiles, 0, nr, sims.data());
       ParallelFor(real_q, [&](size_t qb, size_t qe) {
         for (size_t qi = qb; qi < qe; ++qi) {
