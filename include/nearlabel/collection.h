@@ -150,6 +150,12 @@ class Collection {
 // The model card of a store's collection `info` (found in `dirs`, ModelSearchDirs), or of
 // `requested` when given: it must be the store's model (same name, same ONNX file by
 // sha256, same dims), else Mismatch naming both. `location` names the store in messages.
+// The card comes with the store's embedding options applied (CardWithStoreOptions), so
+// what it embeds is comparable with the rows.
+// `card` with the embedding options a store recorded in `info` (none for a store from before
+// they existed). InvalidArgument when the recorded options do not parse.
+Result<ModelCard> CardWithStoreOptions(const ModelCard& card, const CollectionInfo& info);
+
 Result<ModelCard> ModelOfStore(const CollectionInfo& info, const std::string& location,
                                const std::vector<std::string>& dirs,
                                const std::string& requested = "");

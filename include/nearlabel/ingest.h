@@ -58,9 +58,23 @@ using ProgressFn = std::function<void(size_t done, size_t total)>;
 // Records in `store` the collection info an ingest of `listing` with `card` (its ONNX file's
 // sha256 `model_sha256`) needs: model, checksum, dims, and the label field classify and eval
 // predict unless told otherwise (AI Hub: quality; else label or class); for AI Hub datasets
-// also the label view. Mismatch when the store holds another model. `listing` not empty.
+// also the label view; and card.embedding, the options every later image for this store is
+// embedded with. Mismatch when the store holds another model or options. `listing` not empty.
 Status PrepareStoreForDataset(Store& store, const ModelCard& card, const std::string& model_sha256,
                               const DatasetListing& listing);
+
+// For a store made with the "centre" embedding option (`card`, as ModelOfStore or
+// CardWithStoreOptions give it): computes the mean of the rows' uncentred vectors and
+// rewrites every row centred on it (Store::RewriteEmbeddings, one transaction) when the
+// store has no mean yet or has at least doubled since it was computed; nothing otherwise,
+// so that the mean follows the data at a cost that stays in proportion to the ingests.
+// *what (optional) says what was done, "" when nothing. Call after each ingest; a query
+// embedder made before a recentring must be made again (ModelOfStore).
+Status UpdateStoreCentre(Store& store, const ModelCard& card, std::string* what);
+
+// The uncentred unit vector whose centring on `mean` gave the unit vector `v` (in place):
+// v' = mean + t v with t > 0 such that |v'| = 1 (a mean of unit vectors has |mean| < 1).
+void Uncentre(float* v, const std::vector<float>& mean);
 
 // Ingests `listing` into `store` (whose collection must match `embedder`'s model; call
 // PrepareStoreForDataset or Store::EnsureCollection first). Stops cleanly after the current batch

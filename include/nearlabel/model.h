@@ -14,13 +14,16 @@
 //     "feature": {"onnx_tensor": "627", "opencv_layer": "onnx_node!627_DequantizeLinear",
 //                 "pooling": "mean" | "none", "dims": 1280},
 //     "patch": {"onnx_tensor": "591_quantized", "dims": 576, "grid": 14,   // optional
-//               "resize": "direct"}
+//               "resize": "direct"},
+//     "embedding": {"resize": "direct", "flip_average": true, "power": 0.5,
+//                   "centre": true}  // optional
 //   }
 // mean and std are in the tensor's channel order and apply after scale. "patch" names a
 // mid-level feature map (dims x grid x grid) whose positions are the image's patches, for
 // anomaly scores and patch-aware classification; a quantized (uint8) tensor is dequantized
 // with its producer's scale and zero point. Its "resize" (optional) overrides the
 // preprocessing's, e.g. "direct" so that patches cover the whole image, not a centre crop.
+// "embedding" (optional) gives the EmbeddingOptions a new store gets (see below).
 #pragma once
 
 #include <memory>
@@ -31,6 +34,36 @@
 #include "nearlabel/status.h"
 
 namespace nearlabel {
+
+// How a store turns the model's feature into its vectors, beyond the card's preprocessing.
+// Recorded in the store (CollectionInfo::embedding) when it is created, and applied to every
+// image embedded for it afterwards, so queries and rows always share one space.
+struct EmbeddingOptions {
+  // "shorter_side_crop" or "direct" (the whole image squeezed to the input size); "" keeps
+  // the card's "preprocess" resize.
+  std::string resize;
+  // Embeds each image and its mirror image and averages the two unit vectors (twice the
+  // inference work).
+  bool flip_average = false;
+  // Every feature value x becomes sign(x) |x|^power before the final normalisation
+  // ("power normalisation"; 1 = none). Within (0, 1].
+  double power = 1;
+  // Subtracts the store's mean vector and normalises again (SimpleShot's CL2N), which
+  // spreads the vectors of a store whose images all look alike. The mean is the store's
+  // (CollectionInfo::centre): computed by the first ingest, again whenever the rows have
+  // doubled since (UpdateStoreCentre), and applied to queries as to rows.
+  bool centre = false;
+  bool operator==(const EmbeddingOptions& o) const {
+    return resize == o.resize && flip_average == o.flip_average && power == o.power &&
+           centre == o.centre;
+  }
+};
+
+// The canonical JSON of `e` (sorted keys; what stores record), and its parser.
+// ParseEmbeddingOptions: InvalidArgument naming `where` for an unknown key or a bad value.
+std::string EmbeddingOptionsJson(const EmbeddingOptions& e);
+Result<EmbeddingOptions> ParseEmbeddingOptions(const std::string& json_text,
+                                               const std::string& where);
 
 struct ModelCard {
   std::string name;
@@ -53,8 +86,15 @@ struct ModelCard {
   int patch_dims = 0;
   int patch_grid = 0;  // positions per side
   PreprocessSpec patch_preprocess;
-  std::string card_path;  // where the card was read from
-  std::string onnx_path;  // resolved ONNX file ("" if it was not found)
+  // What the embedder applies (flip averaging, power) and what preprocess.resize was set
+  // from; the card's "embedding" section, or a store's options (WithEmbeddingOptions).
+  EmbeddingOptions embedding;
+  // With embedding.centre: the mean subtracted after normalising (dims floats), empty while
+  // the store has none yet (its rows are then stored uncentred, as queries are embedded).
+  std::vector<float> centre_mean;
+  std::string preprocess_resize;  // the "preprocess" section's resize, as written
+  std::string card_path;          // where the card was read from
+  std::string onnx_path;          // resolved ONNX file ("" if it was not found)
 };
 
 // Parses a card. `card_path` is used for messages and to resolve `file`. Thread-safe.
@@ -65,6 +105,10 @@ Result<ModelCard> ParseModelCard(const std::string& json_text, const std::string
 // patch vectors of dims floats, row-major by position (y, x), neither pooled nor normalised.
 // InvalidArgument when the card has no "patch" section.
 Result<ModelCard> PatchFeatureCard(const ModelCard& card);
+
+// `card` with `e` applied: preprocess.resize set from e.resize ("" = the "preprocess"
+// section's) and e as its embedding. InvalidArgument for a resize name or power out of range.
+Result<ModelCard> WithEmbeddingOptions(const ModelCard& card, const EmbeddingOptions& e);
 
 // Where models are looked for: the directories in NEARLABEL_MODELS (colon-separated) or
 // `override_dirs` when non-empty, then the built-in card directory.

@@ -23,7 +23,20 @@ struct CollectionInfo {
   int dims = 0;
   std::string metric = "COSINE";
   std::string label_field;  // the field classify/eval predict by default ("label", "quality")
+  // The EmbeddingOptions the vectors were made with (EmbeddingOptionsJson); "" in a store
+  // made before they existed: the card's preprocessing and nothing else.
+  std::string embedding;
+  // With the "centre" option: the mean vector subtracted from every stored row (a JSON array
+  // of dims numbers, in the setting kCentreSettingKey); "" until the first ingest computed it.
+  std::string centre;
 };
+constexpr const char* kCentreSettingKey = "embedding.centre";
+constexpr const char* kCentreRowsSettingKey = "embedding.centre_rows";  // rows it was computed on
+
+// "" when a store holding `stored` can take rows made as `wanted` (same model file, dims and
+// embedding options); otherwise what differs, for a Mismatch message about `location`.
+std::string CollectionDifference(const CollectionInfo& stored, const CollectionInfo& wanted,
+                                 const std::string& location);
 
 struct NewItem {
   std::string source;         // image path as ingested
@@ -135,6 +148,16 @@ class Store {
   virtual Status ScanEmbeddings(const std::function<Status(int64_t id, const float* v)>& row,
                                 int64_t* change_id,
                                 std::vector<std::pair<int64_t, std::string>>* damaged);
+  // Replaces every row's embedding with `rewrite`(id, its floats) in one write transaction,
+  // together with `settings` (as PutSettings): all or nothing. Each rewritten row is a change
+  // (a delete and an insert) for followers. The default: Unsupported.
+  virtual Status RewriteEmbeddings(
+      const std::function<void(int64_t id, float* v)>& rewrite,
+      const std::vector<std::pair<std::string, std::string>>& settings) {
+    (void)rewrite;
+    (void)settings;
+    return Status::Unsupported("store " + location() + " cannot rewrite its embeddings");
+  }
   // Where this store lives, for messages (a PostgreSQL URI with its password masked).
   virtual std::string location() const = 0;
 

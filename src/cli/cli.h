@@ -73,6 +73,7 @@ using Runner = std::function<int()>;
 void AddIngestCommands(CLI::App& app, const Global& g, Runner* run);   // ingest, init
 void AddQueryCommands(CLI::App& app, const Global& g, Runner* run);    // classify, search
 void AddEvalCommand(CLI::App& app, const Global& g, Runner* run);      // eval
+void AddAuditCommand(CLI::App& app, const Global& g, Runner* run);     // audit
 void AddStoreCommands(CLI::App& app, const Global& g, Runner* run);    // sql, info, check, models
 void AddAnomalyCommands(CLI::App& app, const Global& g, Runner* run);  // anomaly fit/score/eval
 void AddIndexCommands(CLI::App& app, const Global& g, Runner* run);    // index build/check, delete

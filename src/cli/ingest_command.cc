@@ -28,6 +28,8 @@ int RunInit(const std::string& uri, const Global& g) {
 // ---------------------------------------------------------------- ingest
 struct IngestArgs {
   std::string store, dataset, model, layout = "auto", job;
+  std::string resize, flip_average, centre;  // "" = the card's (a new store) or the store's
+  double power = 0;                          // 0 = the card's or the store's
   int batch = 32, threads = 0, lease = 300;
   bool index = false;
   IndexBuildParams index_params;
@@ -49,20 +51,63 @@ Result<DatasetListing> ListForIngest(const IngestArgs& a) {
   return listing;
 }
 
-// The model: --model, else the one the store already holds, else the default.
-Result<ModelCard> ModelForIngest(const IngestArgs& a, const Global& g) {
-  std::string model = a.model;
+// The collection info of an existing store (nullopt for a new one).
+Result<std::optional<CollectionInfo>> ExistingCollection(const std::string& location) {
   std::error_code ec;
-  if (model.empty() && (IsPostgresUri(a.store) || std::filesystem::exists(a.store, ec))) {
-    auto existing = OpenStore(a.store, Store::Mode::kReadOnly);
-    if (existing.ok()) {
-      NL_ASSIGN_OR_RETURN(auto info, (*existing)->GetCollection());
-      if (info) model = info->model;
-    } else if (existing.status().code() != Status::Code::kNotFound) {
-      return existing.status();
-    }
+  if (!IsPostgresUri(location) && !std::filesystem::exists(location, ec))
+    return std::optional<CollectionInfo>();
+  auto existing = OpenStore(location, Store::Mode::kReadOnly);
+  if (!existing.ok()) {
+    if (existing.status().code() == Status::Code::kNotFound) return std::optional<CollectionInfo>();
+    return existing.status();
   }
-  return FindModel(model.empty() ? kDefaultModel : model, ModelSearchDirs(g.model_dirs));
+  return (*existing)->GetCollection();
+}
+
+// The card's embedding options with the --resize/--flip-average/--power given.
+EmbeddingOptions RequestedEmbedding(const IngestArgs& a, const ModelCard& card) {
+  EmbeddingOptions e = card.embedding;
+  if (!a.resize.empty()) e.resize = a.resize;
+  if (!a.flip_average.empty()) e.flip_average = a.flip_average == "on";
+  if (a.power > 0) e.power = a.power;
+  if (!a.centre.empty()) e.centre = a.centre == "on";
+  return e;
+}
+
+// The model: --model, else the one the store already holds, else the default; with the
+// store's embedding options (an existing store), else the card's and the flags'.
+Result<ModelCard> ModelForIngest(const IngestArgs& a, const Global& g) {
+  NL_ASSIGN_OR_RETURN(std::optional<CollectionInfo> info, ExistingCollection(a.store));
+  const std::string model = !a.model.empty() ? a.model : info ? info->model : kDefaultModel;
+  NL_ASSIGN_OR_RETURN(ModelCard card, FindModel(model, ModelSearchDirs(g.model_dirs)));
+  if (!info || info->model != card.name) {
+    // A new store, or another model (PrepareStoreForDataset refuses it with both names).
+    EmbeddingOptions e = RequestedEmbedding(a, card);
+    if (e.centre && IsPostgresUri(a.store)) {
+      // Recentring rewrites every row in one transaction, which a shared store's workers
+      // cannot coordinate yet.
+      if (a.centre == "on") {
+        return Status::Unsupported(
+            "--centre on needs a SQLite store; PostgreSQL stores are "
+            "not centred");
+      }
+      e.centre = false;
+    }
+    return WithEmbeddingOptions(card, e);
+  }
+  NL_ASSIGN_OR_RETURN(ModelCard stored, CardWithStoreOptions(card, *info));
+  NL_ASSIGN_OR_RETURN(ModelCard requested,
+                      WithEmbeddingOptions(card, RequestedEmbedding(a, stored)));
+  if (!(requested.embedding == stored.embedding)) {
+    return Status::Mismatch("store " + MaskedLocation(a.store) +
+                            " was made with the embedding "
+                            "options " +
+                            EmbeddingOptionsJson(stored.embedding) + ", not " +
+                            EmbeddingOptionsJson(requested.embedding) +
+                            ": rows made differently are not comparable; leave out --resize, "
+                            "--flip-average, --power and --centre, or ingest into a new store");
+  }
+  return stored;
 }
 
 // What an ingest did, for the renderer.
@@ -163,6 +208,12 @@ int RunIngest(IngestArgs a, const Global& g) {
                   queue != nullptr,
                   -1,
                   *rep};
+  // The centre follows the rows before any index is built on them.
+  std::string centred;
+  if (Status c = UpdateStoreCentre(**store, *card, &centred); !c.ok()) {
+    return Fail(c.WithContext("rows stored uncentred"));
+  }
+  if (!centred.empty() && !g.json) std::printf("%s\n", centred.c_str());
   // An existing index follows every ingest; --index creates one. Shared stores keep no
   // index file: each server builds its own.
   if (!rep->interrupted && !queue) {
@@ -210,6 +261,37 @@ void AddIngestCommands(CLI::App& app, const Global& g, Runner* run) {
                          kDefaultModel + ")");
   ingest->add_option("--layout", ia.layout, "auto, aihub, folder or manifest")
       ->capture_default_str();
+  const std::string fixed =
+      " Recorded in a new store and used for every image embedded for it afterwards (an "
+      "existing store keeps its own; see `nearlabel store info`).";
+  ingest
+      ->add_option("--resize", ia.resize,
+                   "crop (shorter side to the input size, centre crop) or direct (the whole "
+                   "image squeezed to the input size); default: the model card's." +
+                       fixed)
+      ->transform(CLI::CheckedTransformer(
+          std::map<std::string, std::string>{{"crop", "shorter_side_crop"},
+                                             {"shorter_side_crop", "shorter_side_crop"},
+                                             {"direct", "direct"}}));
+  ingest
+      ->add_option("--flip-average", ia.flip_average,
+                   "on: embed each image and its mirror image and average the two (twice the "
+                   "inference time); off; default: the model card's." +
+                       fixed)
+      ->check(CLI::IsMember({"on", "off"}));
+  ingest
+      ->add_option("--power", ia.power,
+                   "Power normalisation: each feature value to this power before the final "
+                   "normalisation, within (0, 1] (1: none); default: the model card's." +
+                       fixed)
+      ->check(CLI::Range(1e-3, 1.0));
+  ingest
+      ->add_option("--centre", ia.centre,
+                   "on: subtract the store's mean vector and normalise again; the first ingest "
+                   "computes the mean and rewrites its rows, a later one again once the store "
+                   "has doubled; off; default: the model card's (off for PostgreSQL stores)." +
+                       fixed)
+      ->check(CLI::IsMember({"on", "off"}));
   ingest->add_option("--batch", ia.batch, "Images per batch and per transaction")
       ->capture_default_str()
       ->check(CLI::Range(1, 4096));

@@ -41,6 +41,7 @@ int Main(int argc, char** argv) {
   AddIngestCommands(app, g, &run);
   AddQueryCommands(app, g, &run);
   AddEvalCommand(app, g, &run);
+  AddAuditCommand(app, g, &run);
   AddStoreCommands(app, g, &run);
   AddAnomalyCommands(app, g, &run);
   AddIndexCommands(app, g, &run);

@@ -58,7 +58,28 @@ Result<ModelCard> ModelOfStore(const CollectionInfo& info, const std::string& lo
                             card.name + "' (" + std::to_string(card.dims) + "-d" +
                             (sha != info.model_sha256 ? ", different ONNX file" : "") + ")");
   }
-  return card;
+  return CardWithStoreOptions(card, info);
+}
+
+Result<ModelCard> CardWithStoreOptions(const ModelCard& card, const CollectionInfo& info) {
+  EmbeddingOptions e;  // a store from before embedding options: none
+  if (!info.embedding.empty()) {
+    NL_ASSIGN_OR_RETURN(e, ParseEmbeddingOptions(info.embedding, "the store's collection info"));
+  }
+  NL_ASSIGN_OR_RETURN(ModelCard out, WithEmbeddingOptions(card, e));
+  if (e.centre && !info.centre.empty()) {
+    const nlohmann::json mean = ParseJson(info.centre);
+    bool ok = mean.is_array() && mean.size() == static_cast<size_t>(card.dims);
+    for (size_t k = 0; ok && k < mean.size(); ++k) {
+      ok = mean[k].is_number() && std::fabs(mean[k].get<double>()) <= 1;  // a mean of unit vectors
+    }
+    if (!ok) {
+      return Status::Corruption("the store's centre vector (" + std::string(kCentreSettingKey) +
+                                ") is not " + std::to_string(card.dims) + " numbers");
+    }
+    out.centre_mean = mean.get<std::vector<float>>();
+  }
+  return out;
 }
 
 std::string SegmentPath(const std::string& store_path) { return store_path + ".vectors"; }

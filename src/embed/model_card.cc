@@ -88,6 +88,39 @@ std::string FindOnnx(const ModelCard& card, const std::vector<std::string>& dirs
   return "";
 }
 
+Result<PreprocessSpec::Resize> ParseResize(const std::string& name, const std::string& where) {
+  if (name == "shorter_side_crop") return PreprocessSpec::Resize::kShorterSideCrop;
+  if (name == "direct") return PreprocessSpec::Resize::kDirect;
+  return Status::InvalidArgument(where + ": resize must be \"shorter_side_crop\" or \"direct\"");
+}
+
+Result<EmbeddingOptions> EmbeddingFromJson(const json& j, const std::string& where) {
+  if (!j.is_object())
+    return Status::InvalidArgument(where + ": embedding options must be an object");
+  for (const auto& [key, value] : j.items()) {
+    if (key != "resize" && key != "flip_average" && key != "power" && key != "centre") {
+      return Status::InvalidArgument(where + ": unknown embedding option \"" + key +
+                                     "\" (known: resize, flip_average, power, centre)");
+    }
+  }
+  EmbeddingOptions e;
+  NL_RETURN_IF_ERROR(Field(j, "resize", where, &e.resize, false));
+  if (!e.resize.empty()) NL_RETURN_IF_ERROR(ParseResize(e.resize, where).status());
+  for (auto [key, out] : {std::pair{"flip_average", &e.flip_average}, {"centre", &e.centre}}) {
+    auto it = j.find(key);
+    if (it == j.end() || it->is_null()) continue;
+    if (!it->is_boolean()) {
+      return Status::InvalidArgument(where + ": \"" + key + "\" must be true or false");
+    }
+    *out = it->get<bool>();
+  }
+  NL_RETURN_IF_ERROR(Number(j, "power", where, &e.power));
+  if (!(e.power > 0 && e.power <= 1)) {
+    return Status::InvalidArgument(where + ": \"power\" must be within (0, 1]");
+  }
+  return e;
+}
+
 Result<ModelCard> LoadCard(const fs::path& path, const std::vector<std::string>& dirs) {
   NL_ASSIGN_OR_RETURN(std::string text, ReadFileToString(path.string(), 1 << 20));
   NL_ASSIGN_OR_RETURN(ModelCard card, ParseModelCard(text, path.string()));
@@ -145,13 +178,8 @@ Result<ModelCard> ParseModelCard(const std::string& text, const std::string& car
   NL_RETURN_IF_ERROR(Field(*pre, "resize", where + " preprocess", &resize, false));
   NL_RETURN_IF_ERROR(Field(*pre, "interpolation", where + " preprocess", &interp, false));
   NL_RETURN_IF_ERROR(Field(*pre, "channel_order", where + " preprocess", &order, false));
-  if (resize == "shorter_side_crop") {
-    p.resize = PreprocessSpec::Resize::kShorterSideCrop;
-  } else if (resize == "direct") {
-    p.resize = PreprocessSpec::Resize::kDirect;
-  } else {
-    return Status::InvalidArgument(where + ": resize must be \"shorter_side_crop\" or \"direct\"");
-  }
+  NL_ASSIGN_OR_RETURN(p.resize, ParseResize(resize, where));
+  c.preprocess_resize = resize;
   p.resize_shorter = std::max(p.width, p.height) * 256 / 224;
   NL_RETURN_IF_ERROR(Number(*pre, "resize_shorter", where + " preprocess", &p.resize_shorter));
   if (p.resize_shorter < std::min(p.width, p.height) || p.resize_shorter > 8192) {
@@ -219,6 +247,36 @@ Result<ModelCard> ParseModelCard(const std::string& text, const std::string& car
       return Status::InvalidArgument(pw + ": resize must be \"shorter_side_crop\" or \"direct\"");
     }
   }
+  NL_ASSIGN_OR_RETURN(const json* embedding, section("embedding"));
+  NL_ASSIGN_OR_RETURN(EmbeddingOptions e, EmbeddingFromJson(*embedding, where + " embedding"));
+  return WithEmbeddingOptions(c, e);
+}
+
+std::string EmbeddingOptionsJson(const EmbeddingOptions& e) {
+  json j = json::object();
+  j["resize"] = e.resize;
+  j["flip_average"] = e.flip_average;
+  j["power"] = e.power;
+  j["centre"] = e.centre;
+  return j.dump();
+}
+
+Result<EmbeddingOptions> ParseEmbeddingOptions(const std::string& text, const std::string& where) {
+  const json j = ParseJson(text);
+  if (j.is_discarded()) return Status::InvalidArgument(where + ": embedding options are not JSON");
+  return EmbeddingFromJson(j, where);
+}
+
+Result<ModelCard> WithEmbeddingOptions(const ModelCard& card, const EmbeddingOptions& e) {
+  const std::string where = "model " + card.name + " embedding options";
+  if (!(e.power > 0 && e.power <= 1)) {
+    return Status::InvalidArgument(where + ": power must be within (0, 1]");
+  }
+  ModelCard c = card;
+  NL_ASSIGN_OR_RETURN(c.preprocess.resize,
+                      ParseResize(e.resize.empty() ? card.preprocess_resize : e.resize, where));
+  c.embedding = e;
+  c.embedding.resize = e.resize.empty() ? card.preprocess_resize : e.resize;
   return c;
 }
 
@@ -233,6 +291,8 @@ Result<ModelCard> PatchFeatureCard(const ModelCard& card) {
   p.pooling = "patches";
   p.dims = card.patch_dims;
   p.preprocess = card.patch_preprocess;
+  p.embedding = EmbeddingOptions{};  // patches are positions: neither mirrored nor pooled
+  p.centre_mean.clear();
   return p;
 }
 

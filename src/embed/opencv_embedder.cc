@@ -6,6 +6,7 @@
 #include <opencv2/dnn.hpp>
 
 #include "common/fs.h"
+#include "embed/embedding_transform.h"
 #include "embed/pooling.h"
 #include "nearlabel/model.h"
 
@@ -106,7 +107,7 @@ Result<std::unique_ptr<Embedder>> CreateOpenCvEmbedder(const ModelCard& card,
   std::vector<float> probe(static_cast<size_t>(3) * p.width * p.height, 0.f);
   std::vector<float> out(card.dims);
   NL_RETURN_IF_ERROR(embedder->Embed(probe.data(), 1, out.data()));
-  return std::unique_ptr<Embedder>(std::move(embedder));
+  return ApplyEmbeddingOptions(std::move(embedder));
 }
 
 }  // namespace nearlabel

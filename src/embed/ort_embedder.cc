@@ -17,6 +17,7 @@
 
 #include "common/fs.h"
 #include "common/large_stack.h"
+#include "embed/embedding_transform.h"
 #include "embed/onnx_graph.h"
 #include "embed/ort_api.h"
 #include "embed/pooling.h"
@@ -467,7 +468,7 @@ Result<std::unique_ptr<Embedder>> CreateOnnxRuntimeEmbedder(const ModelCard& car
   std::vector<float> probe(static_cast<size_t>(3) * p.width * p.height, 0.f);
   std::vector<float> out(embedder->floats_per_image());
   NL_RETURN_IF_ERROR(embedder->Embed(probe.data(), 1, out.data()));
-  return std::unique_ptr<Embedder>(std::move(embedder));
+  return ApplyEmbeddingOptions(std::move(embedder));
 }
 
 const char* BackendName(Backend b) {

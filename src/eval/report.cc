@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <sstream>
+#include <tuple>
 
 #include <nlohmann/json.hpp>
 
@@ -298,6 +299,127 @@ std::string RenderAnomalyReport(const AnomalyReportPage& page) {
   section("false-alarms", "False alarms", "highest-scoring are", page.false_alarms,
           page.false_alarms_total);
   section("caught", "Caught anomalies", "highest-scoring are", page.caught, page.caught_total);
+  h << "<p class=\"muted\">Written by nearlabel.</p></body></html>\n";
+  return h.str();
+}
+
+}  // namespace nearlabel
+
+namespace nearlabel {
+namespace {
+
+std::string ThumbOf(const AuditReportPage& page, int64_t id) {
+  const std::string uri = page.thumbnail ? DataUri(page.thumbnail(id), "image/jpeg") : "";
+  if (uri.empty()) return "<div class=\"nothumb\">no thumbnail</div>";
+  return "<img src=\"" + uri + "\" alt=\"" + RowName(id) + "\">";
+}
+
+// One finding: figures of (id, source, caption HTML), in one .pair box.
+void Finding(std::ostringstream& h, const AuditReportPage& page, const char* kind,
+             const std::vector<std::tuple<int64_t, std::string, std::string>>& figures) {
+  h << "<div class=\"pair finding\" data-kind=\"" << kind << "\"><div class=\"imgs\">";
+  for (const auto& [id, source, caption] : figures) {
+    h << "<figure>" << ThumbOf(page, id) << "<figcaption>" << caption << "<br>" << RowName(id)
+      << " " << Escape(source) << "</figcaption></figure>";
+  }
+  h << "</div></div>";
+}
+
+void AuditLabelSection(std::ostringstream& h, const AuditReportPage& page) {
+  const AuditReport& r = *page.report;
+  const VectorTable& t = *page.table;
+  h << "<h2>Likely label errors (" << r.label_issues.size()
+    << ")</h2><p class=\"muted\">likeliest first; p = out-of-sample probability from the "
+    << r.options.k << " nearest other rows' vote</p><div class=\"pairs\" id=\"label-issues\">";
+  for (const LabelIssue& x : r.label_issues) {
+    Finding(h, page, "label",
+            {{t.ids[x.row], t.sources[x.row],
+              "labelled <b>" + Escape(x.label) + "</b> (p " + Fixed(x.label_probability, 3) +
+                  "), neighbours say <b>" + Escape(x.suggested) + "</b> (p " +
+                  Fixed(x.suggested_probability, 3) + ")"}});
+  }
+  h << "</div>";
+}
+
+void AuditDuplicateSection(std::ostringstream& h, const AuditReportPage& page) {
+  const AuditReport& r = *page.report;
+  const VectorTable& t = *page.table;
+  h << "<h2>Near-duplicate groups (" << r.duplicates.size()
+    << ")</h2><p class=\"muted\">rows within cosine distance "
+    << Fixed(r.options.duplicate_distance, 3) << " of another row of the group</p>"
+    << "<div class=\"pairs\" id=\"duplicates\">";
+  for (const DuplicateGroup& d : r.duplicates) {
+    std::vector<std::tuple<int64_t, std::string, std::string>> figures;
+    for (size_t row : d.rows) {
+      figures.emplace_back(t.ids[row], t.sources[row], "<b>" + Escape(r.labels[row]) + "</b>");
+    }
+    Finding(h, page, "dup", figures);
+  }
+  h << "</div>";
+}
+
+void AuditOutlierSection(std::ostringstream& h, const AuditReportPage& page) {
+  const AuditReport& r = *page.report;
+  const VectorTable& t = *page.table;
+  h << "<h2>Outliers (" << r.outliers.size() << ")</h2><p class=\"muted\">nearest other row "
+    << "farther than " << Fixed(r.outlier_distance, 3) << "</p><div class=\"pairs\" "
+    << "id=\"outliers\">";
+  for (const Outlier& o : r.outliers) {
+    Finding(h, page, "outlier",
+            {{t.ids[o.row], t.sources[o.row],
+              "<b>" + Escape(r.labels[o.row]) + "</b>, nearest other row at " +
+                  Fixed(o.nearest_distance, 3)}});
+  }
+  h << "</div>";
+}
+
+void AuditLeakageSection(std::ostringstream& h, const AuditReportPage& page) {
+  const LeakageReport& l = *page.leakage;
+  const VectorTable& t = *page.table;
+  h << "<h2>Leakage (" << l.leaked.size() << " of " << l.queries
+    << " queries)</h2><div class=\"pairs\" id=\"leakage\">";
+  for (const LeakedQuery& x : l.leaked) {
+    const int64_t qid = -static_cast<int64_t>(x.query) - 1;
+    Finding(h, page, "leak",
+            {{qid, page.queries->sources[x.query],
+              std::string(x.identical ? "byte-identical" : "near copy") + ", distance " +
+                  Fixed(x.distance, 4)},
+             {t.ids[x.row], t.sources[x.row], "its copy in the store"}});
+  }
+  h << "</div>";
+}
+
+}  // namespace
+
+std::string RenderAuditReport(const AuditReportPage& page) {
+  const AuditReport& r = *page.report;
+  std::ostringstream h;
+  PageStart(h, "Audit of " + page.store);
+  SummaryRow(h, "rows audited",
+             std::to_string(r.rows) + " labelled '" + Escape(r.options.label_field) + "' (" +
+                 std::to_string(r.unlabelled) + " without it)");
+  SummaryRow(h, "likely label errors", std::to_string(r.label_issues.size()));
+  SummaryRow(h, "near-duplicate groups", std::to_string(r.duplicates.size()));
+  SummaryRow(h, "outliers", std::to_string(r.outliers.size()));
+  if (page.leakage) {
+    const LeakageReport& l = *page.leakage;
+    SummaryRow(h, "leaked queries",
+               std::to_string(l.leaked.size()) + " of " + std::to_string(l.queries) + " (" +
+                   std::to_string(l.identical) + " byte-identical, " + std::to_string(l.near) +
+                   " near)");
+    if (l.accuracy >= 0) {
+      SummaryRow(h, "query 1-NN accuracy",
+                 Fixed(100 * l.accuracy, 2) + "% over all, " +
+                     (l.accuracy_without_leaked >= 0 ? Fixed(100 * l.accuracy_without_leaked, 2)
+                                                     : std::string("-")) +
+                     "% without the leaked ones");
+    }
+  }
+  h << "</table>";
+  AuditLabelSection(h, page);
+  AuditDuplicateSection(h, page);
+  AuditOutlierSection(h, page);
+  if (page.leakage) AuditLeakageSection(h, page);
   h << "<p class=\"muted\">Written by nearlabel.</p></body></html>\n";
   return h.str();
 }

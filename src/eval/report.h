@@ -6,6 +6,7 @@
 #include <string>
 #include <unordered_map>
 
+#include "nearlabel/audit.h"
 #include "nearlabel/classify.h"
 #include "nearlabel/store.h"
 
@@ -72,5 +73,20 @@ struct AnomalyReportPage {
 };
 
 std::string RenderAnomalyReport(const AnomalyReportPage& page);
+
+// The audit report (`nearlabel audit --report FILE`): summary, then every label issue,
+// near-duplicate group, outlier and leaked query with its thumbnails (ids < 0 are queries, at
+// row -id - 1 of `queries`). Each finding is a .finding element with data-kind (label, dup,
+// outlier, leak) for the browser test.
+struct AuditReportPage {
+  std::string store;
+  const AuditReport* report = nullptr;
+  const VectorTable* table = nullptr;      // the audited rows (report rows index it)
+  const LeakageReport* leakage = nullptr;  // null without --queries
+  const VectorTable* queries = nullptr;
+  std::function<std::string(int64_t)> thumbnail;  // JPEG of a row or query id, "" if none
+};
+
+std::string RenderAuditReport(const AuditReportPage& page);
 
 }  // namespace nearlabel

@@ -324,6 +324,13 @@ Status PrepareStoreForDataset(Store& store, const ModelCard& card, const std::st
   info.model = card.name;
   info.model_sha256 = model_sha256;
   info.dims = card.dims;
+  info.embedding = EmbeddingOptionsJson(card.embedding);
+  NL_ASSIGN_OR_RETURN(auto current, store.GetCollection());
+  const EmbeddingOptions& e = card.embedding;
+  if (current && current->embedding.empty() && !e.flip_average && e.power == 1 &&
+      e.resize == card.preprocess_resize) {
+    info.embedding = "";  // a store from before embedding options, used as it was made
+  }
   const nlohmann::json& first = listing.items.front().metadata;
   info.label_field = listing.layout == DatasetLayout::kAiHub ? "quality"
                      : first.contains("label")               ? "label"
@@ -331,6 +338,62 @@ Status PrepareStoreForDataset(Store& store, const ModelCard& card, const std::st
                                                              : "label";
   NL_RETURN_IF_ERROR(store.EnsureCollection(info));
   return listing.layout == DatasetLayout::kAiHub ? store.EnsureAiHubView() : Status::OK();
+}
+
+void Uncentre(float* v, const std::vector<float>& mean) {
+  if (mean.empty()) return;
+  double a = 0, mm = 0;
+  for (size_t k = 0; k < mean.size(); ++k) {
+    a += static_cast<double>(mean[k]) * v[k];
+    mm += static_cast<double>(mean[k]) * mean[k];
+  }
+  const double t = -a + std::sqrt(std::max(0.0, a * a + 1 - mm));
+  for (size_t k = 0; k < mean.size(); ++k) v[k] = static_cast<float>(mean[k] + t * v[k]);
+}
+
+Status UpdateStoreCentre(Store& store, const ModelCard& card, std::string* what) {
+  if (what) what->clear();
+  if (!card.embedding.centre) return Status::OK();
+  NL_ASSIGN_OR_RETURN(std::string rows_text, store.GetSetting(kCentreRowsSettingKey));
+  NL_ASSIGN_OR_RETURN(int64_t rows, store.Count());
+  const std::vector<float>& old_mean = card.centre_mean;
+  const int64_t old_rows = std::atoll(rows_text.c_str());
+  if (rows == 0 || (!old_mean.empty() && rows < 2 * old_rows)) return Status::OK();
+  const size_t dims = static_cast<size_t>(card.dims);
+  std::vector<double> sum(dims, 0);
+  int64_t n = 0, change_id = 0;
+  std::vector<std::pair<int64_t, std::string>> damaged;
+  std::vector<float> x(dims);
+  NL_RETURN_IF_ERROR(store.ScanEmbeddings(
+      [&](int64_t, const float* v) {
+        x.assign(v, v + dims);
+        Uncentre(x.data(), old_mean);
+        for (size_t k = 0; k < dims; ++k) sum[k] += x[k];
+        ++n;
+        return Status::OK();
+      },
+      &change_id, &damaged));
+  if (n == 0) return Status::OK();
+  std::vector<float> mean(dims);
+  for (size_t k = 0; k < dims; ++k) mean[k] = static_cast<float>(sum[k] / n);
+  NL_RETURN_IF_ERROR(store.RewriteEmbeddings(
+      [&](int64_t, float* v) {
+        Uncentre(v, old_mean);
+        double norm = 0;
+        for (size_t k = 0; k < dims; ++k) {
+          v[k] -= mean[k];
+          norm += static_cast<double>(v[k]) * v[k];
+        }
+        const float scale = norm > 0 ? static_cast<float>(1 / std::sqrt(norm)) : 0.f;
+        for (size_t k = 0; k < dims; ++k) v[k] *= scale;
+      },
+      {{kCentreSettingKey, nlohmann::json(mean).dump()},
+       {kCentreRowsSettingKey, std::to_string(n)}}));
+  if (what) {
+    *what = "centred " + std::to_string(n) + " rows on their mean" +
+            (old_mean.empty() ? "" : " (the store had doubled since the last one)");
+  }
+  return Status::OK();
 }
 
 Result<IngestReport> Ingest(const DatasetListing& listing, Embedder& embedder, Store& store,

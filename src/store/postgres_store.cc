@@ -414,6 +414,8 @@ class PostgresStore : public Store, public IngestQueue {
         if (key == "dims") info.dims = std::atoi(value.c_str());
         if (key == "metric") info.metric = value;
         if (key == "label_field") info.label_field = value;
+      if (key == "embedding") info.embedding = value;
+      if (key == kCentreSettingKey) info.centre = value;
       }
       if (!any) return std::optional<CollectionInfo>();
       return std::optional<CollectionInfo>(info);
@@ -427,22 +429,15 @@ class PostgresStore : public Store, public IngestQueue {
       NL_RETURN_IF_ERROR(Lock(kLockCollection));
       NL_ASSIGN_OR_RETURN(auto current, GetCollection());
       if (current) {
-        if (current->model != info.model || current->model_sha256 != info.model_sha256 ||
-            current->dims != info.dims) {
-          return Status::Mismatch(
-              "store " + location() + " holds embeddings of model '" + current->model + "' (" +
-              std::to_string(current->dims) + "-d, sha256 " + current->model_sha256.substr(0, 12) +
-              "...), not of '" + info.model + "' (" + std::to_string(info.dims) + "-d, sha256 " +
-              info.model_sha256.substr(0, 12) + "...): use --model " + current->model +
-              " or a new store");
-        }
-        return Status::OK();
+        const std::string difference = CollectionDifference(*current, info, location());
+        return difference.empty() ? Status::OK() : Status::Mismatch(difference);
       }
       return PutAll({{"model", info.model},
                      {"model_sha256", info.model_sha256},
                      {"dims", std::to_string(info.dims)},
                      {"metric", info.metric},
                      {"label_field", info.label_field},
+        {"embedding", info.embedding},
                      {"created_by", "nearlabel " NEARLABEL_VERSION}});
     });
   }

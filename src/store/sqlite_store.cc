@@ -270,6 +270,8 @@ class SqliteStore : public Store {
       if (key == "dims") info.dims = std::atoi(value.c_str());
       if (key == "metric") info.metric = value;
       if (key == "label_field") info.label_field = value;
+      if (key == "embedding") info.embedding = value;
+      if (key == kCentreSettingKey) info.centre = value;
     }
     if (rc != SQLITE_DONE) return Error("reading collection info");
     if (!any) return std::optional<CollectionInfo>();
@@ -280,16 +282,8 @@ class SqliteStore : public Store {
     NL_RETURN_IF_ERROR(RequireWritable());
     NL_ASSIGN_OR_RETURN(auto current, GetCollection());
     if (current) {
-      if (current->model != info.model || current->model_sha256 != info.model_sha256 ||
-          current->dims != info.dims) {
-        return Status::Mismatch("store " + path_ + " holds embeddings of model '" + current->model +
-                                "' (" + std::to_string(current->dims) + "-d, sha256 " +
-                                current->model_sha256.substr(0, 12) + "...), not of '" +
-                                info.model + "' (" + std::to_string(info.dims) + "-d, sha256 " +
-                                info.model_sha256.substr(0, 12) + "...): use --model " +
-                                current->model + " or a new store");
-      }
-      return Status::OK();
+      const std::string difference = CollectionDifference(*current, info, path_);
+      return difference.empty() ? Status::OK() : Status::Mismatch(difference);
     }
     NL_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
     // Another writer may have recorded its info since the read above: check again under the
@@ -307,6 +301,7 @@ class SqliteStore : public Store {
         {"dims", std::to_string(info.dims)},
         {"metric", info.metric},
         {"label_field", info.label_field},
+        {"embedding", info.embedding},
         {"created_by", "nearlabel " NEARLABEL_VERSION}};
     for (const auto& [k, v] : kv) {
       auto s = Prepare("INSERT INTO collection(key, value) VALUES(?, ?)");
@@ -433,6 +428,34 @@ class SqliteStore : public Store {
 
   Status PutSettings(const std::vector<std::pair<std::string, std::string>>& values) override {
     return InWriteTransaction([&] { return PutAll(values); });
+  }
+
+  Status RewriteEmbeddings(
+      const std::function<void(int64_t, float*)>& rewrite,
+      const std::vector<std::pair<std::string, std::string>>& settings) override {
+    NL_ASSIGN_OR_RETURN(auto info, GetCollection());
+    if (!info) return PutSettings(settings);
+    const size_t dims = static_cast<size_t>(info->dims);
+    return InWriteTransaction([&]() -> Status {
+      NL_ASSIGN_OR_RETURN(Stmt read, Prepare("SELECT id, embedding FROM items ORDER BY id"));
+      NL_ASSIGN_OR_RETURN(Stmt write, Prepare("UPDATE items SET embedding = ? WHERE id = ?"));
+      std::vector<float> v(dims);
+      int rc;
+      while ((rc = sqlite3_step(read.get())) == SQLITE_ROW) {
+        const int64_t id = sqlite3_column_int64(read.get(), 0);
+        if (static_cast<size_t>(sqlite3_column_bytes(read.get(), 1)) != dims * 4) continue;
+        std::memcpy(v.data(), sqlite3_column_blob(read.get(), 1), dims * 4);
+        if (!EmbeddingProblem(v.data(), dims).empty()) continue;  // damaged rows stay as they are
+        rewrite(id, v.data());
+        sqlite3_reset(write.get());
+        sqlite3_bind_blob(write.get(), 1, v.data(), static_cast<int>(dims * 4), SQLITE_TRANSIENT);
+        sqlite3_bind_int64(write.get(), 2, id);
+        if (sqlite3_step(write.get()) != SQLITE_DONE)
+          return Error("rewriting row " + std::to_string(id));
+      }
+      if (rc != SQLITE_DONE) return Error("reading vectors");
+      return PutAll(settings);
+    });
   }
 
   // Runs `body` in one BEGIN IMMEDIATE transaction: committed when it returns OK, rolled back
@@ -975,6 +998,27 @@ std::string DamagedRowsSummary(const VectorTable& table) {
   if (table.damaged.size() > 3) list += "; ...";
   return std::to_string(table.damaged.size()) + " stored embedding" +
          (table.damaged.size() == 1 ? " is" : "s are") + " damaged (" + list + ")";
+}
+
+std::string CollectionDifference(const CollectionInfo& stored, const CollectionInfo& wanted,
+                                 const std::string& location) {
+  if (stored.model != wanted.model || stored.model_sha256 != wanted.model_sha256 ||
+      stored.dims != wanted.dims) {
+    return "store " + location + " holds embeddings of model '" + stored.model + "' (" +
+           std::to_string(stored.dims) + "-d, sha256 " + stored.model_sha256.substr(0, 12) +
+           "...), not of '" + wanted.model + "' (" + std::to_string(wanted.dims) + "-d, sha256 " +
+           wanted.model_sha256.substr(0, 12) + "...): use --model " + stored.model +
+           " or a new store";
+  }
+  if (stored.embedding != wanted.embedding) {
+    return "store " + location + " holds embeddings made with the options " +
+           (stored.embedding.empty() ? "of a store from before embedding options (none)"
+                                     : stored.embedding) +
+           ", not " + (wanted.embedding.empty() ? "none" : wanted.embedding) +
+           ": vectors made differently are not comparable; leave the options out (the store's "
+           "are used) or use a new store";
+  }
+  return "";
 }
 
 std::string DamagedRowsNotice(const VectorTable& table, const std::string& location) {
