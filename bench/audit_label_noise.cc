@@ -27,50 +27,13 @@
 #include "nearlabel/ingest.h"
 #include "nearlabel/model.h"
 #include "nearlabel/store.h"
+#include "shared_datasets.h"
 
 using namespace nearlabel;
+using namespace nearlabel::bench;
 namespace fs = std::filesystem;
 
 namespace {
-
-struct DatasetCase {
-  const char* name;
-  const char* path;
-  const char* label;
-};
-const DatasetCase kDatasets[] = {
-    {"casting", "casting", "label"},
-    {"neu-surface-defects", "neu-surface-defects", "label"},
-    {"magnetic-tile", "magnetic-tile/MANIFEST.tsv", "class"},
-    {"fashion-mnist", "fashion-mnist", "label"},
-    {"cifar-10", "cifar-10", "label"},
-    {"caltech-101", "caltech-101", "label"},
-};
-
-void Die(const Status& st) {
-  std::fprintf(stderr, "audit_label_noise: %s\n", st.message().c_str());
-  std::exit(1);
-}
-template <typename T>
-T Take(Result<T> r) {
-  if (!r.ok()) Die(r.status());
-  return std::move(*r);
-}
-
-VectorTable IngestToTable(const DatasetListing& listing, const ModelCard& card,
-                          const std::string& dir) {
-  auto embedder = Take(CreateEmbedder(card, EmbedderOptions{}, nullptr));
-  const std::string path = dir + "/store.db";
-  fs::remove(path);
-  auto store = Take(OpenStore(path, Store::Mode::kCreate));
-  if (Status st = PrepareStoreForDataset(*store, card, Take(Sha256File(card.onnx_path)), listing);
-      !st.ok()) {
-    Die(st);
-  }
-  Take(Ingest(listing, *embedder, *store, IngestOptions{}, nullptr, nullptr));
-  if (Status st = UpdateStoreCentre(*store, card, nullptr); !st.ok()) Die(st);
-  return Take(store->LoadVectors(""));
-}
 
 // Flips 5% of the rows' labels to another class; returns the flipped rows.
 std::set<size_t> FlipLabels(VectorTable* t, const std::string& field, uint32_t seed) {
@@ -124,7 +87,7 @@ double Recall(const std::vector<size_t>& ranked, const std::set<size_t>& flipped
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string datasets = std::getenv("NEARLABEL_DATASETS") ? std::getenv("NEARLABEL_DATASETS") : "";
+  std::string datasets = DatasetsDir();
   std::string model = "mobilenetv2-12-int8", only;
   uint32_t seed = 1;
   int show = 0;
@@ -154,8 +117,8 @@ int main(int argc, char** argv) {
       "| dataset | rows | flipped | audit | 1-NN disagreement (baseline) | random "
       "ranking |\n|---|---|---|---|---|---|\n",
       seed, model.c_str(), EmbeddingOptionsJson(card.embedding).c_str());
-  for (const DatasetCase& d : kDatasets) {
-    if (!only.empty() && only.find("," + std::string(d.name) + ",") == std::string::npos) continue;
+  for (const DatasetCase& d : kSharedDatasets) {
+    if (!Selected(only, d.name)) continue;
     const auto listing = Take(ListDataset(datasets + "/" + d.path, DatasetLayout::kAuto));
     const VectorTable clean = IngestToTable(listing, card, dir);
     VectorTable noisy = clean;

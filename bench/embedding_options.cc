@@ -13,33 +13,19 @@
 #include <string>
 #include <vector>
 
-#include "common/sha256.h"
 #include "nearlabel/classify.h"
 #include "nearlabel/collection.h"
 #include "nearlabel/dataset.h"
 #include "nearlabel/ingest.h"
 #include "nearlabel/model.h"
 #include "nearlabel/store.h"
+#include "shared_datasets.h"
 
 using namespace nearlabel;
+using namespace nearlabel::bench;
 namespace fs = std::filesystem;
 
 namespace {
-
-struct DatasetCase {
-  const char* name;
-  const char* path;  // under the datasets folder
-  const char* label;
-  const char* group;  // "" = plain leave-one-out only
-};
-const DatasetCase kDatasets[] = {
-    {"casting", "casting", "label", ""},
-    {"neu-surface-defects", "neu-surface-defects", "label", ""},
-    {"magnetic-tile", "magnetic-tile/MANIFEST.tsv", "class", "tile_group"},
-    {"fashion-mnist", "fashion-mnist", "label", ""},
-    {"cifar-10", "cifar-10", "label", ""},
-    {"caltech-101", "caltech-101", "label", ""},
-};
 
 struct Config {
   const char* name;
@@ -64,32 +50,12 @@ std::vector<Config> Configs() {
           {"all four", make("direct", true, 0.5, true)}};
 }
 
-void Die(const Status& st) {
-  std::fprintf(stderr, "embedding_options: %s\n", st.message().c_str());
-  std::exit(1);
-}
-template <typename T>
-T Take(Result<T> r) {
-  if (!r.ok()) Die(r.status());
-  return std::move(*r);
-}
-
 // Accuracy of leave-one-out (grouped when `group` is set) on a fresh store of `listing`.
 std::pair<double, double> Measure(const DatasetListing& listing, const ModelCard& base,
                                   const Config& config, const DatasetCase& d,
                                   const std::string& dir) {
-  ModelCard card = Take(WithEmbeddingOptions(base, config.options));
-  EmbedderOptions eo;
-  auto embedder = Take(CreateEmbedder(card, eo, nullptr));
-  const std::string path = dir + "/store.db";
-  fs::remove(path);
-  auto store = Take(OpenStore(path, Store::Mode::kCreate));
-  const std::string sha = Take(Sha256File(card.onnx_path));
-  if (Status st = PrepareStoreForDataset(*store, card, sha, listing); !st.ok()) Die(st);
-  IngestOptions io;
-  Take(Ingest(listing, *embedder, *store, io, nullptr, nullptr));
-  if (Status st = UpdateStoreCentre(*store, card, nullptr); !st.ok()) Die(st);
-  const VectorTable table = Take(store->LoadVectors(""));
+  const ModelCard card = Take(WithEmbeddingOptions(base, config.options));
+  const VectorTable table = IngestToTable(listing, card, dir);
   EvalOptions eval;
   eval.label_field = d.label;
   const double plain = Take(LeaveOneOut(table, eval)).accuracy;
@@ -104,7 +70,7 @@ std::pair<double, double> Measure(const DatasetListing& listing, const ModelCard
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string datasets = std::getenv("NEARLABEL_DATASETS") ? std::getenv("NEARLABEL_DATASETS") : "";
+  std::string datasets = DatasetsDir();
   std::string model = "mobilenetv2-12-int8", only;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string a = argv[i];
@@ -132,8 +98,8 @@ int main(int argc, char** argv) {
   for (size_t i = 0; i < configs.size(); ++i) std::printf("---|");
   std::printf("\n");
   std::vector<double> mean3(configs.size(), 0);
-  for (const DatasetCase& d : kDatasets) {
-    if (!only.empty() && only.find("," + std::string(d.name) + ",") == std::string::npos) continue;
+  for (const DatasetCase& d : kSharedDatasets) {
+    if (!Selected(only, d.name)) continue;
     const DatasetListing listing = Take(ListDataset(datasets + "/" + d.path, DatasetLayout::kAuto));
     std::vector<std::pair<double, double>> acc;
     for (const auto& c : configs) acc.push_back(Measure(listing, base, c, d, dir));

@@ -130,8 +130,9 @@ Result<std::vector<ImageAnswer>> ClassifyInputs(const Collection& collection, Em
     a.image = inputs[i].name;
     a.status = st;
     if (!st.ok()) return Status::OK();
-    NL_ASSIGN_OR_RETURN(a.classified, collection.Classify(v, request.query, request.label_field,
-                                                          request.vote, request.reject));
+    NL_ASSIGN_OR_RETURN(a.classified,
+                        collection.Classify(v, request.query, request.label_field, request.vote,
+                                            request.reject, request.calibration));
     return Status::OK();
   };
   NL_RETURN_IF_ERROR(EmbedInputs(inputs, embedder, fn, stop, interrupted));

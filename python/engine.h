@@ -82,6 +82,7 @@ struct ClassifyRequest {
   std::string label_field;
   Vote vote = Vote::kMajority;
   const RejectThresholds* reject = nullptr;
+  const Calibration* calibration = nullptr;  // null: the vote's share is the confidence
 };
 Result<std::vector<ImageAnswer>> ClassifyInputs(const Collection& collection, Embedder& embedder,
                                                 const std::vector<ImageInput>& inputs,

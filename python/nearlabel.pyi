@@ -68,13 +68,14 @@ class Collection:
                  within: Optional[str] = None, where: Optional[str] = None,
                  reject: bool = False, reject_quantile: float = 0.97,
                  label: Optional[str] = None, exact: bool = False, ef: int = 0,
-                 on_error: str = "raise") -> Classification: ...
+                 on_error: str = "raise", confidence: str = "calibrated") -> Classification: ...
     @overload
     def classify(self, images: Iterable[Image], *, k: int = 5, vote: str = "majority",
                  within: Optional[str] = None, where: Optional[str] = None,
                  reject: bool = False, reject_quantile: float = 0.97,
                  label: Optional[str] = None, exact: bool = False, ef: int = 0,
-                 on_error: str = "raise") -> list[Union[Classification, ImageError]]: ...
+                 on_error: str = "raise",
+                 confidence: str = "calibrated") -> list[Union[Classification, ImageError]]: ...
     @overload
     def search(self, images: Image, *, k: int = 10, within: Optional[str] = None,
                where: Optional[str] = None, label: Optional[str] = None,

@@ -304,7 +304,11 @@ class PyCollection {
                    const std::optional<std::string>& within,
                    const std::optional<std::string>& where, bool reject, double reject_quantile,
                    const std::optional<std::string>& label, bool exact, int ef,
-                   const std::string& on_error) {
+                   const std::string& on_error, const std::string& confidence = "vote") {
+    if (confidence != "calibrated" && confidence != "vote") {
+      Throw(Status::InvalidArgument("confidence must be 'calibrated' or 'vote', not '" +
+                                    confidence + "'"));
+    }
     if (on_error != "raise" && on_error != "keep") {
       Throw(Status::InvalidArgument("on_error must be 'raise' or 'keep', not '" + on_error + "'"));
     }
@@ -317,6 +321,9 @@ class PyCollection {
       std::optional<RejectThresholds> thresholds;
       if (classify && reject) thresholds = Rejection(req, reject_quantile);
       req.reject = thresholds ? &*thresholds : nullptr;
+      std::optional<Calibration> calibration;
+      if (classify && confidence == "calibrated") calibration = CalibrationFor(req);
+      req.calibration = calibration ? &*calibration : nullptr;
       auto lease = Take(pool_->Acquire(inputs.size() >= 8));
       bool interrupted = false;
       answers = Take(ClassifyInputs(*collection_, *lease, inputs, req, nullptr, &interrupted));
@@ -409,6 +416,15 @@ class PyCollection {
     const std::string& store_label = collection_->info().label_field;
     r.label_field = label ? *label : store_label.empty() ? "label" : store_label;
     return r;
+  }
+
+  // None when the rows cannot be calibrated (one class): the confidence is the vote's share.
+  std::optional<Calibration> CalibrationFor(const ClassifyRequest& req) const {
+    auto store = Take(OpenStore(location_, Store::Mode::kReadOnly));
+    auto c = CachedCalibration(*store, location_, req.query.where_sql, req.label_field, req.query.k,
+                               req.vote);
+    if (!c.ok() && c.status().code() == Status::Code::kInvalidArgument) return std::nullopt;
+    return Take(std::move(c));
   }
 
   RejectThresholds Rejection(const ClassifyRequest& req, double quantile) const {
@@ -640,7 +656,9 @@ void BindAnswers(py::module_& m) {
             return py::str(a.unknown ? "unknown" : a.label);
           },
           "The predicted label ('unknown' when rejected; '' when no neighbour has a label).")
-      .def_readonly("confidence", &PyAnswer::confidence, "The winning label's share of the vote.")
+      .def_readonly("confidence", &PyAnswer::confidence,
+                    "The label's calibrated probability (classify(confidence='calibrated')), or "
+                    "its share of the vote.")
       .def_readonly("unknown", &PyAnswer::unknown,
                     "True when open-set rejection found the nearest neighbour too far.")
       .def_readonly("scores", &PyAnswer::scores, "(label, share of the vote) pairs, best first.")
@@ -745,14 +763,15 @@ void BindCollection(py::module_& m) {
           [](PyCollection& c, py::handle images, int k, const std::string& vote,
              std::optional<std::string> within, std::optional<std::string> where, bool reject,
              double reject_quantile, std::optional<std::string> label, bool exact, int ef,
-             const std::string& on_error) {
+             const std::string& on_error, const std::string& confidence) {
             return c.Query(images, true, k, vote, within, where, reject, reject_quantile, label,
-                           exact, ef, on_error);
+                           exact, ef, on_error, confidence);
           },
           py::arg("images"), py::kw_only(), py::arg("k") = 5, py::arg("vote") = "majority",
           py::arg("within") = py::none(), py::arg("where") = py::none(), py::arg("reject") = false,
           py::arg("reject_quantile") = 0.97, py::arg("label") = py::none(),
           py::arg("exact") = false, py::arg("ef") = 0, py::arg("on_error") = "raise",
+          py::arg("confidence") = "calibrated",
           R"(Labels images by their k nearest neighbours, as `nearlabel classify` does.
 
 images: a path, bytes of an image file, a numpy uint8 HxWx3 RGB array, or a list of them.
@@ -761,6 +780,8 @@ label field value). where: an SQL condition on `items` (read-only). reject: open
 'unknown' past the class's leave-one-out distance quantile. label: the field to predict.
 exact: scan every row instead of the index; ef: the HNSW candidate list.
 on_error: 'raise' (default) or 'keep' (an ImageError in the failed image's place).
+confidence: 'calibrated' (default: the label's probability from a temperature fitted by
+leave-one-out on the store, cached there) or 'vote' (the winning label's share of the vote).
 Returns a Classification, or a list of them for a list of images.)")
       .def(
           "search",

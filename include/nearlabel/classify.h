@@ -53,6 +53,54 @@ struct ClassStats {
   double precision = 0, recall = 0, f1 = 0;
 };
 
+// Calibrated confidence. A k-NN vote's share (3 of 5 neighbours: 0.6) is not a probability.
+// Temperature scaling (Guo et al. 2017) of the vote, with the log shares as logits, and a
+// floor for the classes no neighbour voted for:
+//   P(c) = (1 - floor) x share(c)^(1/temperature) / sum_j share(j)^(1/temperature)
+//          + floor / classes
+// with temperature and floor fitted by leave-one-out on the store (maximum likelihood of
+// each row's own label from its k nearest other rows' vote; a grid search). The transform
+// keeps the vote's order, so the label stays the vote's and its confidence is P(label).
+struct Calibration {
+  int k = 0;  // the neighbours and the vote it was fitted for
+  Vote vote = Vote::kMajority;
+  double temperature = 0;  // 0: not fitted (confidence is the vote's share)
+  double floor = 0;        // within [0, 1)
+  size_t classes = 0;      // labels in the store
+  size_t fitted_rows = 0;  // rows its leave-one-out used
+  bool fitted() const { return temperature > 0; }
+  // P(label) from a vote's per-class shares (Prediction::scores).
+  double Probability(const Prediction& vote, const std::string& label) const;
+};
+
+// Fits a Calibration for `vote`s of k neighbours on the rows of `table` with `label_field`
+// (at most `max_rows` of them, spread evenly, ask; every labelled row answers).
+// InvalidArgument with fewer than 2 labelled rows or 2 classes. Thread-safe.
+Result<Calibration> FitCalibration(const VectorTable& table, const std::string& label_field, int k,
+                                   Vote vote, size_t max_rows = 5000);
+
+// FitCalibration of the rows of `store` matching `where`, cached in the store's settings
+// as CachedRejection caches (key: label field, where, k, vote; refitted when
+// LabelledRowsSignature changes). *how (optional) says which happened.
+Result<Calibration> CachedCalibration(Store& store, const std::string& location,
+                                      const std::string& where, const std::string& label_field,
+                                      int k, Vote vote, std::string* how = nullptr);
+
+// Expected calibration error and the reliability diagram of confidences against outcomes:
+// `bins` equal-width confidence bins; ECE = sum over bins of (rows in bin / rows) x
+// |accuracy - mean confidence| (Guo et al. 2017).
+struct ReliabilityBin {
+  double lo = 0, hi = 0;
+  size_t n = 0;
+  double confidence = 0, accuracy = 0;  // means over the bin's rows
+};
+struct Reliability {
+  double ece = 0;
+  std::vector<ReliabilityBin> bins;
+};
+Reliability MeasureReliability(const std::vector<double>& confidence,
+                               const std::vector<bool>& correct, int bins = 10);
+
 struct EvalReport {
   EvalOptions options;
   size_t rows = 0;  // rows loaded
@@ -66,6 +114,13 @@ struct EvalReport {
   std::vector<ClassStats> per_class;
   std::vector<EvalCase> mismatches;  // in row order
   std::vector<float> nearest_distance_correct, nearest_distance_wrong;
+  // LeaveOneOut: the confidence classify would give each evaluated row, as the vote's share
+  // and calibrated (each half of the rows with the Calibration fitted on the other half, so
+  // that no row calibrates its own confidence), and their reliability.
+  std::vector<double> vote_confidence, calibrated_confidence;
+  std::vector<bool> confidence_correct;
+  Reliability vote_reliability, calibrated_reliability;
+  Calibration calibration;  // fitted on all the evaluated rows (what classify would use)
 };
 
 // A report from per-row truths and predictions, for evaluations that do not vote among
@@ -110,6 +165,12 @@ Result<RejectThresholds> CalibrateRejection(const VectorTable& table,
 Result<RejectThresholds> CachedRejection(Store& store, const std::string& location,
                                          const std::string& where, const std::string& label_field,
                                          double quantile, std::string* how = nullptr);
+
+// The signature of the rows of `store` matching `where` with their `label_field` values (and
+// the store's centre): a cache keyed by it is stale exactly when rows were added, deleted or
+// relabelled, or the vectors were centred again. Same thread-safety as `store`.
+Result<std::string> LabelledRowsSignature(Store& store, const std::string& where,
+                                          const std::string& label_field);
 
 struct OpenSetReport {
   std::string unknown_class;

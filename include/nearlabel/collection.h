@@ -109,15 +109,21 @@ class Collection {
   struct Classified {
     Answer answer;
     std::vector<std::string> labels;  // per neighbour
-    Prediction prediction;
+    Prediction prediction;            // confidence: calibrated when a Calibration was given
+    double vote_share = 0;            // the winning class's share of the vote
+    bool calibrated = false;
     bool unknown = false;
     std::string voted_label;  // when rejected: what the vote said
     float reject_threshold = -1;
     std::string rejected_why;
   };
+  // The vote of the query's options.k nearest labelled rows; with `calibration` (fitted for
+  // the same k: CachedCalibration) its confidence is the calibrated probability of the
+  // winning label, else the vote's share.
   Result<Classified> Classify(const float* query, const QueryOptions& options,
                               const std::string& label_field, Vote vote,
-                              const RejectThresholds* reject) const;
+                              const RejectThresholds* reject,
+                              const Calibration* calibration = nullptr) const;
 
   // Applies every change committed after the ones already applied (another process's ingest
   // or delete, a server's own writes): rows added are searched at once, rows deleted never

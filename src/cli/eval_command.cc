@@ -158,6 +158,52 @@ Status WriteEvalReport(const EvalArgs& a, const EvalOptions& opt, const EvalOutc
   return Status::OK();
 }
 
+// The confidences' reliability, before (the vote's share) and after calibration.
+json CalibrationJson(const EvalReport& r) {
+  auto bins = [](const Reliability& rel) {
+    json out = json::array();
+    for (const auto& b : rel.bins) {
+      out.push_back({{"lo", b.lo},
+                     {"hi", b.hi},
+                     {"n", b.n},
+                     {"confidence", b.confidence},
+                     {"accuracy", b.accuracy}});
+    }
+    return out;
+  };
+  return {{"ece_vote_share", r.vote_reliability.ece},
+          {"ece_calibrated", r.calibrated_reliability.ece},
+          {"temperature", r.calibration.temperature},
+          {"floor", r.calibration.floor},
+          {"bins_vote_share", bins(r.vote_reliability)},
+          {"bins_calibrated", bins(r.calibrated_reliability)}};
+}
+
+// The reliability diagram as a table: per confidence bin, rows and the mean confidence
+// against the accuracy, before and after calibration.
+void PrintCalibration(const EvalReport& r) {
+  if (r.confidence_correct.empty()) return;
+  std::printf(
+      "\nconfidence: expected calibration error %.4f as the vote's share, %.4f "
+      "calibrated (temperature %.3g, floor %.3g, fitted by leave-one-out on the other "
+      "half of the rows)\n",
+      r.vote_reliability.ece, r.calibrated_reliability.ece, r.calibration.temperature,
+      r.calibration.floor);
+  std::vector<std::vector<std::string>> rows;
+  for (size_t b = 0; b < r.calibrated_reliability.bins.size(); ++b) {
+    const ReliabilityBin& v = r.vote_reliability.bins[b];
+    const ReliabilityBin& c = r.calibrated_reliability.bins[b];
+    if (v.n == 0 && c.n == 0) continue;
+    rows.push_back({FormatDouble(c.lo, 1) + "-" + FormatDouble(c.hi, 1), std::to_string(v.n),
+                    v.n ? FormatDouble(v.accuracy, 3) : "-", std::to_string(c.n),
+                    c.n ? FormatDouble(c.confidence, 3) : "-",
+                    c.n ? FormatDouble(c.accuracy, 3) : "-"});
+  }
+  PrintTable(
+      {"confidence", "rows (vote share)", "accuracy", "rows (calibrated)", "mean conf", "accuracy"},
+      rows);
+}
+
 void PrintEvalJson(const EvalArgs& a, const EvalOutcome& o) {
   const EvalReport& r = o.report;
   json j = {{"protocol", o.protocol},
@@ -185,6 +231,7 @@ void PrintEvalJson(const EvalArgs& a, const EvalOutcome& o) {
                               {"f1", s.f1}});
   }
   for (const auto& c : r.mismatches) j["mismatches"].push_back(MismatchJson(o, c));
+  if (!r.confidence_correct.empty()) j["calibration"] = CalibrationJson(r);
   PrintJson(j);
 }
 
@@ -227,6 +274,7 @@ void PrintEvalText(const EvalArgs& a, const EvalOutcome& o) {
                 r.no_label, o.label_field.c_str(), r.no_candidate);
   }
   PrintClassTables(r);
+  PrintCalibration(r);
   size_t show = a.show < 0 ? r.mismatches.size() : static_cast<size_t>(a.show);
   std::printf("\nmismatches (%zu)%s:\n", r.mismatches.size(),
               show < r.mismatches.size() ? (", first " + std::to_string(show)).c_str() : "");

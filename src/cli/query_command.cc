@@ -13,6 +13,7 @@ struct QueryArgs {
   bool exact = false;
   bool reject = false;
   double reject_quantile = 0.97;
+  std::string confidence = "calibrated";
 };
 
 // Prints one answer as text (the JSON shape is AnswerJson's, shared with the server).
@@ -24,10 +25,10 @@ void PrintAnswer(const std::string& image, const Collection::Classified& c, bool
                 TerminalSafe(c.rejected_why).c_str());
   } else if (classify) {
     const std::string& label = c.prediction.label;
-    std::printf("%s: %s = %s (confidence %.3f, k=%d, %s vote)\n", path.c_str(),
+    std::printf("%s: %s = %s (confidence %.3f%s, k=%d, %s vote)\n", path.c_str(),
                 TerminalSafe(label_field).c_str(),
-                label.empty() ? "(none)" : TerminalSafe(label).c_str(), c.prediction.confidence, k,
-                VoteName(vote));
+                label.empty() ? "(none)" : TerminalSafe(label).c_str(), c.prediction.confidence,
+                c.calibrated ? " calibrated" : " vote share", k, VoteName(vote));
   } else {
     std::printf("%s: %zu nearest of %zu rows\n", path.c_str(), c.answer.neighbors.size(),
                 c.answer.candidates);
@@ -60,8 +61,32 @@ struct QuerySetup {
   std::string label_field;
   QueryOptions q;
   std::optional<RejectThresholds> reject;
+  std::optional<Calibration> calibration;
   AnswerJsonOptions jo;
 };
+
+// The calibration of the rows a classify may answer from, fitted by leave-one-out for its k
+// and cached in the store; none (the vote's share, with a notice) when the rows cannot be
+// calibrated (one class, one row).
+Result<std::optional<Calibration>> QueryCalibration(const QueryArgs& a, Store& store,
+                                                    const std::string& where,
+                                                    const std::string& label_field, int k,
+                                                    Vote vote, const Global& g) {
+  if (a.confidence != "calibrated") return std::optional<Calibration>();
+  std::string how;
+  auto c = CachedCalibration(store, a.store, where, label_field, k, vote, &how);
+  if (!c.ok() && c.status().code() == Status::Code::kInvalidArgument) {
+    std::fprintf(stderr, "nearlabel: notice: confidence is the vote's share: %s\n",
+                 c.status().message().c_str());
+    return std::optional<Calibration>();
+  }
+  if (!c.ok()) return c.status();
+  if (g.verbose) {
+    std::fprintf(stderr, "nearlabel: confidence calibration %s (temperature %.3g, floor %.3g)\n",
+                 how.c_str(), c->temperature, c->floor);
+  }
+  return std::optional<Calibration>(*c);
+}
 
 Result<QuerySetup> SetUpQuery(const QueryArgs& a, const Global& g, bool classify, size_t images) {
   QuerySetup s;
@@ -88,6 +113,10 @@ Result<QuerySetup> SetUpQuery(const QueryArgs& a, const Global& g, bool classify
     if (!r.ok()) return r.status().WithContext("--reject");
     s.reject = std::move(*r);
   }
+  if (classify) {
+    NL_ASSIGN_OR_RETURN(s.calibration, QueryCalibration(a, *s.opened.store, s.q.where_sql,
+                                                        s.label_field, s.q.k, s.opened.vote, g));
+  }
   s.jo.classify = classify;
   s.jo.label_field = s.label_field;
   s.jo.k = s.q.k;
@@ -110,7 +139,8 @@ int RunQuery(const QueryArgs& a, const Global& g, bool classify) {
   auto answer = [&](EmbeddedFile& f) -> Result<json> {
     NL_ASSIGN_OR_RETURN(Collection::Classified c,
                         s.collection->Classify(f.embedding.data(), s.q, s.label_field,
-                                               s.opened.vote, s.reject ? &*s.reject : nullptr));
+                                               s.opened.vote, s.reject ? &*s.reject : nullptr,
+                                               s.calibration ? &*s.calibration : nullptr));
     if (g.verbose) {
       std::fprintf(stderr, "%s: %s, ef %d, %zu distances\n", TerminalSafe(f.path).c_str(),
                    c.answer.plan.c_str(), c.answer.stats.ef_used, c.answer.stats.distances);
@@ -166,6 +196,13 @@ void AddQueryCommands(CLI::App& app, const Global& g, Runner* run) {
                    "correct matches: higher rejects fewer known images and catches fewer unknowns")
       ->capture_default_str()
       ->check(CLI::Range(0.5, 1.0));
+  classify
+      ->add_option("--confidence", ca.confidence,
+                   "calibrated: the probability of the label from a softmax temperature fitted "
+                   "by leave-one-out on the store (cached there, refitted when rows change); "
+                   "vote: the winning label's share of the vote")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"calibrated", "vote"}));
   classify
       ->add_option("--ef", ca.ef,
                    "HNSW candidate list (default 128): higher finds more true neighbours, slower")

@@ -24,6 +24,8 @@ nlohmann::json AnswerJson(const Collection::Classified& c, const AnswerJsonOptio
   if (!o.classify) return body;
   body["label"] = c.prediction.label;
   body["confidence"] = c.prediction.confidence;
+  body["confidence_calibrated"] = c.calibrated;
+  body["vote_share"] = c.vote_share;
   body["unknown"] = c.unknown;
   body["vote"] = VoteName(o.vote);
   json scores = json::array();

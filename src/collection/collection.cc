@@ -657,7 +657,8 @@ Result<Answer> Collection::Search(const float* query, const QueryOptions& o, boo
 
 Result<Collection::Classified> Collection::Classify(const float* query, const QueryOptions& o,
                                                     const std::string& label_field, Vote vote,
-                                                    const RejectThresholds* reject) const {
+                                                    const RejectThresholds* reject,
+                                                    const Calibration* calibration) const {
   Classified c;
   NL_ASSIGN_OR_RETURN(c.answer, Search(query, o));
   std::vector<Neighbor> nbs;
@@ -666,6 +667,11 @@ Result<Collection::Classified> Collection::Classify(const float* query, const Qu
     nbs.push_back({nbs.size(), r.distance});
   }
   c.prediction = VoteLabel(nbs, c.labels, vote);
+  c.vote_share = c.prediction.confidence;
+  if (calibration && calibration->fitted() && !c.prediction.label.empty()) {
+    c.prediction.confidence = calibration->Probability(c.prediction, c.prediction.label);
+    c.calibrated = true;
+  }
   if (reject && !nbs.empty()) {
     c.reject_threshold = reject->For(c.labels.front());
     if (nbs.front().distance > c.reject_threshold) {

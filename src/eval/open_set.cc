@@ -81,13 +81,12 @@ Result<RejectThresholds> CalibrateRejection(const VectorTable& table,
   return r;
 }
 
-Result<RejectThresholds> CachedRejection(Store& store, const std::string& location,
-                                         const std::string& where, const std::string& label_field,
-                                         double quantile, std::string* how) {
-  // The rows' signature. Vectors are never edited in place, so rows added, deleted or
-  // relabelled are what can change the thresholds, and each changes a label's count or sums.
-  // The residues keep the second sum below SQLite's 64-bit limit (sum() fails on overflow) up
-  // to two billion rows a label.
+Result<std::string> LabelledRowsSignature(Store& store, const std::string& where,
+                                          const std::string& label_field) {
+  // Rows added, deleted or relabelled change a label's count or sums; the residues keep the
+  // second sum below SQLite's 64-bit limit (sum() fails on overflow) up to two billion rows a
+  // label. Vectors change in place only when a centred store is centred again, which writes
+  // a new centre: it is part of the signature.
   const std::string sql = "SELECT field(metadata, " + SqlStringLiteral(label_field) +
                           ") AS l, count(*), sum(id), sum((id % 65521) * (id % 65519)) FROM "
                           "items" +
@@ -99,9 +98,16 @@ Result<RejectThresholds> CachedRejection(Store& store, const std::string& locati
     for (const SqlValue& v : row) signature += SqlValueText(v) + "\t";
     signature += "\n";
   }
+  NL_ASSIGN_OR_RETURN(std::string centre, store.GetSetting(kCentreSettingKey));
+  return Sha256Hex(signature + "centre\t" + centre);
+}
+
+Result<RejectThresholds> CachedRejection(Store& store, const std::string& location,
+                                         const std::string& where, const std::string& label_field,
+                                         double quantile, std::string* how) {
+  NL_ASSIGN_OR_RETURN(const std::string want, LabelledRowsSignature(store, where, label_field));
   const std::string key =
       "reject-cache/" + Sha256Hex(label_field + '\0' + where + '\0' + std::to_string(quantile));
-  const std::string want = Sha256Hex(signature);
   NL_ASSIGN_OR_RETURN(std::string entry, store.GetSetting(key));
   if (!entry.empty()) {
     const nlohmann::json j = ParseJson(entry);

@@ -394,13 +394,31 @@ struct Server::Impl {
     Vote vote = Vote::kMajority;
     std::string field;
     std::optional<RejectThresholds> reject;
+    std::optional<Calibration> calibration;
   };
+
+  // The calibrated confidence for a classify request (confidence=vote: none), fitted and
+  // cached like the rejection thresholds; none when the rows cannot be calibrated.
+  std::optional<Calibration> CalibrationFor(const std::map<std::string, std::string>& params,
+                                            const std::string& where, const std::string& field,
+                                            int k, Vote vote) {
+    const std::string mode = Param(params, "confidence");
+    if (mode == "vote") return std::nullopt;
+    if (!mode.empty() && mode != "calibrated") {
+      throw HttpError{400, "confidence must be calibrated or vote"};
+    }
+    std::lock_guard<std::mutex> lock(store_mu);
+    auto c = CachedCalibration(*store, opt.store_location, where, field, k, vote);
+    if (!c.ok() && c.status().code() == Status::Code::kInvalidArgument) return std::nullopt;
+    if (!c.ok()) throw StoreError(c.status());
+    return *c;
+  }
 
   QueryRequest ParseQuery(std::map<std::string, std::string> params, bool classify) {
     params.erase("image");
     if (classify) {
       RejectUnknown(params, {"k", "vote", "within", "where", "ef", "label", "exact", "reject",
-                             "reject_quantile"});
+                             "reject_quantile", "confidence"});
     } else {
       RejectUnknown(params, {"k", "within", "where", "ef", "label", "exact"});
     }
@@ -416,7 +434,10 @@ struct Server::Impl {
       r.vote = *v;
     }
     r.field = Param(params, "label").empty() ? label_field : TextParam(params, "label");
-    if (classify) r.reject = Rejection(params, r.q.where_sql, r.field);
+    if (classify) {
+      r.reject = Rejection(params, r.q.where_sql, r.field);
+      r.calibration = CalibrationFor(params, r.q.where_sql, r.field, r.q.k, r.vote);
+    }
     return r;
   }
 
@@ -424,7 +445,8 @@ struct Server::Impl {
   json AnswerImage(const QueryRequest& r, const std::string& bytes) {
     std::vector<float> embedding = Embed(bytes, nullptr);
     auto c = collection->Classify(embedding.data(), r.q, r.field, r.vote,
-                                  r.reject ? &*r.reject : nullptr);
+                                  r.reject ? &*r.reject : nullptr,
+                                  r.calibration ? &*r.calibration : nullptr);
     if (!c.ok()) {
       if (c.status().code() == Status::Code::kInvalidArgument) {
         throw HttpError{400, c.status().message()};  // a bad `where`
