@@ -279,6 +279,7 @@ class PyCollection {
     collection_ = Take(Collection::Open(location_, opt));
     pool_ =
         std::make_unique<EmbedderPool>(Take(ModelOfStore(collection_->info(), location_, dirs_)));
+    centre_ = collection_->info().centre;
   }
 
   const std::string& location() const { return location_; }
@@ -380,7 +381,14 @@ class PyCollection {
 
   size_t Refresh() {
     py::gil_scoped_release release;
-    return Take(collection_->Refresh());
+    const size_t applied = Take(collection_->Refresh());
+    // An ingest that centred the store again gave its rows a new mean: queries need it too.
+    auto store = Take(OpenStore(location_, Store::Mode::kReadOnly));
+    if (auto info = Take(store->GetCollection()); info && info->centre != centre_) {
+      pool_ = std::make_unique<EmbedderPool>(Take(ModelOfStore(*info, location_, dirs_)));
+      centre_ = info->centre;
+    }
+    return applied;
   }
 
   PyReport Evaluate(const std::optional<std::string>& label,
@@ -433,6 +441,7 @@ class PyCollection {
   }
 
   std::string location_;
+  std::string centre_;  // the store's centre the pool's embedders subtract
   std::vector<std::string> dirs_;
   std::unique_ptr<Collection> collection_;
   std::unique_ptr<EmbedderPool> pool_;
@@ -502,11 +511,18 @@ py::dict IngestInto(const std::string& store_location, py::object dataset,
     std::string name = model.value_or("");
     auto store = Take(OpenStore(store_location, Store::Mode::kCreate));
     Check(store->CheckIntegrity());
-    if (name.empty()) {
-      auto info = Take(store->GetCollection());
-      name = info ? info->model : kDefaultModel;
+    const auto info = Take(store->GetCollection());
+    if (name.empty()) name = info ? info->model : kDefaultModel;
+    // An existing store's embedding options, as `nearlabel ingest` uses them; a new store gets
+    // the card's (PostgreSQL: uncentred, as the CLI does).
+    ModelCard card = Take(FindModel(name, dirs));
+    if (info && info->model == card.name) {
+      card = Take(CardWithStoreOptions(card, *info));
+    } else if (store->ingest_queue()) {
+      EmbeddingOptions e = card.embedding;
+      e.centre = false;
+      card = Take(WithEmbeddingOptions(card, e));
     }
-    const ModelCard card = Take(FindModel(name, dirs));
     const std::string sha = Take(Sha256File(card.onnx_path));
     Check(PrepareStoreForDataset(*store, card, sha, listing));
     EmbedderOptions eo;
@@ -530,6 +546,7 @@ py::dict IngestInto(const std::string& store_location, py::object dataset,
     io.job = std::filesystem::path(listing.root).filename().string();
     rep = Take(queue ? IngestShared(listing, *embedder, *store, *queue, io, fn, &stop)
                      : Ingest(listing, *embedder, *store, io, fn, &stop));
+    Check(UpdateStoreCentre(*store, card, nullptr));
     if (!rep.interrupted && !queue) {
       index_summary = IndexUpdateSummary(Take(UpdateStoreIndex(*store, index, {})));
     }

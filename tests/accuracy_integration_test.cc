@@ -1,5 +1,8 @@
-// Leave-one-out accuracy on the shared datasets (NEARLABEL_DATASETS) with the default model,
-// against the reference pipeline's figures (../shared/REFERENCE.md), and the reference SQL.
+// Leave-one-out accuracy on the shared datasets (NEARLABEL_DATASETS) with the default model:
+// its plain preprocessing (no embedding options) against the reference pipeline's figures
+// (../shared/REFERENCE.md), its card's default embedding options against those figures (issue
+// 23: no dataset more than half a point below, the mean of cifar-10, caltech-101 and
+// fashion-mnist 3 points above), and the reference SQL.
 // The folder datasets run on ONNX Runtime (NEARLABEL_ACCURACY_DATASETS, comma-separated, picks
 // them; default "all", the six); neu-surface-defects also runs on OpenCV DNN, so both
 // backends are held to the reference.
@@ -27,28 +30,30 @@ struct Built {
   IngestReport report;
 };
 
-Built IngestDataset(const std::string& dataset, const std::string& store_path, Backend backend) {
-  Built b;
+// The reference pipeline: the card's preprocessing, no embedding options.
+ModelCard PlainCard() {
   auto card = FindModel("mobilenetv2-12-int8", ModelSearchDirs({}));
   EXPECT_TRUE(card.ok()) << card.status().ToString();
+  auto plain = WithEmbeddingOptions(*card, EmbeddingOptions{});
+  EXPECT_TRUE(plain.ok());
+  return *plain;
+}
+
+Built IngestDataset(const std::string& dataset, const std::string& store_path, Backend backend,
+                    const ModelCard& card = PlainCard()) {
+  Built b;
   EmbedderOptions eo;
   eo.backend = backend;
-  auto emb = CreateEmbedder(*card, eo, nullptr);
+  auto emb = CreateEmbedder(card, eo, nullptr);
   EXPECT_TRUE(emb.ok()) << emb.status().ToString();
   auto listing = ListDataset(dataset, DatasetLayout::kAuto);
   EXPECT_TRUE(listing.ok()) << listing.status().ToString();
   auto store = OpenStore(store_path, Store::Mode::kCreate);
   EXPECT_TRUE(store.ok());
-  CollectionInfo info;
-  info.model = card->name;
-  info.model_sha256 = card->sha256;
-  info.dims = card->dims;
-  EXPECT_TRUE((*store)->EnsureCollection(info).ok());
-  if (listing->layout == DatasetLayout::kAiHub) {
-    EXPECT_TRUE((*store)->EnsureAiHubView().ok());
-  }
+  EXPECT_TRUE(PrepareStoreForDataset(**store, card, card.sha256, *listing).ok());
   auto rep = Ingest(*listing, **emb, **store, {}, {}, nullptr);
   EXPECT_TRUE(rep.ok()) << rep.status().ToString();
+  EXPECT_TRUE(UpdateStoreCentre(**store, card, nullptr).ok());
   b.report = *rep;
   b.store = std::move(*store);
   return b;
@@ -66,23 +71,31 @@ std::vector<std::string> SelectedDatasets() {
   return out;
 }
 
+// Leave-one-out 1-NN accuracy (%) of folder dataset `name` ingested with `card`.
+double FolderAccuracy(const std::string& root, const std::string& name, Backend backend,
+                      const ModelCard& card, const testing::TempDir& tmp) {
+  Built b = IngestDataset(root + "/" + name,
+                          tmp.Join(name + "-" + BackendName(backend) + "-" +
+                                   std::to_string(card.embedding.flip_average) + ".db"),
+                          backend, card);
+  EXPECT_EQ(b.report.failed, 0u) << name;
+  auto table = b.store->LoadVectors("");
+  EXPECT_TRUE(table.ok());
+  EvalOptions o;
+  o.label_field = "label";
+  auto rep = LeaveOneOut(*table, o);
+  EXPECT_TRUE(rep.ok());
+  return rep.ok() ? 100 * rep->accuracy : 0;
+}
+
 // Ingests `name` with `backend` and checks leave-one-out 1-NN against the reference.
 void CheckFolderDataset(const std::string& root, const std::string& name, Backend backend,
                         const testing::TempDir& tmp) {
   ASSERT_TRUE(kReference.count(name)) << "no reference figure for " << name;
-  Built b = IngestDataset(root + "/" + name, tmp.Join(name + "-" + BackendName(backend) + ".db"),
-                          backend);
-  auto table = b.store->LoadVectors("");
-  ASSERT_TRUE(table.ok());
-  EvalOptions o;
-  o.label_field = "label";
-  auto rep = LeaveOneOut(*table, o);
-  ASSERT_TRUE(rep.ok());
-  const double acc = 100 * rep->accuracy;
-  std::printf("[accuracy] %s on %s: %zu/%zu = %.2f%% (reference %.2f%%)\n", name.c_str(),
-              BackendName(backend), rep->correct, rep->n, acc, kReference.at(name));
+  const double acc = FolderAccuracy(root, name, backend, PlainCard(), tmp);
+  std::printf("[accuracy] %s on %s: %.2f%% (reference %.2f%%)\n", name.c_str(),
+              BackendName(backend), acc, kReference.at(name));
   EXPECT_NEAR(acc, kReference.at(name), 0.5) << name << " on " << BackendName(backend);
-  EXPECT_EQ(b.report.failed, 0u) << name;
 }
 
 #define REQUIRE_DATA()                                              \
@@ -96,6 +109,30 @@ TEST(AccuracyTest, FolderDatasetsOnOnnxRuntimeWithinHalfAPointOfReference) {
   testing::TempDir tmp;
   for (const std::string& name : SelectedDatasets()) {
     CheckFolderDataset(root, name, Backend::kOnnxRuntime, tmp);
+  }
+}
+
+TEST(AccuracyTest, DefaultEmbeddingOptionsGainThreePointsAndLoseNoDatasetHalfAPoint) {
+  REQUIRE_DATA();
+  testing::TempDir tmp;
+  auto card = FindModel("mobilenetv2-12-int8", ModelSearchDirs({}));
+  ASSERT_TRUE(card.ok());
+  ASSERT_TRUE(card->embedding.flip_average) << "the card's default options changed";
+  double gain3 = 0;
+  size_t counted = 0;
+  for (const std::string& name : SelectedDatasets()) {
+    const double acc = FolderAccuracy(root, name, Backend::kOnnxRuntime, *card, tmp);
+    const double before = kReference.at(name);
+    std::printf("[accuracy] %s with the card's embedding options %s: %.2f%% (plain %.2f%%)\n",
+                name.c_str(), EmbeddingOptionsJson(card->embedding).c_str(), acc, before);
+    EXPECT_GE(acc, before - 0.5) << name;
+    if (name == "cifar-10" || name == "caltech-101" || name == "fashion-mnist") {
+      gain3 += (acc - before) / 3;
+      ++counted;
+    }
+  }
+  if (counted == 3) {
+    EXPECT_GE(gain3, 3.0) << "mean gain over cifar-10, caltech-101, fashion-mnist";
   }
 }
 

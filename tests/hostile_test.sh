@@ -28,7 +28,8 @@ c = sqlite3.connect(f"file:{sys.argv[1]}?mode=ro", uri=True)
 h = hashlib.sha256()
 for q in ("SELECT id, sha256, source, metadata, embedding FROM items ORDER BY id",
           "SELECT id, jpeg FROM thumbnails ORDER BY id",
-          "SELECT key, value FROM collection ORDER BY key"):
+          # Caches classify and eval keep (calibration, rejection thresholds) are not data.
+          "SELECT key, value FROM collection WHERE key NOT LIKE '%-cache/%' ORDER BY key"):
     for row in c.execute(q):
         h.update(repr(row).encode())
 print(c.execute("SELECT count(*) FROM items").fetchone()[0], h.hexdigest()[:16])

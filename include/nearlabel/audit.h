@@ -3,6 +3,8 @@
 // own neighbours, found exactly (LeaveOneOutNeighbors, ExactSearchBatch).
 #pragma once
 
+#include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -37,6 +39,9 @@ struct AuditOptions {
   // A row is an outlier when its nearest other row is farther than the upper quartile of
   // all rows' nearest distances plus this many interquartile ranges (Tukey's far fences).
   double outlier_iqr = 3;
+  // Leakage: a query whose thumbnail's perceptual hash is within this many bits (of 63) of
+  // a store row's is a copy of it; -1 turns hashes off.
+  int hash_bits = 6;
 };
 
 // A row whose label its neighbours disagree with, scored as confident learning does
@@ -58,7 +63,8 @@ struct LabelIssue {
   bool confident = false;
 };
 
-// Rows within duplicate_distance of each other (connected: a chain of near pairs), with the
+// Rows within duplicate_distance of each other, or with perceptual hashes within hash_bits
+// (connected: a chain of near pairs), with the
 // largest distance of a pair in the group and whether they carry more than one label.
 struct DuplicateGroup {
   std::vector<size_t> rows;  // ascending
@@ -85,23 +91,34 @@ struct AuditReport {
   std::vector<std::string> labels;         // per audited row
 };
 
+// What identifies an image's content beside its vector: the file's sha256 ("" unknown) and
+// a perceptual hash of its thumbnail (PerceptualHash; nullopt unknown), per row.
+struct ImageKeys {
+  std::vector<std::string> sha256;
+  std::vector<std::optional<uint64_t>> phash;
+};
+
 // Audits the rows of `table` that have options.label_field. The report's row numbers index
 // `audited` (those rows, in table order; may be null). InvalidArgument without a label
 // field, with k < 1, or with fewer than 2 labelled rows. Thread-safe (read-only on table).
+// With `keys` (per row of `table`; may be null) rows whose perceptual hashes are within
+// options.hash_bits join the near-duplicate groups too (for tables of up to 200,000 rows:
+// every pair is compared).
 Result<AuditReport> AuditTable(const VectorTable& table, const AuditOptions& options,
-                               VectorTable* audited = nullptr);
+                               VectorTable* audited = nullptr, const ImageKeys* keys = nullptr);
 
 // A query image against the store.
 struct LeakedQuery {
   size_t query = 0;        // index into the query table
-  size_t row = 0;          // its nearest store row (into the store table)
-  float distance = 0;      // cosine distance to it
+  size_t row = 0;          // the store row it copies (into the store table)
+  float distance = 0;      // cosine distance between their vectors
+  int hash_distance = -1;  // bits between their perceptual hashes (-1: unknown)
   bool identical = false;  // byte-identical file (same sha256)
 };
 
 struct LeakageReport {
   size_t queries = 0;
-  size_t identical = 0, near = 0;   // near: within duplicate_distance and not identical
+  size_t identical = 0, near = 0;   // near: a near copy, not byte-identical
   std::vector<LeakedQuery> leaked;  // identical first, then by distance
   // 1-NN accuracy of the labelled queries against the store's labels: all of them, and
   // without the leaked ones (the figure to trust); -1 when there are none to count.
@@ -109,13 +126,14 @@ struct LeakageReport {
   size_t scored = 0, scored_without_leaked = 0;
 };
 
-// The leakage from `store_rows` (with `store_sha256` per row, "" unknown) to `queries`
-// (with `query_sha256` per query): a query is leaked when a store row has its sha256 or lies
-// within options.duplicate_distance. Labels from options.label_field of each side's
-// metadata. Thread-safe.
-LeakageReport AuditLeakage(const VectorTable& store_rows,
-                           const std::vector<std::string>& store_sha256, const VectorTable& queries,
-                           const std::vector<std::string>& query_sha256,
+// The leakage from `store_rows` to `queries`: a query is leaked when a store row has its
+// sha256 (identical), or its perceptual hash within options.hash_bits (a re-encoded, resized
+// or recoloured copy: features of the adjusted embedding move too much under re-encoding
+// for a distance alone to tell copies from look-alikes), or lies within
+// options.duplicate_distance. Labels from options.label_field of each side's metadata.
+// Thread-safe.
+LeakageReport AuditLeakage(const VectorTable& store_rows, const ImageKeys& store_keys,
+                           const VectorTable& queries, const ImageKeys& query_keys,
                            const AuditOptions& options);
 
 }  // namespace nearlabel

@@ -1,6 +1,7 @@
 // Image decoding and model preprocessing (OpenCV imgcodecs + imgproc).
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 #include <opencv2/core.hpp>
@@ -49,6 +50,14 @@ std::string EncodeThumbnail(const cv::Mat& bgr, int longest_side = 160, int qual
 // EncodeThumbnail of the image file at `path` (for rows stored before thumbnails were kept,
 // while their file is still there). Thread-safe.
 Result<std::string> ThumbnailOfFile(const std::string& path, int64_t max_pixels = 200'000'000);
+
+// A 63-bit perceptual hash (pHash) of `bgr` (8UC3): the grey image at 32 x 32 (area
+// averaging), its 2-D DCT, and one bit per coefficient of the 8 x 8 lowest frequencies but the
+// mean: above their median or not. Re-encoding, resizing or a grey copy moves it by a few
+// bits; different images differ in about half (bench/README.md, "Audit"). Thread-safe.
+uint64_t PerceptualHash(const cv::Mat& bgr);
+// Bits in which two hashes differ.
+int HashDistance(uint64_t a, uint64_t b);
 
 // The resized and cropped 8-bit image that PreprocessInto normalises (for tests, thumbnails).
 cv::Mat ResizeAndCrop(const cv::Mat& bgr, const PreprocessSpec& spec);

@@ -66,7 +66,8 @@ Status PrepareStoreForDataset(Store& store, const ModelCard& card, const std::st
 // For a store made with the "centre" embedding option (`card`, as ModelOfStore or
 // CardWithStoreOptions give it): computes the mean of the rows' uncentred vectors and
 // rewrites every row centred on it (Store::RewriteEmbeddings, one transaction) when the
-// store has no mean yet or has at least doubled since it was computed; nothing otherwise,
+// store has no mean yet (and at least 16 rows) or has at least doubled since it was
+// computed; nothing otherwise,
 // so that the mean follows the data at a cost that stays in proportion to the ingests.
 // *what (optional) says what was done, "" when nothing. Call after each ingest; a query
 // embedder made before a recentring must be made again (ModelOfStore).

@@ -15,9 +15,18 @@ struct AuditArgs {
 // The audited queries: embedded as classify would, never stored.
 struct QuerySet {
   VectorTable table;
-  std::vector<std::string> sha256;
+  ImageKeys keys;
   std::vector<DatasetProblem> problems;
 };
+
+// PerceptualHash of a thumbnail's JPEG bytes (nullopt when there are none or they do not
+// decode). Both sides hash thumbnails made alike (EncodeThumbnail), so their sizes agree.
+std::optional<uint64_t> ThumbnailHash(const std::string& jpeg) {
+  if (jpeg.empty()) return std::nullopt;
+  auto img = DecodeImage(jpeg);
+  if (!img.ok()) return std::nullopt;
+  return PerceptualHash(*img);
+}
 
 Result<QuerySet> EmbedQueries(const AuditArgs& a, const CollectionInfo& info, const Global& g) {
   NL_ASSIGN_OR_RETURN(DatasetLayout layout, ParseDatasetLayout(a.query_layout));
@@ -41,13 +50,16 @@ Result<QuerySet> EmbedQueries(const AuditArgs& a, const CollectionInfo& info, co
     q.table.metadata.push_back(listing.items[i].metadata.dump());
     q.table.vectors.insert(q.table.vectors.end(), files[i].embedding.begin(),
                            files[i].embedding.end());
-    q.sha256.push_back(files[i].sha256);
+    q.keys.sha256.push_back(files[i].sha256);
+    auto thumb = ThumbnailOfFile(files[i].path);
+    q.keys.phash.push_back(thumb.ok() ? ThumbnailHash(*thumb) : std::nullopt);
   }
   return q;
 }
 
-// sha256 of each row of `table`, from the store.
-Result<std::vector<std::string>> RowSha256(Store& store, const VectorTable& table) {
+// sha256 and thumbnail hash of each row of `table`, from the store (a row without a stored
+// thumbnail is hashed from its file while that is there).
+Result<ImageKeys> RowKeys(Store& store, const VectorTable& table) {
   NL_ASSIGN_OR_RETURN(auto res, store.Execute("SELECT id, sha256 FROM items"));
   std::unordered_map<int64_t, std::string> by_id;
   for (const auto& row : res.at(0).rows) {
@@ -56,9 +68,13 @@ Result<std::vector<std::string>> RowSha256(Store& store, const VectorTable& tabl
       by_id[std::get<int64_t>(row[0])] = std::get<std::string>(row[1]);
     }
   }
-  std::vector<std::string> out;
-  for (int64_t id : table.ids) out.push_back(by_id.count(id) ? by_id[id] : "");
-  return out;
+  ImageKeys keys;
+  ReportThumbnails thumbnails(store, table);
+  for (int64_t id : table.ids) {
+    keys.sha256.push_back(by_id.count(id) ? by_id[id] : "");
+    keys.phash.push_back(ThumbnailHash(thumbnails(id)));
+  }
+  return keys;
 }
 
 std::string Percent(double v) {
@@ -183,13 +199,13 @@ void PrintOutliers(const AuditReport& r, const VectorTable& t, size_t show) {
 }
 
 void PrintLeakage(const LeakageReport& l, const QuerySet& q, const VectorTable& t, size_t show,
-                  double distance) {
+                  double distance, int hash_bits) {
   std::printf(
-      "\nleakage: %zu of %zu query images have a copy in the store (%s): %zu "
-      "byte-identical, %zu within cosine distance %g\n",
+      "\nleakage: %zu of %zu query images have a copy in the store (%s): %zu byte-identical, "
+      "%zu near copies (perceptual hash within %d bits or cosine distance <= %g)\n",
       l.leaked.size(), l.queries,
       Percent(l.queries ? double(l.leaked.size()) / l.queries : 0).c_str(), l.identical, l.near,
-      distance);
+      hash_bits, distance);
   if (l.accuracy >= 0) {
     std::printf(
         "  1-NN accuracy of the queries: %s over all %zu, %s without the leaked ones "
@@ -202,10 +218,12 @@ void PrintLeakage(const LeakageReport& l, const QuerySet& q, const VectorTable& 
   for (size_t i = 0; i < l.leaked.size() && i < show; ++i) {
     const LeakedQuery& x = l.leaked[i];
     rows.push_back({TerminalSafe(q.table.sources[x.query]), x.identical ? "identical" : "near",
-                    Fixed3(x.distance), std::to_string(t.ids[x.row]),
-                    TerminalSafe(t.sources[x.row])});
+                    Fixed3(x.distance), x.hash_distance < 0 ? "-" : std::to_string(x.hash_distance),
+                    std::to_string(t.ids[x.row]), TerminalSafe(t.sources[x.row])});
   }
-  if (!rows.empty()) PrintTable({"query", "copy", "distance", "id", "store source"}, rows);
+  if (!rows.empty()) {
+    PrintTable({"query", "copy", "distance", "hash bits", "id", "store source"}, rows);
+  }
 }
 
 int RunAudit(AuditArgs a, const Global& g) {
@@ -216,9 +234,19 @@ int RunAudit(AuditArgs a, const Global& g) {
   WarnDamaged(*table, *opened->store);
   a.options.label_field = !a.label.empty() ? a.label : opened->info.label_field;
   a.options.group_field = a.group_by;
+  auto keys = RowKeys(*opened->store, *table);
+  if (!keys.ok()) return Fail(keys.status());
   VectorTable audited;
-  auto rep = AuditTable(*table, a.options, &audited);
+  auto rep = AuditTable(*table, a.options, &audited, &*keys);
   if (!rep.ok()) return Fail(rep.status());
+  // The audited rows' keys (the labelled ones, in order), for the leakage.
+  ImageKeys audited_keys;
+  for (size_t i = 0, j = 0; i < table->size() && j < audited.size(); ++i) {
+    if (table->ids[i] != audited.ids[j]) continue;
+    audited_keys.sha256.push_back(keys->sha256[i]);
+    audited_keys.phash.push_back(keys->phash[i]);
+    ++j;
+  }
   std::optional<QuerySet> queries;
   std::optional<LeakageReport> leak;
   if (!a.queries.empty()) {
@@ -229,9 +257,7 @@ int RunAudit(AuditArgs a, const Global& g) {
       std::fprintf(stderr, "nearlabel: warning: %s: %s (not audited)\n",
                    TerminalSafe(p.path).c_str(), TerminalSafe(p.reason).c_str());
     }
-    auto sha = RowSha256(*opened->store, audited);
-    if (!sha.ok()) return Fail(sha.status());
-    leak = AuditLeakage(audited, *sha, queries->table, queries->sha256, a.options);
+    leak = AuditLeakage(audited, audited_keys, queries->table, queries->keys, a.options);
   }
   if (!a.report.empty()) {
     AuditReportPage page{MaskedLocation(a.store),
@@ -259,7 +285,9 @@ int RunAudit(AuditArgs a, const Global& g) {
   PrintLabelIssues(*rep, audited, show);
   PrintDuplicates(*rep, audited, show);
   PrintOutliers(*rep, audited, show);
-  if (leak) PrintLeakage(*leak, *queries, audited, show, a.options.duplicate_distance);
+  if (leak) {
+    PrintLeakage(*leak, *queries, audited, show, a.options.duplicate_distance, a.options.hash_bits);
+  }
   return 0;
 }
 
@@ -284,8 +312,9 @@ void AddAuditCommand(CLI::App& app, const Global& g, Runner* run) {
   audit
       ->add_option("--near", aa.options.duplicate_distance,
                    "Near duplicates: cosine distance at or below which two images count as "
-                   "copies (0 = identical features; a re-encoded or resized JPEG stays within "
-                   "about 0.01, different photos of one object are 0.1 or more apart)")
+                   "copies (0: identical features; how far re-encoded copies and different "
+                   "photos lie depends on the data and the embedding options: bench/README.md, "
+                   "\"Audit\")")
       ->capture_default_str()
       ->check(CLI::Range(0.0, 1.0));
   audit

@@ -213,7 +213,13 @@ int RunIngest(IngestArgs a, const Global& g) {
   if (Status c = UpdateStoreCentre(**store, *card, &centred); !c.ok()) {
     return Fail(c.WithContext("rows stored uncentred"));
   }
-  if (!centred.empty() && !g.json) std::printf("%s\n", centred.c_str());
+  if (!centred.empty() && !g.json) {
+    std::printf("%s%s\n", centred.c_str(),
+                centred.find("doubled") != std::string::npos
+                    ? "; a running `nearlabel serve` of this store must be restarted to embed "
+                      "queries on the new mean"
+                    : "");
+  }
   // An existing index follows every ingest; --index creates one. Shared stores keep no
   // index file: each server builds its own.
   if (!rep->interrupted && !queue) {

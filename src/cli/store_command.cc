@@ -93,6 +93,8 @@ int RunInfo(const std::string& path, const Global& g) {
     j["dims"] = (*info)->dims;
     j["metric"] = (*info)->metric;
     j["label_field"] = (*info)->label_field;
+    j["embedding"] = (*info)->embedding.empty() ? json(nullptr) : ParseMeta((*info)->embedding);
+    j["centred"] = !(*info)->centre.empty();
     auto res =
         (*store)->Execute("SELECT field(metadata, " + SqlStringLiteral((*info)->label_field) +
                           "), count(*) FROM items GROUP BY 1 ORDER BY 1");
@@ -148,6 +150,11 @@ int RunInfo(const std::string& path, const Global& g) {
     std::printf("model        %s (%d-d, %s, sha256 %s)\nlabel field  %s\n", (*info)->model.c_str(),
                 (*info)->dims, (*info)->metric.c_str(), (*info)->model_sha256.c_str(),
                 (*info)->label_field.c_str());
+    std::printf("embedding    %s%s\n",
+                (*info)->embedding.empty() ? "the card's preprocessing (a store from before "
+                                             "embedding options)"
+                                           : (*info)->embedding.c_str(),
+                (*info)->centre.empty() ? "" : "; rows centred on their mean");
     for (const auto& [l, n] : label_counts) {
       std::printf("  %-24s %lld\n", l.c_str(), static_cast<long long>(n));
     }

@@ -273,10 +273,12 @@ Result<ModelCard> WithEmbeddingOptions(const ModelCard& card, const EmbeddingOpt
     return Status::InvalidArgument(where + ": power must be within (0, 1]");
   }
   ModelCard c = card;
-  NL_ASSIGN_OR_RETURN(c.preprocess.resize,
-                      ParseResize(e.resize.empty() ? card.preprocess_resize : e.resize, where));
   c.embedding = e;
   c.embedding.resize = e.resize.empty() ? card.preprocess_resize : e.resize;
+  // A card made in code (not parsed) may leave preprocess_resize empty: its resize stays.
+  if (!c.embedding.resize.empty()) {
+    NL_ASSIGN_OR_RETURN(c.preprocess.resize, ParseResize(c.embedding.resize, where));
+  }
   return c;
 }
 

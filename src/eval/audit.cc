@@ -13,6 +13,7 @@
 #include "common/json.h"
 #include "nearlabel/classify.h"
 #include "nearlabel/dataset.h"
+#include "nearlabel/image.h"
 
 // LAPACK's Cholesky factorisation, from OpenBLAS (which has no LAPACKE header in Debian).
 extern "C" void dpotrf_(const char* uplo, const int* n, double* a, const int* lda, int* info,
@@ -184,7 +185,9 @@ std::vector<LabelIssue> FindLabelIssues(const std::vector<std::vector<double>>& 
 // Groups of rows joined by near pairs (union-find over each row's near neighbours).
 std::vector<DuplicateGroup> FindDuplicates(const std::vector<std::vector<Neighbor>>& neighbors,
                                            const std::vector<std::string>& labels,
-                                           double max_distance) {
+                                           double max_distance,
+                                           const std::vector<std::optional<uint64_t>>& hashes,
+                                           int hash_bits) {
   std::vector<size_t> parent(neighbors.size());
   std::iota(parent.begin(), parent.end(), 0);
   auto find = [&](size_t x) {
@@ -199,6 +202,16 @@ std::vector<DuplicateGroup> FindDuplicates(const std::vector<std::vector<Neighbo
       const float w = std::max({worst[a], worst[b], n.distance});
       parent[std::max(a, b)] = std::min(a, b);
       worst[std::min(a, b)] = w;
+    }
+  }
+  if (hash_bits >= 0 && hashes.size() == neighbors.size() && hashes.size() <= 200000) {
+    for (size_t i = 0; i < hashes.size(); ++i) {
+      for (size_t j = i + 1; hashes[i] && j < hashes.size(); ++j) {
+        if (!hashes[j] || HashDistance(*hashes[i], *hashes[j]) > hash_bits) continue;
+        const size_t a = find(i), b = find(j);
+        parent[std::max(a, b)] = std::min(a, b);
+        worst[std::min(a, b)] = std::max(worst[a], worst[b]);
+      }
     }
   }
   std::map<size_t, DuplicateGroup> by_root;
@@ -245,7 +258,7 @@ std::vector<Outlier> FindOutliers(const std::vector<std::vector<Neighbor>>& neig
 }  // namespace
 
 Result<AuditReport> AuditTable(const VectorTable& table, const AuditOptions& options,
-                               VectorTable* audited) {
+                               VectorTable* audited, const ImageKeys* keys) {
   if (options.label_field.empty()) return Status::InvalidArgument("the audit needs a label field");
   if (options.k < 1) return Status::InvalidArgument("k must be >= 1");
   AuditReport rep;
@@ -292,22 +305,67 @@ Result<AuditReport> AuditTable(const VectorTable& table, const AuditOptions& opt
     rep.probe = true;
   }
   rep.label_issues = FindLabelIssues(p, label_class, rep.classes, &rep.class_thresholds);
-  rep.duplicates = FindDuplicates(near, rep.labels, options.duplicate_distance);
+  std::vector<std::optional<uint64_t>> hashes;  // of the labelled rows
+  if (keys && keys->phash.size() == table.size()) {
+    for (size_t i = 0; i < table.size(); ++i) {
+      if (!MetadataField(ParseJson(table.metadata[i]), options.label_field).empty()) {
+        hashes.push_back(keys->phash[i]);
+      }
+    }
+  }
+  rep.duplicates =
+      FindDuplicates(near, rep.labels, options.duplicate_distance, hashes, options.hash_bits);
   rep.outliers = FindOutliers(near, options.outlier_iqr, &rep.outlier_distance);
   if (audited) *audited = std::move(t);
   return rep;
 }
 
-LeakageReport AuditLeakage(const VectorTable& store_rows,
-                           const std::vector<std::string>& store_sha256, const VectorTable& queries,
-                           const std::vector<std::string>& query_sha256,
+namespace {
+
+// The store row whose hash is nearest query q's within `bits` (the lowest distance, then the
+// lowest row), or nullopt.
+std::optional<std::pair<size_t, int>> NearestHash(const ImageKeys& store, uint64_t q, int bits) {
+  std::optional<std::pair<size_t, int>> best;
+  for (size_t r = 0; r < store.phash.size(); ++r) {
+    if (!store.phash[r]) continue;
+    const int d = HashDistance(*store.phash[r], q);
+    if (d <= bits && (!best || d < best->second)) best = {{r, d}};
+  }
+  return best;
+}
+
+// How query q copies the store, if it does (`nearest`: its nearest row by vector).
+std::optional<LeakedQuery> CopyOf(size_t q, const Neighbor& nearest, const ImageKeys& store,
+                                  const ImageKeys& queries,
+                                  const std::unordered_map<std::string, size_t>& row_of_sha,
+                                  const AuditOptions& options) {
+  if (q < queries.sha256.size() && !queries.sha256[q].empty()) {
+    auto it = row_of_sha.find(queries.sha256[q]);
+    if (it != row_of_sha.end()) return LeakedQuery{q, it->second, 0.f, 0, true};
+  }
+  if (options.hash_bits >= 0 && q < queries.phash.size() && queries.phash[q]) {
+    if (auto h = NearestHash(store, *queries.phash[q], options.hash_bits)) {
+      return LeakedQuery{q, h->first, nearest.row == h->first ? nearest.distance : -1.f, h->second,
+                         false};
+    }
+  }
+  if (nearest.distance <= options.duplicate_distance) {
+    return LeakedQuery{q, nearest.row, nearest.distance, -1, false};
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+LeakageReport AuditLeakage(const VectorTable& store_rows, const ImageKeys& store_keys,
+                           const VectorTable& queries, const ImageKeys& query_keys,
                            const AuditOptions& options) {
   LeakageReport rep;
   rep.queries = queries.size();
   if (queries.size() == 0 || store_rows.size() == 0) return rep;
   std::unordered_map<std::string, size_t> row_of_sha;
-  for (size_t i = 0; i < store_sha256.size(); ++i) {
-    if (!store_sha256[i].empty()) row_of_sha.emplace(store_sha256[i], i);
+  for (size_t i = 0; i < store_keys.sha256.size(); ++i) {
+    if (!store_keys.sha256[i].empty()) row_of_sha.emplace(store_keys.sha256[i], i);
   }
   SearchParams params;
   params.k = 1;
@@ -315,15 +373,17 @@ LeakageReport AuditLeakage(const VectorTable& store_rows,
   size_t correct = 0, correct_clean = 0;
   for (size_t q = 0; q < queries.size(); ++q) {
     if (nearest[q].empty()) continue;
-    LeakedQuery lq{q, nearest[q][0].row, nearest[q][0].distance, false};
-    if (q < query_sha256.size()) {
-      auto it = row_of_sha.find(query_sha256[q]);
-      if (it != row_of_sha.end()) lq = {q, it->second, 0.f, true};
+    auto copy = CopyOf(q, nearest[q][0], store_keys, query_keys, row_of_sha, options);
+    if (copy && copy->distance < 0) {  // found by its hash: its own row's distance
+      double dot = 0;
+      for (int k = 0; k < queries.dims; ++k) {
+        dot += static_cast<double>(queries.row(q)[k]) * store_rows.row(copy->row)[k];
+      }
+      copy->distance = static_cast<float>(1 - dot);
     }
-    const bool leaked = lq.identical || lq.distance <= options.duplicate_distance;
-    if (leaked) {
-      (lq.identical ? rep.identical : rep.near)++;
-      rep.leaked.push_back(lq);
+    if (copy) {
+      (copy->identical ? rep.identical : rep.near)++;
+      rep.leaked.push_back(*copy);
     }
     const std::string truth = MetadataField(ParseJson(queries.metadata[q]), options.label_field);
     if (truth.empty()) continue;
@@ -331,7 +391,7 @@ LeakageReport AuditLeakage(const VectorTable& store_rows,
                                   options.label_field) == truth;
     ++rep.scored;
     correct += ok;
-    if (!leaked) {
+    if (!copy) {
       ++rep.scored_without_leaked;
       correct_clean += ok;
     }

@@ -1,5 +1,6 @@
 #include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
@@ -88,6 +89,28 @@ std::string EncodeThumbnail(const cv::Mat& bgr, int longest_side, int quality) {
   cv::imencode(".jpg", small, jpeg, {cv::IMWRITE_JPEG_QUALITY, quality});
   return std::string(jpeg.begin(), jpeg.end());
 }
+
+uint64_t PerceptualHash(const cv::Mat& bgr) {
+  cv::Mat grey, small, f, freq;
+  cv::cvtColor(bgr, grey, cv::COLOR_BGR2GRAY);
+  cv::resize(grey, small, cv::Size(32, 32), 0, 0, cv::INTER_AREA);
+  small.convertTo(f, CV_32F);
+  cv::dct(f, freq);
+  std::vector<float> low;
+  for (int y = 0; y < 8; ++y) {
+    for (int x = 0; x < 8; ++x) {
+      if (x || y) low.push_back(freq.at<float>(y, x));  // the mean (DC) says only brightness
+    }
+  }
+  std::vector<float> sorted = low;
+  std::nth_element(sorted.begin(), sorted.begin() + sorted.size() / 2, sorted.end());
+  const float median = sorted[sorted.size() / 2];
+  uint64_t h = 0;
+  for (size_t i = 0; i < low.size(); ++i) h |= static_cast<uint64_t>(low[i] > median) << i;
+  return h;
+}
+
+int HashDistance(uint64_t a, uint64_t b) { return __builtin_popcountll(a ^ b); }
 
 Result<std::string> ThumbnailOfFile(const std::string& path, int64_t max_pixels) {
   NL_ASSIGN_OR_RETURN(std::string bytes, ReadFileToString(path, 1ull << 30));

@@ -358,7 +358,10 @@ Status UpdateStoreCentre(Store& store, const ModelCard& card, std::string* what)
   NL_ASSIGN_OR_RETURN(int64_t rows, store.Count());
   const std::vector<float>& old_mean = card.centre_mean;
   const int64_t old_rows = std::atoll(rows_text.c_str());
-  if (rows == 0 || (!old_mean.empty() && rows < 2 * old_rows)) return Status::OK();
+  // A mean of a handful of rows is mostly those rows (one row centred on itself is zero):
+  // stores that small stay uncentred, queries too.
+  constexpr int64_t kMinRows = 16;
+  if (rows < kMinRows || (!old_mean.empty() && rows < 2 * old_rows)) return Status::OK();
   const size_t dims = static_cast<size_t>(card.dims);
   std::vector<double> sum(dims, 0);
   int64_t n = 0, change_id = 0;
@@ -384,7 +387,11 @@ Status UpdateStoreCentre(Store& store, const ModelCard& card, std::string* what)
           v[k] -= mean[k];
           norm += static_cast<double>(v[k]) * v[k];
         }
-        const float scale = norm > 0 ? static_cast<float>(1 / std::sqrt(norm)) : 0.f;
+        if (norm <= 1e-12) {  // the row is the mean: keep it uncentred rather than zero
+          for (size_t k = 0; k < dims; ++k) v[k] += mean[k];
+          return;
+        }
+        const float scale = static_cast<float>(1 / std::sqrt(norm));
         for (size_t k = 0; k < dims; ++k) v[k] *= scale;
       },
       {{kCentreSettingKey, nlohmann::json(mean).dump()},
