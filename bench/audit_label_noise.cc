@@ -114,8 +114,8 @@ int main(int argc, char** argv) {
   std::printf(
       "5%% of labels flipped (seed %u), %s with its card's embedding options %s; share "
       "of the flipped rows among the first 2 x flipped findings\n\n"
-      "| dataset | rows | flipped | audit | 1-NN disagreement (baseline) | random "
-      "ranking |\n|---|---|---|---|---|---|\n",
+      "| dataset | rows | flipped | audit | the vote alone (no probe) | 1-NN disagreement "
+      "(baseline) | random ranking |\n|---|---|---|---|---|---|---|\n",
       seed, model.c_str(), EmbeddingOptionsJson(card.embedding).c_str());
   for (const DatasetCase& d : kSharedDatasets) {
     if (!Selected(only, d.name)) continue;
