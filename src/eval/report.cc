@@ -106,6 +106,35 @@ std::string Histogram(const std::vector<float>& correct, const std::vector<float
   return s.str();
 }
 
+// A reliability diagram: per confidence bin, the accuracy of the vote's share (red) and of
+// the calibrated confidence (blue) as points against the diagonal of perfect calibration;
+// each point's tooltip has the bin's rows, mean confidence and accuracy.
+std::string ReliabilityDiagram(const Reliability& vote, const Reliability& calibrated) {
+  constexpr int kS = 260, kPad = 30;
+  std::ostringstream s;
+  s << "<svg class=\"hist\" id=\"reliability\" viewBox=\"0 0 " << kS + kPad << " " << kS + kPad
+    << "\" style=\"max-width:320px\" role=\"img\" aria-label=\"reliability diagram\">"
+    << "<rect x=\"" << kPad << "\" y=\"0\" width=\"" << kS << "\" height=\"" << kS
+    << "\" fill=\"none\" stroke=\"#ccc\"/><line x1=\"" << kPad << "\" y1=\"" << kS << "\" x2=\""
+    << kPad + kS << "\" y2=\"0\" stroke=\"#999\" stroke-dasharray=\"4 3\"/>";
+  auto points = [&](const Reliability& r, const char* cls, const char* name) {
+    for (const ReliabilityBin& b : r.bins) {
+      if (b.n == 0) continue;
+      s << "<circle class=\"" << cls << "\" cx=\"" << Fixed(kPad + kS * b.confidence, 1)
+        << "\" cy=\"" << Fixed(kS * (1 - b.accuracy), 1) << "\" r=\"4\" fill=\""
+        << (cls[0] == 'o' ? "#2563eb" : "#dc2626") << "\"><title>" << name << ": " << b.n
+        << " rows, confidence " << Fixed(b.confidence, 3) << ", accuracy " << Fixed(b.accuracy, 3)
+        << "</title></circle>";
+    }
+  };
+  points(vote, "bad", "vote share");
+  points(calibrated, "ok", "calibrated");
+  s << "<text x=\"" << kPad << "\" y=\"" << kS + 18 << "\">0</text><text x=\"" << kPad + kS
+    << "\" y=\"" << kS + 18 << "\" text-anchor=\"end\">confidence 1</text><text x=\"2\" "
+    << "y=\"12\">acc. 1</text></svg>";
+  return s.str();
+}
+
 const char kStyle[] = R"css(
 body { font: 14px/1.45 system-ui, sans-serif; color: #1d2330; margin: 24px; max-width: 1200px; }
 h1 { font-size: 22px; } h2 { font-size: 17px; margin-top: 28px; }
@@ -225,6 +254,18 @@ std::string RenderEvalReport(const EvalReportPage& page) {
     << r.nearest_distance_correct.size() << ")<span style=\"background:#dc2626\"></span>wrong ("
     << r.nearest_distance_wrong.size() << ")</p>"
     << Histogram(r.nearest_distance_correct, r.nearest_distance_wrong);
+
+  if (!r.confidence_correct.empty()) {
+    h << "<h2>Confidence</h2><p>expected calibration error <b id=\"ece\">"
+      << Fixed(r.calibrated_reliability.ece, 4) << "</b> calibrated (temperature "
+      << Fixed(r.calibration.temperature, 3) << ", floor " << Fixed(r.calibration.floor, 3) << "), "
+      << Fixed(r.vote_reliability.ece, 4)
+      << " as the vote's share <span class=\"muted\">(each half of the rows calibrated by the "
+         "fit on the other half; 10 bins)</span></p><p class=\"legend\"><span "
+         "style=\"background:#2563eb\"></span>calibrated<span "
+         "style=\"background:#dc2626\"></span>vote's share</p>"
+      << ReliabilityDiagram(r.vote_reliability, r.calibrated_reliability);
+  }
 
   h << "<h2>Mistakes (" << r.mismatches.size() << ")</h2><div class=\"pairs\" id=\"mistakes\">";
   for (const EvalCase& c : r.mismatches) {

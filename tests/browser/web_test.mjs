@@ -229,6 +229,12 @@ try {
     assert.equal(await rp.locator("#mistakes .pair").count(), mistakes);
     assert.equal(await rp.locator("#mistakes .pair img").count(), 2 * mistakes);
   });
+  await check("the report's reliability diagram has a point per filled bin of each confidence", async () => {
+    const points = await rp.locator("#reliability circle").count();
+    assert.ok(points >= 2, points + " points");
+    const ece = Number(await rp.textContent("#ece"));
+    assert.ok(ece >= 0 && ece <= 1, "ECE " + ece);
+  });
   await rp.screenshot({ path: join(artifacts, "report.png"), fullPage: true });
 
   // 7. The anomaly report: its figures are the CLI's, and it shows a heat map for every error.
