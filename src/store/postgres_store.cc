@@ -414,8 +414,8 @@ class PostgresStore : public Store, public IngestQueue {
         if (key == "dims") info.dims = std::atoi(value.c_str());
         if (key == "metric") info.metric = value;
         if (key == "label_field") info.label_field = value;
-      if (key == "embedding") info.embedding = value;
-      if (key == kCentreSettingKey) info.centre = value;
+        if (key == "embedding") info.embedding = value;
+        if (key == kCentreSettingKey) info.centre = value;
       }
       if (!any) return std::optional<CollectionInfo>();
       return std::optional<CollectionInfo>(info);
@@ -437,7 +437,7 @@ class PostgresStore : public Store, public IngestQueue {
                      {"dims", std::to_string(info.dims)},
                      {"metric", info.metric},
                      {"label_field", info.label_field},
-        {"embedding", info.embedding},
+                     {"embedding", info.embedding},
                      {"created_by", "nearlabel " NEARLABEL_VERSION}});
     });
   }
