@@ -513,16 +513,9 @@ py::dict IngestInto(const std::string& store_location, py::object dataset,
     Check(store->CheckIntegrity());
     const auto info = Take(store->GetCollection());
     if (name.empty()) name = info ? info->model : kDefaultModel;
-    // An existing store's embedding options, as `nearlabel ingest` uses them; a new store gets
-    // the card's (PostgreSQL: uncentred, as the CLI does).
-    ModelCard card = Take(FindModel(name, dirs));
-    if (info && info->model == card.name) {
-      card = Take(CardWithStoreOptions(card, *info));
-    } else if (store->ingest_queue()) {
-      EmbeddingOptions e = card.embedding;
-      e.centre = false;
-      card = Take(WithEmbeddingOptions(card, e));
-    }
+    const ModelCard found = Take(FindModel(name, dirs));
+    const ModelCard card =
+        Take(CardForIngest(found, info, found.embedding, store->ingest_queue() != nullptr));
     const std::string sha = Take(Sha256File(card.onnx_path));
     Check(PrepareStoreForDataset(*store, card, sha, listing));
     EmbedderOptions eo;

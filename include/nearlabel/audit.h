@@ -89,6 +89,7 @@ struct AuditReport {
   std::vector<Outlier> outliers;           // farthest first
   float outlier_distance = 0;              // the fence used
   std::vector<std::string> labels;         // per audited row
+  std::vector<size_t> table_rows;          // per audited row: its row in the input table
 };
 
 // What identifies an image's content beside its vector: the file's sha256 ("" unknown) and

@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -161,6 +162,15 @@ class Collection {
 // `card` with the embedding options a store recorded in `info` (none for a store from before
 // they existed). InvalidArgument when the recorded options do not parse.
 Result<ModelCard> CardWithStoreOptions(const ModelCard& card, const CollectionInfo& info);
+
+// The card an ingest embeds with: for a store that already holds this model (`existing`),
+// its own options (CardWithStoreOptions); for a new store, `card` with `requested` applied,
+// less centring on a shared store (`shared`: PostgreSQL), whose workers cannot rewrite every
+// row in one transaction (Store::RewriteEmbeddings is SQLite's). One rule for the CLI and the
+// Python module.
+Result<ModelCard> CardForIngest(const ModelCard& card,
+                                const std::optional<CollectionInfo>& existing,
+                                EmbeddingOptions requested, bool shared);
 
 Result<ModelCard> ModelOfStore(const CollectionInfo& info, const std::string& location,
                                const std::vector<std::string>& dirs,

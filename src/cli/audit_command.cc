@@ -239,13 +239,10 @@ int RunAudit(AuditArgs a, const Global& g) {
   VectorTable audited;
   auto rep = AuditTable(*table, a.options, &audited, &*keys);
   if (!rep.ok()) return Fail(rep.status());
-  // The audited rows' keys (the labelled ones, in order), for the leakage.
-  ImageKeys audited_keys;
-  for (size_t i = 0, j = 0; i < table->size() && j < audited.size(); ++i) {
-    if (table->ids[i] != audited.ids[j]) continue;
-    audited_keys.sha256.push_back(keys->sha256[i]);
-    audited_keys.phash.push_back(keys->phash[i]);
-    ++j;
+  ImageKeys audited_keys;  // the audited rows' keys, for the leakage
+  for (size_t r : rep->table_rows) {
+    audited_keys.sha256.push_back(keys->sha256[r]);
+    audited_keys.phash.push_back(keys->phash[r]);
   }
   std::optional<QuerySet> queries;
   std::optional<LeakageReport> leak;

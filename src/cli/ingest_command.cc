@@ -80,34 +80,27 @@ Result<ModelCard> ModelForIngest(const IngestArgs& a, const Global& g) {
   NL_ASSIGN_OR_RETURN(std::optional<CollectionInfo> info, ExistingCollection(a.store));
   const std::string model = !a.model.empty() ? a.model : info ? info->model : kDefaultModel;
   NL_ASSIGN_OR_RETURN(ModelCard card, FindModel(model, ModelSearchDirs(g.model_dirs)));
-  if (!info || info->model != card.name) {
-    // A new store, or another model (PrepareStoreForDataset refuses it with both names).
-    EmbeddingOptions e = RequestedEmbedding(a, card);
-    if (e.centre && IsPostgresUri(a.store)) {
-      // Recentring rewrites every row in one transaction, which a shared store's workers
-      // cannot coordinate yet.
-      if (a.centre == "on") {
-        return Status::Unsupported(
-            "--centre on needs a SQLite store; PostgreSQL stores are "
-            "not centred");
-      }
-      e.centre = false;
-    }
-    return WithEmbeddingOptions(card, e);
+  const bool shared = IsPostgresUri(a.store);
+  if (shared && a.centre == "on") {
+    return Status::Unsupported(
+        "--centre on needs a SQLite store; PostgreSQL stores are not "
+        "centred");
   }
-  NL_ASSIGN_OR_RETURN(ModelCard stored, CardWithStoreOptions(card, *info));
+  NL_ASSIGN_OR_RETURN(ModelCard chosen,
+                      CardForIngest(card, info, RequestedEmbedding(a, card), shared));
+  if (!info || info->model != card.name) return chosen;  // another model: refused later
+  // An existing store: flags may only repeat its options.
   NL_ASSIGN_OR_RETURN(ModelCard requested,
-                      WithEmbeddingOptions(card, RequestedEmbedding(a, stored)));
-  if (!(requested.embedding == stored.embedding)) {
+                      WithEmbeddingOptions(card, RequestedEmbedding(a, chosen)));
+  if (!(requested.embedding == chosen.embedding)) {
     return Status::Mismatch("store " + MaskedLocation(a.store) +
-                            " was made with the embedding "
-                            "options " +
-                            EmbeddingOptionsJson(stored.embedding) + ", not " +
+                            " was made with the embedding options " +
+                            EmbeddingOptionsJson(chosen.embedding) + ", not " +
                             EmbeddingOptionsJson(requested.embedding) +
                             ": rows made differently are not comparable; leave out --resize, "
                             "--flip-average, --power and --centre, or ingest into a new store");
   }
-  return stored;
+  return chosen;
 }
 
 // What an ingest did, for the renderer.

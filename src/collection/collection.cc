@@ -82,6 +82,14 @@ Result<ModelCard> CardWithStoreOptions(const ModelCard& card, const CollectionIn
   return out;
 }
 
+Result<ModelCard> CardForIngest(const ModelCard& card,
+                                const std::optional<CollectionInfo>& existing,
+                                EmbeddingOptions requested, bool shared) {
+  if (existing && existing->model == card.name) return CardWithStoreOptions(card, *existing);
+  if (shared) requested.centre = false;
+  return WithEmbeddingOptions(card, requested);
+}
+
 std::string SegmentPath(const std::string& store_path) { return store_path + ".vectors"; }
 
 struct Collection::Impl {

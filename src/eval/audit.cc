@@ -11,6 +11,7 @@
 #include <unordered_map>
 
 #include "common/json.h"
+#include "eval/labelled_rows.h"
 #include "nearlabel/classify.h"
 #include "nearlabel/dataset.h"
 #include "nearlabel/image.h"
@@ -98,26 +99,6 @@ bool ProbeProbabilities(const VectorTable& t, const std::vector<size_t>& label_c
     }
   }
   return true;
-}
-
-// The rows of `table` with a label (their labels in *labels), as a table of their own.
-VectorTable LabelledRows(const VectorTable& table, const std::string& field,
-                         std::vector<std::string>* labels, std::vector<std::string>* groups,
-                         const std::string& group_field) {
-  VectorTable t;
-  t.dims = table.dims;
-  for (size_t i = 0; i < table.size(); ++i) {
-    const auto meta = ParseJson(table.metadata[i]);
-    std::string label = MetadataField(meta, field);
-    if (label.empty()) continue;
-    labels->push_back(std::move(label));
-    groups->push_back(group_field.empty() ? "" : MetadataField(meta, group_field));
-    t.ids.push_back(table.ids[i]);
-    t.sources.push_back(i < table.sources.size() ? table.sources[i] : "");
-    t.metadata.push_back(table.metadata[i]);
-    t.vectors.insert(t.vectors.end(), table.row(i), table.row(i) + table.dims);
-  }
-  return t;
 }
 
 // Out-of-sample probabilities [row][class] from each row's neighbour vote, lightly smoothed
@@ -263,9 +244,11 @@ Result<AuditReport> AuditTable(const VectorTable& table, const AuditOptions& opt
   if (options.k < 1) return Status::InvalidArgument("k must be >= 1");
   AuditReport rep;
   rep.options = options;
-  std::vector<std::string> groups;
-  VectorTable t =
-      LabelledRows(table, options.label_field, &rep.labels, &groups, options.group_field);
+  LabelledRows selected = SelectLabelled(table, options.label_field, options.group_field);
+  VectorTable& t = selected.table;
+  rep.labels = std::move(selected.labels);
+  rep.table_rows = std::move(selected.rows);
+  const std::vector<std::string>& groups = selected.groups;
   rep.rows = t.size();
   rep.unlabelled = table.size() - t.size();
   if (t.size() < 2) {
@@ -305,13 +288,9 @@ Result<AuditReport> AuditTable(const VectorTable& table, const AuditOptions& opt
     rep.probe = true;
   }
   rep.label_issues = FindLabelIssues(p, label_class, rep.classes, &rep.class_thresholds);
-  std::vector<std::optional<uint64_t>> hashes;  // of the labelled rows
+  std::vector<std::optional<uint64_t>> hashes;  // of the audited rows
   if (keys && keys->phash.size() == table.size()) {
-    for (size_t i = 0; i < table.size(); ++i) {
-      if (!MetadataField(ParseJson(table.metadata[i]), options.label_field).empty()) {
-        hashes.push_back(keys->phash[i]);
-      }
-    }
+    for (size_t r : rep.table_rows) hashes.push_back(keys->phash[r]);
   }
   rep.duplicates =
       FindDuplicates(near, rep.labels, options.duplicate_distance, hashes, options.hash_bits);

@@ -9,6 +9,8 @@
 #include "common/json.h"
 #include "common/sha256.h"
 #include "eval/calibration_fit.h"
+#include "eval/fit_cache.h"
+#include "eval/labelled_rows.h"
 #include "nearlabel/classify.h"
 #include "nearlabel/dataset.h"
 
@@ -78,16 +80,9 @@ Calibration FitCalibrationFromVotes(const std::vector<Prediction>& votes,
 Result<Calibration> FitCalibration(const VectorTable& table, const std::string& label_field, int k,
                                    Vote vote, size_t max_rows) {
   if (k < 1) return Status::InvalidArgument("k must be >= 1");
-  std::vector<std::string> labels;
-  VectorTable t;
-  t.dims = table.dims;
-  for (size_t i = 0; i < table.size(); ++i) {
-    std::string l = MetadataField(ParseJson(table.metadata[i]), label_field);
-    if (l.empty()) continue;
-    labels.push_back(std::move(l));
-    t.ids.push_back(table.ids[i]);
-    t.vectors.insert(t.vectors.end(), table.row(i), table.row(i) + table.dims);
-  }
+  LabelledRows selected = SelectLabelled(table, label_field);
+  const VectorTable& t = selected.table;
+  const std::vector<std::string>& labels = selected.labels;
   std::vector<std::string> classes = labels;
   std::sort(classes.begin(), classes.end());
   classes.erase(std::unique(classes.begin(), classes.end()), classes.end());
@@ -122,42 +117,33 @@ Result<Calibration> CachedCalibration(Store& store, const std::string& location,
   const std::string key =
       "calibration-cache/" +
       Sha256Hex(label_field + '\0' + where + '\0' + std::to_string(k) + '\0' + VoteName(vote));
-  NL_ASSIGN_OR_RETURN(std::string entry, store.GetSetting(key));
-  if (!entry.empty()) {
-    const nlohmann::json j = ParseJson(entry);
-    if (j.is_object() && j.value("signature", "") == want) {
-      try {
-        Calibration c;
-        c.k = k;
-        c.vote = vote;
-        c.temperature = j.at("temperature").get<double>();
-        c.floor = j.at("floor").get<double>();
-        c.classes = j.at("classes").get<size_t>();
-        c.fitted_rows = j.at("rows").get<size_t>();
-        if (c.temperature > 0 && c.floor >= 0 && c.floor < 1 && c.classes >= 2) {
-          if (how) *how = "from the store's cache";
-          return c;
-        }
-      } catch (const nlohmann::json::exception&) {
-        // A damaged entry: fit again and overwrite it.
+  NL_ASSIGN_OR_RETURN(auto cached, ReadFitCache(store, key, want));
+  if (cached) {
+    try {
+      Calibration c;
+      c.k = k;
+      c.vote = vote;
+      c.temperature = cached->at("temperature").get<double>();
+      c.floor = cached->at("floor").get<double>();
+      c.classes = cached->at("classes").get<size_t>();
+      c.fitted_rows = cached->at("rows").get<size_t>();
+      if (c.temperature > 0 && c.floor >= 0 && c.floor < 1 && c.classes >= 2) {
+        if (how) *how = kFromFitCache;
+        return c;
       }
+    } catch (const nlohmann::json::exception&) {
+      // A damaged entry: fit again and overwrite it.
     }
   }
   NL_ASSIGN_OR_RETURN(VectorTable rows, store.LoadVectors(where));
   NL_ASSIGN_OR_RETURN(Calibration c, FitCalibration(rows, label_field, k, vote));
-  const nlohmann::json j = {{"signature", want},
-                            {"temperature", c.temperature},
-                            {"floor", c.floor},
-                            {"classes", c.classes},
-                            {"rows", c.fitted_rows}};
-  // A cache: when it cannot be written the calibration is still right, only slower next time.
-  auto writable = OpenStore(location, Store::Mode::kReadWrite);
-  const Status saved =
-      writable.ok() ? (*writable)->PutSettings({{key, j.dump()}}) : writable.status();
-  if (how) {
-    *how = saved.ok() ? "fitted (leave-one-out) and cached"
-                      : "fitted (leave-one-out), not cached: " + saved.message();
-  }
+  const std::string saved = WriteFitCache(location, key, want,
+                                          {{"temperature", c.temperature},
+                                           {"floor", c.floor},
+                                           {"classes", c.classes},
+                                           {"rows", c.fitted_rows}},
+                                          "fitted");
+  if (how) *how = saved;
   return c;
 }
 

@@ -7,37 +7,14 @@
 
 #include "common/json.h"
 #include "common/sha256.h"
+#include "eval/fit_cache.h"
+#include "eval/labelled_rows.h"
 #include "nearlabel/anomaly.h"
 #include "nearlabel/classify.h"
 #include "nearlabel/dataset.h"
 #include "nearlabel/store.h"
 
 namespace nearlabel {
-namespace {
-
-// Labels of the rows (MetadataField of label_field; "" when missing).
-std::vector<std::string> RowLabels(const VectorTable& table, const std::string& label_field) {
-  std::vector<std::string> labels(table.size());
-  for (size_t i = 0; i < table.size(); ++i) {
-    labels[i] = MetadataField(ParseJson(table.metadata[i]), label_field);
-  }
-  return labels;
-}
-
-// The rows `which` of `table` as a table of their own.
-VectorTable Subset(const VectorTable& table, const std::vector<size_t>& which) {
-  VectorTable t;
-  t.dims = table.dims;
-  for (size_t i : which) {
-    t.ids.push_back(table.ids[i]);
-    t.sources.push_back(table.sources[i]);
-    t.metadata.push_back(table.metadata[i]);
-    t.vectors.insert(t.vectors.end(), table.row(i), table.row(i) + table.dims);
-  }
-  return t;
-}
-
-}  // namespace
 
 float RejectThresholds::For(const std::string& label) const {
   auto it = per_class.find(label);
@@ -108,36 +85,25 @@ Result<RejectThresholds> CachedRejection(Store& store, const std::string& locati
   NL_ASSIGN_OR_RETURN(const std::string want, LabelledRowsSignature(store, where, label_field));
   const std::string key =
       "reject-cache/" + Sha256Hex(label_field + '\0' + where + '\0' + std::to_string(quantile));
-  NL_ASSIGN_OR_RETURN(std::string entry, store.GetSetting(key));
-  if (!entry.empty()) {
-    const nlohmann::json j = ParseJson(entry);
-    if (j.is_object() && j.value("signature", "") == want) {
-      try {
-        RejectThresholds r;
-        r.quantile = j.at("quantile").get<double>();
-        r.global = j.at("global").get<float>();
-        r.per_class = j.at("per_class").get<std::map<std::string, float>>();
-        if (how) *how = "from the store's cache";
-        return r;
-      } catch (const nlohmann::json::exception&) {
-        // A damaged entry: calibrate again and overwrite it.
-      }
+  NL_ASSIGN_OR_RETURN(auto cached, ReadFitCache(store, key, want));
+  if (cached) {
+    try {
+      RejectThresholds r;
+      r.quantile = cached->at("quantile").get<double>();
+      r.global = cached->at("global").get<float>();
+      r.per_class = cached->at("per_class").get<std::map<std::string, float>>();
+      if (how) *how = kFromFitCache;
+      return r;
+    } catch (const nlohmann::json::exception&) {
+      // A damaged entry: calibrate again and overwrite it.
     }
   }
   NL_ASSIGN_OR_RETURN(VectorTable rows, store.LoadVectors(where));
   NL_ASSIGN_OR_RETURN(RejectThresholds r, CalibrateRejection(rows, label_field, quantile));
-  const nlohmann::json j = {{"signature", want},
-                            {"quantile", r.quantile},
-                            {"global", r.global},
-                            {"per_class", r.per_class}};
-  // A cache: when it cannot be written the thresholds are still right, only slower next time.
-  auto writable = OpenStore(location, Store::Mode::kReadWrite);
-  const Status saved =
-      writable.ok() ? (*writable)->PutSettings({{key, j.dump()}}) : writable.status();
-  if (how) {
-    *how = saved.ok() ? "calibrated (leave-one-out) and cached"
-                      : "calibrated (leave-one-out), not cached: " + saved.message();
-  }
+  const std::string saved = WriteFitCache(
+      location, key, want,
+      {{"quantile", r.quantile}, {"global", r.global}, {"per_class", r.per_class}}, "calibrated");
+  if (how) *how = saved;
   return r;
 }
 
