@@ -1,10 +1,13 @@
 // Ingest: dataset listing -> read + checksum -> decode + preprocess -> embed -> store.
 //
 // Threading (a three-stage pipeline, see ARCHITECTURE.md): `prep_threads` workers read, hash,
-// decode and preprocess images in listing order into a ring of 3 batch buffers; the calling
-// thread embeds each batch; a writer thread commits each batch in one transaction. Memory is
-// bounded by the ring, not the dataset. Items already in the store (same sha256) are skipped
-// before decoding, which makes a re-run after a crash or Ctrl-C resume where it stopped.
+// decode and preprocess images in listing order into a ring of batch buffers (2 + one per
+// embedder lane); each lane of the embedder (Embedder::lanes, one per ONNX Runtime session)
+// embeds the next images on its own thread, the calling thread's being one, so that no lane
+// waits for another at the end of a batch; a writer thread commits each batch, in order, in
+// one transaction. Memory is bounded by the ring, not the dataset. Items already in the store
+// (same sha256) are skipped before decoding, which makes a re-run after a crash or Ctrl-C
+// resume where it stopped.
 #pragma once
 
 #include <atomic>
@@ -41,8 +44,8 @@ struct IngestReport {
   // IngestShared: claim, insert, commit).
   double embed_seconds = 0;
   double store_seconds = 0;
-  // Ingest only: the preparation workers' seconds per step, summed over the workers (they run
-  // beside each other and beside inference), and the main thread's wait for prepared batches
+  // Ingest only: the preparation workers' CPU seconds per step, summed over the workers (they
+  // run beside each other and beside inference), and the main thread's wait for prepared batches
   // (inference idle because preparation is behind).
   struct PrepSeconds {
     double read = 0, sha256 = 0, decode = 0, preprocess = 0, thumbnail = 0;
@@ -118,8 +121,9 @@ struct EmbedStreamReport {
   bool interrupted = false;  // *stop became true before every file was delivered
 };
 
-// EmbedFiles for any number of files: the same pipeline (decoders -> embedder on the calling
-// thread), with each batch handed to `sink` on its own thread while the next one is embedded,
+// EmbedFiles for any number of files: Ingest's pipeline (decoders -> the embedder's lanes,
+// the calling thread's one of them), with each batch handed to `sink` on its own thread while
+// the next one is embedded,
 // so a search per image costs no embedding time. Memory is bounded by a few batches whatever
 // paths.size(). When *stop becomes true, the batches already embedded are delivered and the
 // run ends (report.interrupted). Returns the sink's first error.

@@ -130,7 +130,7 @@ std::vector<ModelCard> ListModels(const std::vector<std::string>& dirs,
                                   std::vector<std::string>* errors);
 
 // Turns preprocessed images into L2-normalised feature vectors.
-// Not thread-safe: use one Embedder per thread.
+// Not thread-safe (use one Embedder per thread), except EmbedOnLane on different lanes.
 class Embedder {
  public:
   virtual ~Embedder() = default;
@@ -151,6 +151,19 @@ class Embedder {
   // writes count x dims() unit-length floats to `output` (count x floats_per_image() raw
   // patch features for a patch card). count <= max_batch().
   virtual Status Embed(const float* input, int count, float* output) = 0;
+
+  // Lanes: parts of the embedder that embed at the same time, each on its own thread (ONNX
+  // Runtime: one per session; others: one). A pipeline that feeds every lane on its own
+  // thread keeps all of them busy, where Embed waits at the end of each batch for its slowest
+  // part. EmbedOnLane(lane, ...) calls for different lanes may run concurrently; calls on one
+  // lane must not overlap each other nor overlap Embed. Same input and output as Embed;
+  // count <= lane_batch() (the images one lane runs at once).
+  virtual int lanes() const { return 1; }
+  virtual int lane_batch() const { return max_batch(); }
+  virtual Status EmbedOnLane(int lane, const float* input, int count, float* output) {
+    (void)lane;
+    return Embed(input, count, output);
+  }
 };
 
 // Inference engines. Both read the same model card and give the same features (cosine

@@ -17,18 +17,39 @@ class TransformingEmbedder : public Embedder {
   int max_batch() const override { return inner_->max_batch(); }
   std::string backend() const override { return inner_->backend(); }
 
+  int lanes() const override { return inner_->lanes(); }
+  int lane_batch() const override { return inner_->lane_batch(); }
+
   Status Embed(const float* input, int count, float* output) override {
+    return Transform(input, count, output, whole_,
+                     [&](const float* in, float* out) { return inner_->Embed(in, count, out); });
+  }
+  Status EmbedOnLane(int lane, const float* input, int count, float* output) override {
+    if (lane < 0 || lane >= lanes()) return inner_->EmbedOnLane(lane, input, count, output);
+    return Transform(input, count, output, per_lane_[lane], [&](const float* in, float* out) {
+      return inner_->EmbedOnLane(lane, in, count, out);
+    });
+  }
+
+ private:
+  struct Buffers {
+    std::vector<float> mirrored, flipped;  // reused between calls
+  };
+
+  // `embed(in, out)` runs the backend on `count` images.
+  template <typename EmbedFn>
+  Status Transform(const float* input, int count, float* output, Buffers& buf, EmbedFn embed) {
     const EmbeddingOptions& e = card().embedding;
-    NL_RETURN_IF_ERROR(inner_->Embed(input, count, output));
+    NL_RETURN_IF_ERROR(embed(input, output));
     const size_t d = static_cast<size_t>(dims());
     if (e.flip_average) {
       const PreprocessSpec& p = card().preprocess;
       const size_t floats = 3 * static_cast<size_t>(p.width) * p.height;
-      mirrored_.resize(floats * count);
-      MirrorImages(input, count, p.width, p.height, mirrored_.data());
-      flipped_.resize(d * count);
-      NL_RETURN_IF_ERROR(inner_->Embed(mirrored_.data(), count, flipped_.data()));
-      for (size_t i = 0; i < d * count; ++i) output[i] += flipped_[i];
+      buf.mirrored.resize(floats * count);
+      MirrorImages(input, count, p.width, p.height, buf.mirrored.data());
+      buf.flipped.resize(d * count);
+      NL_RETURN_IF_ERROR(embed(buf.mirrored.data(), buf.flipped.data()));
+      for (size_t i = 0; i < d * count; ++i) output[i] += buf.flipped[i];
     }
     const std::vector<float>& mean = card().centre_mean;
     for (int i = 0; i < count; ++i) {
@@ -42,9 +63,9 @@ class TransformingEmbedder : public Embedder {
     return Status::OK();
   }
 
- private:
   std::unique_ptr<Embedder> inner_;
-  std::vector<float> mirrored_, flipped_;  // reused between calls
+  Buffers whole_;
+  std::vector<Buffers> per_lane_ = std::vector<Buffers>(inner_->lanes());
 };
 
 }  // namespace

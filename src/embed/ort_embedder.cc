@@ -261,6 +261,21 @@ class OrtEmbedder : public Embedder {
     return Status::OK();
   }
 
+  int lanes() const override { return static_cast<int>(sessions_.size()); }
+  int lane_batch() const override {
+    return static_cast<int>(fixed_batch_ > 0 ? fixed_batch_ : run_batch_);
+  }
+  Status EmbedOnLane(int lane, const float* input, int count, float* output) override {
+    if (count <= 0) return Status::OK();
+    if (lane < 0 || lane >= lanes() || count > lane_batch()) {
+      return Status::InvalidArgument("lane " + std::to_string(lane) + ", batch of " +
+                                     std::to_string(count) + ": the embedder has " +
+                                     std::to_string(lanes()) + " lanes of " +
+                                     std::to_string(lane_batch()) + " images");
+    }
+    return Run(sessions_[lane], input, count, output);
+  }
+
   Status Embed(const float* input, int count, float* output) override {
     if (count <= 0) return Status::OK();
     if (count > max_batch_) {

@@ -4,6 +4,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <ctime>
 #include <deque>
 #include <mutex>
 #include <thread>
@@ -27,6 +28,10 @@ struct Prepared {
   std::string thumbnail;  // JPEG
   bool already_stored = false;
 };
+
+// The prep ring for a LaneScheduler: one buffer more per lane beyond the first, so that the
+// preparation stays a batch ahead of the lanes' open batches.
+int RingFor(const Embedder& embedder) { return kPrepRing + std::max(1, embedder.lanes()) - 1; }
 
 int DefaultThreads(int requested) {
   if (requested > 0) return requested;
@@ -73,12 +78,13 @@ class PrepStage {
   size_t batches() const { return (paths_.size() + bs_ - 1) / bs_; }
   size_t slot_floats() const { return slot_; }
 
-  // Blocks until batch `number` is prepared. Call in order, Release before taking number+ring.
-  Batch& Take(size_t number) {
+  // Blocks until batch `number` is prepared; null once stopped. Take the batches in order;
+  // batch number+ring comes only after batch number is released.
+  Batch* Take(size_t number) {
     Batch& b = ring_[number % ring_.size()];
     std::unique_lock<std::mutex> lock(mu_);
-    ready_.wait(lock, [&] { return b.number == number && b.pending == 0; });
-    return b;
+    ready_.wait(lock, [&] { return stop_ || (b.number == number && b.pending == 0); });
+    return b.number == number && b.pending == 0 ? &b : nullptr;
   }
 
   // Hands the buffer of `b` to batch b.number + ring.
@@ -96,6 +102,7 @@ class PrepStage {
       stop_ = true;
     }
     free_.notify_all();
+    ready_.notify_all();
   }
 
  private:
@@ -132,7 +139,7 @@ class PrepStage {
   }
 
  public:
-  // Seconds the workers spent in each step so far, summed over workers.
+  // CPU seconds the workers spent in each step so far, summed over workers.
   IngestReport::PrepSeconds Seconds() const {
     auto s = [this](Step step) { return ns_[step].load() * 1e-9; };
     return {s(kRead), s(kSha256), s(kDecode), s(kPreprocess), s(kThumbnail)};
@@ -140,16 +147,23 @@ class PrepStage {
 
  private:
   enum Step { kRead, kSha256, kDecode, kPreprocess, kThumbnail, kSteps };
-  // Adds the time since *t to `step` and moves *t on.
-  void Lap(Step step, std::chrono::steady_clock::time_point* t) const {
-    const auto now = std::chrono::steady_clock::now();
-    ns_[step] += std::chrono::duration_cast<std::chrono::nanoseconds>(now - *t).count();
+  // This thread's CPU time in ns: the workers share the cores with inference, and a wall
+  // clock would also count the time a worker waited for a core.
+  static int64_t ThreadNs() {
+    timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return static_cast<int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+  }
+  // Adds this thread's CPU time since *t to `step` and moves *t on.
+  void Lap(Step step, int64_t* t) const {
+    const int64_t now = ThreadNs();
+    ns_[step] += now - *t;
     *t = now;
   }
 
   void Prepare(size_t index, Prepared* p, float* tensor) const {
     p->index = index;
-    auto t = std::chrono::steady_clock::now();
+    int64_t t = ThreadNs();
     auto bytes = ReadFileToString(paths_[index], 1ull << 30);
     Lap(kRead, &t);
     if (!bytes.ok()) {
@@ -216,6 +230,170 @@ Status EmbedBatch(PrepStage::Batch& b, size_t slot, Embedder& embedder,
   }
   return Status::OK();
 }
+
+// The embedding stage of Ingest. Each lane of the embedder (Embedder::lanes) runs on its own
+// thread, lane 0 on the caller's, and takes the next lane_batch() images as soon as it is
+// free, across batch boundaries: no lane waits for another at the end of a batch. (On two
+// cores, splitting each batch over two sessions and joining left the cores idle ~5 % of the
+// time; bench/embed_throughput prints how busy they are.) Batches are opened in order:
+// `select` names the items to embed; then handed on whole and in order by whichever lane
+// completes the lowest open batch: `hand_on(batch, which, vectors, errors)` (vectors packed in
+// the order of `which`; errors[j] the embedder's error for which[j], if any), false to stop.
+// A stop (`stop` true) opens no more batches and finishes the open ones. An embedder error
+// either halts the run, abandoning the open batches (`halt_on_error`), or is that chunk's
+// images' error.
+class LaneScheduler {
+ public:
+  using SelectFn = std::function<std::vector<size_t>(const PrepStage::Batch&)>;
+  using HandOnFn = std::function<bool(PrepStage::Batch&, const std::vector<size_t>&,
+                                      std::vector<float>&, const std::vector<Status>&)>;
+
+  LaneScheduler(PrepStage& prep, Embedder& embedder, SelectFn select, HandOnFn hand_on,
+                const std::atomic<bool>* stop, bool halt_on_error)
+      : prep_(prep),
+        embedder_(embedder),
+        select_(std::move(select)),
+        hand_on_(std::move(hand_on)),
+        stop_(stop),
+        halt_on_error_(halt_on_error),
+        lane_batch_(static_cast<size_t>(std::max(1, embedder.lane_batch()))),
+        dims_(embedder.floats_per_image()) {}
+
+  // Runs every lane until all batches are handed on, a stop, or an error; returns the
+  // embedder error that halted it.
+  Status Run() {
+    const int lanes = std::max(1, embedder_.lanes());
+    std::vector<std::thread> others;
+    for (int lane = 1; lane < lanes; ++lane) others.emplace_back([this, lane] { Lane(lane); });
+    Lane(0);
+    for (auto& t : others) t.join();
+    return status_;
+  }
+  bool interrupted() const { return interrupted_; }
+  // Seconds each lane spent embedding, and waiting for prepared images, averaged over lanes.
+  double embed_seconds() const { return embed_ns_ * 1e-9 / std::max(1, embedder_.lanes()); }
+  double wait_seconds() const { return wait_ns_ * 1e-9 / std::max(1, embedder_.lanes()); }
+
+ private:
+  struct Open {
+    PrepStage::Batch* batch;
+    std::vector<size_t> which;   // items to embed, their tensors packed to the front
+    std::vector<float> vecs;     // which.size() x dims
+    std::vector<Status> errors;  // per entry of which
+    size_t claimed = 0, embedded = 0;
+  };
+  using Clock = std::chrono::steady_clock;
+  static int64_t Ns(Clock::time_point t0) {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - t0).count();
+  }
+
+  void Lane(int lane) {
+    std::unique_lock<std::mutex> lock(mu_);
+    while (!halted_) {
+      if (Open* o = Claimable()) {
+        const size_t j = o->claimed, c = std::min(lane_batch_, o->which.size() - j);
+        o->claimed += c;
+        lock.unlock();
+        const auto t0 = Clock::now();
+        Status st = embedder_.EmbedOnLane(lane, o->batch->tensor.data() + j * prep_.slot_floats(),
+                                          static_cast<int>(c), o->vecs.data() + j * dims_);
+        lock.lock();
+        embed_ns_ += Ns(t0);
+        if (!st.ok() && halt_on_error_) {
+          if (status_.ok()) status_ = st;
+          Halt();
+          return;
+        }
+        if (!st.ok()) std::fill(o->errors.begin() + j, o->errors.begin() + j + c, st);
+        o->embedded += c;
+        HandOnFinished();
+      } else if (opening_) {
+        const auto t0 = Clock::now();
+        changed_.wait(lock);
+        wait_ns_ += Ns(t0);
+      } else if (next_ >= prep_.batches() || (stop_ && stop_->load())) {
+        interrupted_ = interrupted_ || next_ < prep_.batches();
+        return;  // nothing more to open: the other lanes finish what they hold
+      } else {
+        OpenNext(lock);
+      }
+    }
+  }
+
+  // The first open batch with images nobody has taken yet.
+  Open* Claimable() {
+    for (Open& o : open_) {
+      if (o.claimed < o.which.size()) return &o;
+    }
+    return nullptr;
+  }
+
+  // Takes the next batch from the preparation stage (waiting for it without the lock).
+  void OpenNext(std::unique_lock<std::mutex>& lock) {
+    opening_ = true;
+    const size_t number = next_++;
+    lock.unlock();
+    const auto t0 = Clock::now();
+    PrepStage::Batch* taken = prep_.Take(number);
+    const int64_t waited = Ns(t0);
+    if (!taken) {  // halted meanwhile
+      lock.lock();
+      opening_ = false;
+      changed_.notify_all();
+      return;
+    }
+    PrepStage::Batch& b = *taken;
+    Open o{&b, select_(b), {}, {}, 0, 0};
+    const size_t slot = prep_.slot_floats();
+    for (size_t j = 0; j < o.which.size(); ++j) {  // slot i only ever moves down
+      if (o.which[j] != j) {
+        std::copy(b.tensor.begin() + o.which[j] * slot, b.tensor.begin() + (o.which[j] + 1) * slot,
+                  b.tensor.begin() + j * slot);
+      }
+    }
+    o.vecs.resize(o.which.size() * dims_);
+    o.errors.resize(o.which.size());
+    lock.lock();
+    wait_ns_ += waited;
+    open_.push_back(std::move(o));
+    opening_ = false;
+    HandOnFinished();  // a batch with nothing to embed is finished at once
+    changed_.notify_all();
+  }
+
+  // Hands on the finished batches at the front, in order. Caller holds mu_.
+  void HandOnFinished() {
+    while (!halted_ && !open_.empty() && open_.front().embedded == open_.front().which.size()) {
+      Open& o = open_.front();
+      if (!hand_on_(*o.batch, o.which, o.vecs, o.errors)) Halt();
+      open_.pop_front();  // references to the other open batches stay valid (std::deque)
+    }
+  }
+
+  void Halt() {
+    halted_ = true;
+    prep_.Stop();  // a lane waiting in Take for a buffer that is never released returns
+    changed_.notify_all();
+  }
+
+  PrepStage& prep_;
+  Embedder& embedder_;
+  const SelectFn select_;
+  const HandOnFn hand_on_;
+  const std::atomic<bool>* const stop_;
+  const bool halt_on_error_;
+  const size_t lane_batch_;
+  const size_t dims_;
+  std::mutex mu_;
+  std::condition_variable changed_;  // a batch was opened, or the run halted
+  std::deque<Open> open_;            // in batch order
+  size_t next_ = 0;                  // the next batch to open
+  bool opening_ = false;             // a lane is taking batch next_ - 1
+  bool halted_ = false;              // an error: every lane stops
+  bool interrupted_ = false;
+  Status status_;
+  int64_t embed_ns_ = 0, wait_ns_ = 0;
+};
 
 // A stage on its own thread: runs `work` on each pushed job, in order, while the caller
 // prepares the next. At most `capacity` jobs wait. The first error stops it: later pushes
@@ -418,19 +596,12 @@ Result<IngestReport> Ingest(const DatasetListing& listing, Embedder& embedder, S
   const size_t bs = static_cast<size_t>(std::max(1, options.batch_size));
   std::unordered_map<std::string, size_t> seen;  // sha256 -> first index in this run
 
-  PrepStage prep(paths, embedder.card().preprocess, bs, threads, kPrepRing, &stored, true);
+  PrepStage prep(paths, embedder.card().preprocess, bs, threads, RingFor(embedder), &stored, true);
   WriteCounts written_counts;
   StageThread<WriteJob> writer(CommitBatches(store, progress, paths.size(), &written_counts),
                                kWriteQueue);
-  Status failure;
-  using Clock = std::chrono::steady_clock;
-  auto since = [](Clock::time_point t) {
-    return std::chrono::duration<double>(Clock::now() - t).count();
-  };
-  for (size_t number = 0; number < prep.batches(); ++number) {
-    const auto wait = Clock::now();
-    PrepStage::Batch& batch = prep.Take(number);
-    rep.wait_for_prepared_seconds += since(wait);
+  // Which items of a batch to embed (called for one batch at a time, in order).
+  auto select = [&](const PrepStage::Batch& batch) {
     std::vector<size_t> which;
     for (size_t i = 0; i < batch.items.size(); ++i) {
       const Prepared& p = batch.items[i];
@@ -448,26 +619,28 @@ Result<IngestReport> Ingest(const DatasetListing& listing, Embedder& embedder, S
         which.push_back(i);
       }
     }
-    std::vector<std::vector<float>> vecs;
-    const auto embed = Clock::now();
-    failure = EmbedBatch(batch, prep.slot_floats(), embedder, which, &vecs);
-    rep.embed_seconds += since(embed);
-    if (!failure.ok()) break;
+    return which;
+  };
+  const size_t dims = embedder.floats_per_image();
+  auto hand_on = [&](PrepStage::Batch& batch, const std::vector<size_t>& which,
+                     std::vector<float>& vecs, const std::vector<Status>&) {
     std::vector<NewItem> rows;
-    for (size_t i : which) {
-      const Prepared& p = batch.items[i];
+    for (size_t j = 0; j < which.size(); ++j) {
+      Prepared& p = batch.items[which[j]];
       const DatasetItem& item = listing.items[p.index];
-      rows.push_back(
-          {item.image_path, p.sha256, DumpJson(item.metadata), std::move(vecs[i]), p.thumbnail});
+      rows.push_back({item.image_path, p.sha256, DumpJson(item.metadata),
+                      std::vector<float>(vecs.begin() + j * dims, vecs.begin() + (j + 1) * dims),
+                      std::move(p.thumbnail)});
     }
-    const size_t done = std::min((number + 1) * bs, paths.size());
+    const size_t done = std::min((batch.number + 1) * bs, paths.size());
     prep.Release(batch);
-    if (!writer.Push({std::move(rows), done})) break;
-    if (stop && stop->load()) {
-      rep.interrupted = number + 1 < prep.batches();
-      break;
-    }
-  }
+    return writer.Push({std::move(rows), done});
+  };
+  LaneScheduler lanes(prep, embedder, select, hand_on, stop, /*halt_on_error=*/true);
+  Status failure = lanes.Run();
+  rep.interrupted = lanes.interrupted();
+  rep.embed_seconds = lanes.embed_seconds();
+  rep.wait_for_prepared_seconds = lanes.wait_seconds();
   prep.Stop();
   Status written = writer.Finish();
   rep.prep = prep.Seconds();
@@ -546,7 +719,7 @@ Result<IngestReport> IngestShared(const DatasetListing& listing, Embedder& embed
     std::vector<NewItem> rows;
     if (!paths.empty()) {
       PrepStage prep(paths, embedder.card().preprocess, paths.size(), threads, 1, &stored, true);
-      PrepStage::Batch& batch = prep.Take(0);
+      PrepStage::Batch& batch = *prep.Take(0);  // never stopped: not null
       std::vector<size_t> which;
       for (size_t i = 0; i < batch.items.size(); ++i) {
         const Prepared& p = batch.items[i];
@@ -636,7 +809,7 @@ std::vector<EmbeddedFile> EmbedFiles(const std::vector<std::string>& paths, Embe
                  nullptr, false);
   std::vector<EmbeddedFile> batch;
   for (size_t number = 0; number < prep.batches(); ++number) {
-    PrepStage::Batch& b = prep.Take(number);
+    PrepStage::Batch& b = *prep.Take(number);  // never stopped: not null
     EmbedPrepared(b, prep.slot_floats(), paths, embedder, &batch);
     prep.Release(b);
     std::move(batch.begin(), batch.end(), std::back_inserter(out));
@@ -650,8 +823,8 @@ Result<EmbedStreamReport> EmbedFilesStreaming(const std::vector<std::string>& pa
   EmbedStreamReport rep;
   // Batches as ingest's (IngestOptions::batch_size), so the two run at the same rate.
   const size_t bs = static_cast<size_t>(std::max(IngestOptions{}.batch_size, embedder.max_batch()));
-  PrepStage prep(paths, embedder.card().preprocess, bs, DefaultThreads(prep_threads), kPrepRing,
-                 nullptr, false);
+  PrepStage prep(paths, embedder.card().preprocess, bs, DefaultThreads(prep_threads),
+                 RingFor(embedder), nullptr, false);
   size_t delivered = 0;
   StageThread<std::vector<EmbeddedFile>> out(
       [&sink, &delivered](std::vector<EmbeddedFile>& batch) -> Status {
@@ -662,17 +835,33 @@ Result<EmbedStreamReport> EmbedFilesStreaming(const std::vector<std::string>& pa
         return Status::OK();
       },
       kWriteQueue);
-  for (size_t number = 0; number < prep.batches(); ++number) {
-    if (stop && stop->load()) {
-      rep.interrupted = true;
-      break;
+  auto select = [](const PrepStage::Batch& b) {
+    std::vector<size_t> which;
+    for (size_t i = 0; i < b.items.size(); ++i) {
+      if (b.items[i].status.ok()) which.push_back(i);
     }
-    PrepStage::Batch& b = prep.Take(number);
-    std::vector<EmbeddedFile> batch;
-    EmbedPrepared(b, prep.slot_floats(), paths, embedder, &batch);
+    return which;
+  };
+  const size_t dims = embedder.floats_per_image();
+  auto hand_on = [&](PrepStage::Batch& b, const std::vector<size_t>& which,
+                     std::vector<float>& vecs, const std::vector<Status>& errors) {
+    std::vector<EmbeddedFile> batch(b.items.size());
+    for (size_t i = 0; i < b.items.size(); ++i) {
+      batch[i].path = paths[b.items[i].index];
+      batch[i].status = b.items[i].status;
+      batch[i].sha256 = b.items[i].sha256;
+    }
+    for (size_t j = 0; j < which.size(); ++j) {
+      EmbeddedFile& f = batch[which[j]];
+      f.status = errors[j];
+      if (f.status.ok()) f.embedding.assign(vecs.begin() + j * dims, vecs.begin() + (j + 1) * dims);
+    }
     prep.Release(b);
-    if (!out.Push(std::move(batch))) break;
-  }
+    return out.Push(std::move(batch));
+  };
+  LaneScheduler lanes(prep, embedder, select, hand_on, stop, /*halt_on_error=*/false);
+  NL_RETURN_IF_ERROR(lanes.Run());  // OK: embedder errors are the files' own
+  rep.interrupted = lanes.interrupted();
   prep.Stop();
   Status st = out.Finish();
   rep.delivered = delivered;
