@@ -388,13 +388,10 @@ int Main(int argc, char** argv) {
     const double b1 = TimeInference(**e, tensors, m, 1, 1);
     std::printf("  (b) OpenCV DNN pure inference, batch 1 (%zu images): %8.1f images/s\n", m, b1);
   }
-  const int run_batch = a.pipeline_run_batch > 0 ? a.pipeline_run_batch
-                        : card->run_batch > 0    ? card->run_batch
-                                                 : 4;
   std::printf(
-      "  (c) nearlabel ingest end to end (its defaults: batch %d, %d image(s) a session run): "
+      "  (c) nearlabel ingest end to end (its defaults: %d lanes of %d image(s) a session run): "
       "%8.1f images/s\n",
-      (*pipeline_embedder)->max_batch(), run_batch, e2e_best);
+      (*pipeline_embedder)->lanes(), (*pipeline_embedder)->lane_batch(), e2e_best);
   PrintWhereTheTimeGoes(best_report, n / base_best.back(), cores);
   for (size_t b = 0; b < baselines.size(); ++b) {
     std::sort(ratios[b].begin(), ratios[b].end());

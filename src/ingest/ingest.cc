@@ -207,16 +207,20 @@ class PrepStage {
 // Embeds the items `which` (indices into b.items) of a prepared batch, packing their slots
 // densely, in chunks of the embedder's max batch. Writes their vectors into `out`
 // (indexed like b.items).
-Status EmbedBatch(PrepStage::Batch& b, size_t slot, Embedder& embedder,
-                  const std::vector<size_t>& which, std::vector<std::vector<float>>* out) {
-  const size_t dims = embedder.floats_per_image();  // a patch card's whole map
-  // Pack selected slots to the front, in order (slot i only ever moves down).
-  for (size_t j = 0; j < which.size(); ++j) {
+// Packs the tensors of the items `which` (ascending) to the front of b.tensor, in order.
+void PackSelected(PrepStage::Batch& b, size_t slot, const std::vector<size_t>& which) {
+  for (size_t j = 0; j < which.size(); ++j) {  // slot i only ever moves down
     if (which[j] != j) {
       std::copy(b.tensor.begin() + which[j] * slot, b.tensor.begin() + (which[j] + 1) * slot,
                 b.tensor.begin() + j * slot);
     }
   }
+}
+
+Status EmbedBatch(PrepStage::Batch& b, size_t slot, Embedder& embedder,
+                  const std::vector<size_t>& which, std::vector<std::vector<float>>* out) {
+  const size_t dims = embedder.floats_per_image();  // a patch card's whole map
+  PackSelected(b, slot, which);
   out->assign(b.items.size(), {});
   std::vector<float> vecs(which.size() * dims);
   const size_t step = static_cast<size_t>(embedder.max_batch());
@@ -344,13 +348,7 @@ class LaneScheduler {
     }
     PrepStage::Batch& b = *taken;
     Open o{&b, select_(b), {}, {}, 0, 0};
-    const size_t slot = prep_.slot_floats();
-    for (size_t j = 0; j < o.which.size(); ++j) {  // slot i only ever moves down
-      if (o.which[j] != j) {
-        std::copy(b.tensor.begin() + o.which[j] * slot, b.tensor.begin() + (o.which[j] + 1) * slot,
-                  b.tensor.begin() + j * slot);
-      }
-    }
+    PackSelected(b, prep_.slot_floats(), o.which);
     o.vecs.resize(o.which.size() * dims_);
     o.errors.resize(o.which.size());
     lock.lock();
@@ -776,44 +774,20 @@ Result<IngestReport> IngestShared(const DatasetListing& listing, Embedder& embed
 namespace {
 
 // Embeds the ready batch `b` into out[i] for each of its items (per-file failures kept).
-void EmbedPrepared(PrepStage::Batch& b, size_t slot, const std::vector<std::string>& paths,
-                   Embedder& embedder, std::vector<EmbeddedFile>* out) {
-  out->assign(b.items.size(), {});
-  std::vector<size_t> which;
-  for (size_t i = 0; i < b.items.size(); ++i) {
-    EmbeddedFile& f = (*out)[i];
-    f.path = paths[b.items[i].index];
-    f.status = b.items[i].status;
-    f.sha256 = b.items[i].sha256;
-    if (f.status.ok()) which.push_back(i);
-  }
-  std::vector<std::vector<float>> vecs;
-  Status st = EmbedBatch(b, slot, embedder, which, &vecs);
-  for (size_t i : which) {
-    if (!st.ok()) {
-      (*out)[i].status = st;
-    } else {
-      (*out)[i].embedding = std::move(vecs[i]);
-    }
-  }
-}
-
 }  // namespace
 
 std::vector<EmbeddedFile> EmbedFiles(const std::vector<std::string>& paths, Embedder& embedder,
                                      int prep_threads) {
   std::vector<EmbeddedFile> out;
   out.reserve(paths.size());
-  const size_t bs = static_cast<size_t>(std::max(1, embedder.max_batch()));
-  PrepStage prep(paths, embedder.card().preprocess, bs, DefaultThreads(prep_threads), kPrepRing,
-                 nullptr, false);
-  std::vector<EmbeddedFile> batch;
-  for (size_t number = 0; number < prep.batches(); ++number) {
-    PrepStage::Batch& b = *prep.Take(number);  // never stopped: not null
-    EmbedPrepared(b, prep.slot_floats(), paths, embedder, &batch);
-    prep.Release(b);
-    std::move(batch.begin(), batch.end(), std::back_inserter(out));
-  }
+  // The sink never fails and nothing stops the run, so every file comes back.
+  (void)EmbedFilesStreaming(
+      paths, embedder,
+      [&out](EmbeddedFile& f) {
+        out.push_back(std::move(f));
+        return Status::OK();
+      },
+      nullptr, prep_threads);
   return out;
 }
 
