@@ -204,9 +204,6 @@ class PrepStage {
   mutable std::atomic<int64_t> ns_[kSteps] = {};
 };
 
-// Embeds the items `which` (indices into b.items) of a prepared batch, packing their slots
-// densely, in chunks of the embedder's max batch. Writes their vectors into `out`
-// (indexed like b.items).
 // Packs the tensors of the items `which` (ascending) to the front of b.tensor, in order.
 void PackSelected(PrepStage::Batch& b, size_t slot, const std::vector<size_t>& which) {
   for (size_t j = 0; j < which.size(); ++j) {  // slot i only ever moves down
@@ -215,24 +212,6 @@ void PackSelected(PrepStage::Batch& b, size_t slot, const std::vector<size_t>& w
                 b.tensor.begin() + j * slot);
     }
   }
-}
-
-Status EmbedBatch(PrepStage::Batch& b, size_t slot, Embedder& embedder,
-                  const std::vector<size_t>& which, std::vector<std::vector<float>>* out) {
-  const size_t dims = embedder.floats_per_image();  // a patch card's whole map
-  PackSelected(b, slot, which);
-  out->assign(b.items.size(), {});
-  std::vector<float> vecs(which.size() * dims);
-  const size_t step = static_cast<size_t>(embedder.max_batch());
-  for (size_t j = 0; j < which.size(); j += step) {
-    const size_t c = std::min(step, which.size() - j);
-    NL_RETURN_IF_ERROR(
-        embedder.Embed(b.tensor.data() + j * slot, static_cast<int>(c), vecs.data() + j * dims));
-  }
-  for (size_t j = 0; j < which.size(); ++j) {
-    (*out)[which[j]].assign(vecs.begin() + j * dims, vecs.begin() + (j + 1) * dims);
-  }
-  return Status::OK();
 }
 
 // The embedding stage of Ingest. Each lane of the embedder (Embedder::lanes) runs on its own
@@ -492,6 +471,77 @@ std::string DumpJson(const nlohmann::json& j) {
   return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
+// The store row of `item`, prepared as `p`, whose vector is the j-th of `vecs` (j x dims).
+// Takes p's thumbnail.
+NewItem RowOf(const DatasetItem& item, Prepared& p, const std::vector<float>& vecs, size_t j,
+              size_t dims) {
+  return {item.image_path, p.sha256, DumpJson(item.metadata),
+          std::vector<float>(vecs.begin() + j * dims, vecs.begin() + (j + 1) * dims),
+          std::move(p.thumbnail)};
+}
+
+// What one claim of a shared ingest comes to: the rows to store, and the claimed relative
+// paths done (stored now or before) and failed (with why).
+struct ClaimOutcome {
+  std::vector<NewItem> rows;
+  std::vector<std::string> done;
+  std::vector<std::pair<std::string, std::string>> failed;
+};
+
+// Reads, prepares and embeds the claimed relative paths as one batch on every lane of the
+// embedder, counting failed and already stored items in *rep. Returns the embedder's error.
+Status EmbedClaim(const std::vector<std::string>& claimed, const DatasetListing& listing,
+                  const std::unordered_map<std::string, size_t>& by_path,
+                  const std::unordered_set<std::string>& stored, Embedder& embedder, int threads,
+                  IngestReport* rep, ClaimOutcome* out) {
+  std::vector<std::string> paths;
+  std::vector<size_t> item_of_path;  // listing index per entry of `paths`
+  for (const std::string& rel : claimed) {
+    auto it = by_path.find(rel);
+    if (it == by_path.end()) {
+      out->failed.emplace_back(rel, "not in this worker's copy of the dataset");
+      continue;
+    }
+    paths.push_back(listing.items[it->second].image_path);
+    item_of_path.push_back(it->second);
+  }
+  if (paths.empty()) return Status::OK();
+  PrepStage prep(paths, embedder.card().preprocess, paths.size(), threads, 1, &stored, true);
+  auto select = [&](const PrepStage::Batch& batch) {
+    std::vector<size_t> which;
+    for (size_t i = 0; i < batch.items.size(); ++i) {
+      const Prepared& p = batch.items[i];
+      const std::string& rel = listing.items[item_of_path[p.index]].relative_path;
+      if (!p.status.ok()) {
+        ++rep->failed;
+        rep->problems.push_back({paths[p.index], p.status.message()});
+        out->failed.emplace_back(rel, p.status.message());
+        continue;
+      }
+      if (p.already_stored) {
+        ++rep->already_stored;
+      } else {
+        which.push_back(i);
+      }
+      out->done.push_back(rel);
+    }
+    return which;
+  };
+  const size_t dims = embedder.floats_per_image();
+  auto hand_on = [&](PrepStage::Batch& batch, const std::vector<size_t>& which,
+                     std::vector<float>& vecs, const std::vector<Status>&) {
+    for (size_t j = 0; j < which.size(); ++j) {
+      Prepared& p = batch.items[which[j]];
+      out->rows.push_back(RowOf(listing.items[item_of_path[p.index]], p, vecs, j, dims));
+    }
+    return true;
+  };
+  LaneScheduler lanes(prep, embedder, select, hand_on, nullptr, /*halt_on_error=*/true);
+  Status st = lanes.Run();
+  rep->embed_seconds += lanes.embed_seconds();
+  return st;
+}
+
 }  // namespace
 
 Status PrepareStoreForDataset(Store& store, const ModelCard& card, const std::string& model_sha256,
@@ -625,10 +675,7 @@ Result<IngestReport> Ingest(const DatasetListing& listing, Embedder& embedder, S
     std::vector<NewItem> rows;
     for (size_t j = 0; j < which.size(); ++j) {
       Prepared& p = batch.items[which[j]];
-      const DatasetItem& item = listing.items[p.index];
-      rows.push_back({item.image_path, p.sha256, DumpJson(item.metadata),
-                      std::vector<float>(vecs.begin() + j * dims, vecs.begin() + (j + 1) * dims),
-                      std::move(p.thumbnail)});
+      rows.push_back(RowOf(listing.items[p.index], p, vecs, j, dims));
     }
     const size_t done = std::min((batch.number + 1) * bs, paths.size());
     prep.Release(batch);
@@ -702,55 +749,14 @@ Result<IngestReport> IngestShared(const DatasetListing& listing, Embedder& embed
       std::this_thread::sleep_for(std::chrono::milliseconds(200));
       continue;
     }
-    std::vector<std::string> paths, done;
-    std::vector<std::string> claim_of_path;  // relative path per entry of `paths`
-    std::vector<std::pair<std::string, std::string>> failed;
-    for (const std::string& rel : *claimed) {
-      auto it = by_path.find(rel);
-      if (it == by_path.end()) {
-        failed.emplace_back(rel, "not in this worker's copy of the dataset");
-        continue;
-      }
-      paths.push_back(listing.items[it->second].image_path);
-      claim_of_path.push_back(rel);
-    }
-    std::vector<NewItem> rows;
-    if (!paths.empty()) {
-      PrepStage prep(paths, embedder.card().preprocess, paths.size(), threads, 1, &stored, true);
-      PrepStage::Batch& batch = *prep.Take(0);  // never stopped: not null
-      std::vector<size_t> which;
-      for (size_t i = 0; i < batch.items.size(); ++i) {
-        const Prepared& p = batch.items[i];
-        const std::string& rel = claim_of_path[p.index];
-        if (!p.status.ok()) {
-          ++rep.failed;
-          rep.problems.push_back({paths[p.index], p.status.message()});
-          failed.emplace_back(rel, p.status.message());
-        } else if (p.already_stored) {
-          ++rep.already_stored;
-          done.push_back(rel);
-        } else {
-          which.push_back(i);
-          done.push_back(rel);
-        }
-      }
-      const auto te = Clock::now();
-      std::vector<std::vector<float>> vecs;
-      Status st = EmbedBatch(batch, prep.slot_floats(), embedder, which, &vecs);
-      rep.embed_seconds += since(te);
-      if (!st.ok()) {
-        queue.Abandon();
-        return st;
-      }
-      for (size_t i : which) {
-        const Prepared& p = batch.items[i];
-        const DatasetItem& item = listing.items[by_path[claim_of_path[p.index]]];
-        rows.push_back(
-            {item.image_path, p.sha256, DumpJson(item.metadata), std::move(vecs[i]), p.thumbnail});
-      }
+    ClaimOutcome claim;
+    Status st = EmbedClaim(*claimed, listing, by_path, stored, embedder, threads, &rep, &claim);
+    if (!st.ok()) {
+      queue.Abandon();
+      return st;
     }
     tq = Clock::now();
-    auto ins = queue.Complete(options.job, rows, done, failed);
+    auto ins = queue.Complete(options.job, claim.rows, claim.done, claim.failed);
     rep.store_seconds += since(tq);
     if (!ins.ok()) {
       if (ins.status().code() != Status::Code::kIOError || ++lost_in_a_row > 30) {
@@ -770,11 +776,6 @@ Result<IngestReport> IngestShared(const DatasetListing& listing, Embedder& embed
   rep.seconds = since(t0);
   return rep;
 }
-
-namespace {
-
-// Embeds the ready batch `b` into out[i] for each of its items (per-file failures kept).
-}  // namespace
 
 std::vector<EmbeddedFile> EmbedFiles(const std::vector<std::string>& paths, Embedder& embedder,
                                      int prep_threads) {
