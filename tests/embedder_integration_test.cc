@@ -209,6 +209,24 @@ TEST(OnnxRuntimeErrorsTest, FixedBatchModelLimitsTheBatch) {
   EXPECT_EQ((*e)->Embed(in.data(), 2, out.data()).code(), Status::Code::kInvalidArgument);
 }
 
+TEST(OnnxRuntimeErrorsTest, ALaneNeverRunsMoreThanTheCardsMaxBatch) {
+  REQUIRE_SHARED();
+  auto card = FindModel("mobilenetv2-12-int8", Dirs());  // a dynamic batch dimension
+  ASSERT_TRUE(card.ok());
+  card->max_batch = 2;  // e.g. a model too big in memory for more per run
+  EmbedderOptions eo;
+  eo.sessions = 2;
+  eo.threads = 2;
+  eo.run_batch = 8;  // more per run than the card allows
+  auto e = CreateOnnxRuntimeEmbedder(*card, eo);
+  ASSERT_TRUE(e.ok()) << e.status().ToString();
+  EXPECT_EQ((*e)->lanes(), 2);
+  EXPECT_EQ((*e)->lane_batch(), 2);
+  std::vector<float> in(3 * 3 * 224 * 224, 0.f), out(3 * card->dims);
+  EXPECT_TRUE((*e)->EmbedOnLane(1, in.data(), 2, out.data()).ok());
+  EXPECT_EQ((*e)->EmbedOnLane(1, in.data(), 3, out.data()).code(), Status::Code::kInvalidArgument);
+}
+
 TEST(EmbedderErrorsTest, ChecksumAndLayerMismatchesAreClear) {
   REQUIRE_SHARED();
   auto card = FindModel("squeezenet1.1", Dirs());

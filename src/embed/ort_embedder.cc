@@ -262,8 +262,9 @@ class OrtEmbedder : public Embedder {
   }
 
   int lanes() const override { return static_cast<int>(sessions_.size()); }
+  // A run never exceeds max_batch_ (the card's and the caller's limit on one run).
   int lane_batch() const override {
-    return static_cast<int>(fixed_batch_ > 0 ? fixed_batch_ : run_batch_);
+    return static_cast<int>(fixed_batch_ > 0 ? fixed_batch_ : std::min(run_batch_, max_batch_));
   }
   Status EmbedOnLane(int lane, const float* input, int count, float* output) override {
     if (count <= 0) return Status::OK();
