@@ -167,7 +167,7 @@ double TimeInference(Embedder& e, const std::vector<float>& tensors, size_t n, i
 
 // Best images/s over `repeat` passes of `n` preprocessed images through single-thread
 // embedders, each on its own thread taking the next image as soon as it is free: no join
-// between batches, the most two sessions can do with ORT.
+// between batches: the most ORT does with these sessions.
 double TimeFreeRunning(std::vector<std::unique_ptr<Embedder>>& embedders,
                        const std::vector<float>& tensors, size_t n, int repeat) {
   const auto& p = embedders[0]->card().preprocess;
@@ -400,13 +400,13 @@ int Main(int argc, char** argv) {
         baselines[b] == free ? "free running" : "joined", base_best[b], e2e_best / base_best[b],
         ratios[b][ratios[b].size() / 2]);
   }
-  // The most an end-to-end run can reach on these cores: ORT's time free running plus the
-  // preparation's CPU time spread over every core.
+  // An estimate (not a bound: cache effects differ) of what an end-to-end run can reach on
+  // these cores: ORT's time free running plus the preparation's CPU time spread over every core.
   const auto& prep = best_report.prep;
   const double prep_cpu = prep.read + prep.sha256 + prep.decode + prep.preprocess + prep.thumbnail;
   const double limit = n / (n / base_best.back() + prep_cpu / cores);
   std::printf(
-      "  the cores' limit for end to end (ORT pure %s + %.2f s of preparation CPU time over %d "
+      "  estimate for end to end (ORT pure %s + %.2f s of preparation CPU time over %d "
       "cores): %.1f images/s, ratio %.3f\n",
       free ? "free running" : "joined", prep_cpu, cores, limit, limit / base_best.back());
   return 0;
